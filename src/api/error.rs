@@ -1,0 +1,128 @@
+//! The API's one error type. Every failure a handler can meet becomes an [`ApiError`], and
+//! [`IntoResponse`] turns it into SPEC §4's `{"error": {"code", "message"}}` in this one place.
+//! Internal errors are logged (inside the request's span, so with its request id) and never shown.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::domain::{Action, IncidentStatus, InvalidTransition};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    InvalidTransition(InvalidTransition),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// Maps a store error, naming what was looked for when it is missing.
+    pub fn from_store(error: StoreError, missing: impl FnOnce() -> String) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound(missing()),
+            StoreError::InvalidTransition(refused) => Self::InvalidTransition(refused),
+            StoreError::Unavailable(_) => Self::Unavailable(error),
+            StoreError::Internal(_) => Self::Internal(Box::new(error)),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Store errors met outside a lookup by id (listing, ingesting) carry no name to report.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::from_store(error, || "not found".to_owned())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+    /// With `invalid_transition`: the incident's current status (also inside `error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<IncidentStatus>,
+    /// With `invalid_transition`: the refused action (also inside `error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `invalid_transition`,
+    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`.
+    pub code: &'static str,
+    /// What went wrong, naming the field at fault.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<IncidentStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Unavailable(error) => tracing::warn!(%error, "database unavailable"),
+            Self::Internal(error) => tracing::error!(%error, "internal error"),
+            _ => {}
+        }
+        let refused = match &self {
+            Self::InvalidTransition(refused) => Some(*refused),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                status: refused.map(|r| r.status),
+                action: refused.map(|r| r.action),
+            },
+            status: refused.map(|r| r.status),
+            action: refused.map(|r| r.action),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,83 @@
+//! The HTTP API (SPEC §4): axum routers, one file per resource, with authentication in [`auth`],
+//! input extraction in [`extract`], the one error type in [`error`] and the OpenAPI document in
+//! [`openapi`].
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod incidents;
+pub mod messages;
+pub mod openapi;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::ApiError;
+
+use crate::domain::EscalationPolicy;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// The policy an incident snapshots when it starts escalating.
+    pub policy: Arc<EscalationPolicy>,
+}
+
+/// The whole API, with its middleware: request ids, tracing, body limit, panic safety.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/message", post(messages::submit))
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::get))
+        .route("/incidents/{id}/escalate", post(incidents::escalate))
+        .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
+        .route("/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/incidents/{id}/cancel", post(incidents::cancel))
+        .route("/incidents/{id}/timeline", get(incidents::timeline))
+        .route("/incidents/escalations/{id}", get(incidents::escalations))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this endpoint does not accept that method".into())
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            use axum::response::IntoResponse;
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %request_id,
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

@@ -1,0 +1,110 @@
+//! API tokens (admin only). The secret is returned once, by `POST /tokens`; only its hash is kept.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::{Admin, Authorized};
+use super::extract::{IdPath, JsonBody};
+use super::{ApiError, AppState};
+use crate::domain::{NewToken, Role, Timestamp, Token, TokenSecret};
+
+/// The longest token name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Shown as the actor of everything done with the token.
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    /// The secret: shown this once, never again.
+    pub token: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<Token>,
+}
+
+/// Creates a token and returns it with its secret. Shared by the API and `klaxon token create`.
+pub async fn issue(
+    store: &dyn crate::store::Store,
+    name: String,
+    role: Role,
+) -> Result<(Token, TokenSecret), crate::store::StoreError> {
+    let secret = TokenSecret::generate();
+    let token = store
+        .create_token(NewToken { name, role, secret_hash: secret.hash(), created_at: Timestamp::now() })
+        .await?;
+    Ok((token, secret))
+}
+
+#[utoipa::path(
+    post, path = "/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 400), (status = 403)),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    JsonBody(request): JsonBody<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::BadRequest(format!("`name` must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    let (token, secret) = issue(state.store.as_ref(), name, request.role).await?;
+    tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            id: token.id,
+            name: token.name,
+            role: token.role,
+            token: secret.expose().to_owned(),
+            created_at: token.created_at,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token, revoked ones included, without secrets", body = TokenList)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+) -> Result<Json<TokenList>, ApiError> {
+    Ok(Json(TokenList { tokens: state.store.tokens().await? }))
+}
+
+#[utoipa::path(
+    delete, path = "/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Revoked (kept, marked revoked); it stops working at once", body = Token), (status = 404)),
+    security(("bearer" = []))
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    IdPath(id): IdPath,
+) -> Result<Json<Token>, ApiError> {
+    let token = state
+        .store
+        .revoke_token(id, Timestamp::now())
+        .await
+        .map_err(|e| ApiError::from_store(e, || format!("token {id} not found")))?;
+    tracing::info!(token_id = %id, by = %caller.name, "token revoked");
+    Ok(Json(token))
+}

@@ -1,0 +1,335 @@
+//! One `Config`, loaded once at start-up from a TOML file, a `.env` file and the environment
+//! (SPEC §5), and validated before anything else runs. A bad value is a [`ConfigError`] that names
+//! the key at fault; the CLI turns it into exit code 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::policy::PolicyError;
+use crate::domain::{Channel, EscalationLevel, EscalationPolicy};
+
+/// Where the API listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+/// The embedded database a newcomer gets: `./klaxon.db`, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://klaxon.db";
+/// How often the worker scans the database for due escalations it was not woken for.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The largest request body accepted (SPEC §4: 1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The environment variables that override the file, with the key each one sets.
+const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("KLAXON_LISTEN", "listen"),
+    ("KLAXON_DATABASE_URL", "database_url"),
+    ("KLAXON_REDIS_URL", "redis_url"),
+    ("KLAXON_ADMIN_TOKEN", "admin_token"),
+];
+
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    /// The bootstrap admin secret. Not `Debug`-printed: see the manual impl below.
+    pub admin_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub escalation: EscalationConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct EscalationConfig {
+    pub poll_interval: Duration,
+    pub policy: EscalationPolicy,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_password(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_password))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("escalation", &self.escalation)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            redis_url: None,
+            admin_token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            escalation: EscalationConfig {
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                policy: EscalationPolicy::standard(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("cannot read .env: {0}")]
+    DotEnv(String),
+}
+
+fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.to_string() }
+}
+
+/// The file's shape. Every field is optional; unknown keys are an error, so typos do not pass
+/// silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    admin_token: Option<String>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    escalation: FileEscalation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEscalation {
+    poll_interval: Option<String>,
+    levels: Option<Vec<FileLevel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLevel {
+    level: i32,
+    delay: String,
+    channels: Vec<Channel>,
+}
+
+impl Config {
+    /// Loads `.env` from the working directory (if present), then `file` (if given), then the
+    /// environment overrides, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(error) if error.not_found() => {}
+            Err(error) => return Err(ConfigError::DotEnv(error.to_string())),
+        }
+        let mut raw = match file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        for (variable, key) in ENV_OVERRIDES {
+            if let Some(value) = std::env::var(variable).ok().filter(|v| !v.is_empty()) {
+                let slot = match key {
+                    "listen" => &mut raw.listen,
+                    "database_url" => &mut raw.database_url,
+                    "redis_url" => &mut raw.redis_url,
+                    _ => &mut raw.admin_token,
+                };
+                *slot = Some(value);
+            }
+        }
+        Self::from_raw(raw)
+    }
+
+    /// Parses TOML text alone, without `.env` or environment: for tests and `--check`-style use.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_raw(parse_toml(text, Path::new("<inline>"))?)
+    }
+
+    fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let listen = match raw.listen {
+            Some(text) => text
+                .parse()
+                .map_err(|_| invalid("listen", format!("{text:?} is not an address like 127.0.0.1:3000")))?,
+            None => defaults.listen,
+        };
+        let database_url = raw.database_url.unwrap_or(defaults.database_url);
+        if !is_supported_database_url(&database_url) {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite:// or postgres:// (or postgresql://)",
+            ));
+        }
+        if let Some(url) = &raw.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid("redis_url", "must start with redis:// or rediss://"));
+            }
+        }
+        if raw.admin_token.as_deref().is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_CHARS) {
+            return Err(invalid(
+                "admin_token",
+                format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+            ));
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(defaults.max_body_bytes);
+        if max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be greater than 0"));
+        }
+        let poll_interval = match raw.escalation.poll_interval {
+            Some(text) => {
+                let interval = parse_duration("escalation.poll_interval", &text)?;
+                if interval.is_zero() {
+                    return Err(invalid("escalation.poll_interval", "must be greater than 0"));
+                }
+                interval
+            }
+            None => defaults.escalation.poll_interval,
+        };
+        let policy = match raw.escalation.levels {
+            Some(levels) => policy_from_levels(levels)?,
+            None => defaults.escalation.policy,
+        };
+        Ok(Self {
+            listen,
+            database_url,
+            redis_url: raw.redis_url,
+            admin_token: raw.admin_token,
+            max_body_bytes,
+            escalation: EscalationConfig { poll_interval, policy },
+        })
+    }
+}
+
+/// A bootstrap admin token shorter than this is refused: it would be guessable.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse_toml(&text, path)
+}
+
+fn parse_toml(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let key = error.path().to_string();
+        let message = error.into_inner().message().trim().to_owned();
+        if key == "." || key.is_empty() {
+            ConfigError::Parse { path: path.to_owned(), message }
+        } else {
+            ConfigError::Invalid { key, message }
+        }
+    })
+}
+
+fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|error| invalid(key, format!("{text:?} is not a duration like \"300ms\", \"5m\" or \"1h\" ({error})")))
+}
+
+fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, ConfigError> {
+    let mut parsed = Vec::with_capacity(levels.len());
+    for (index, level) in levels.into_iter().enumerate() {
+        let key = format!("escalation.levels[{index}]");
+        let delay = parse_duration(&format!("{key}.delay"), &level.delay)?;
+        if level.channels.is_empty() {
+            return Err(invalid(format!("{key}.channels"), "name at least one channel"));
+        }
+        parsed.push(EscalationLevel { level: level.level, delay, channels: level.channels });
+    }
+    EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))
+}
+
+fn is_supported_database_url(url: &str) -> bool {
+    ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.escalation.poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(config.escalation.policy, EscalationPolicy::standard());
+    }
+
+    #[test]
+    fn reads_the_spec_example() {
+        let config = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:8080"
+            database_url = "postgres://klaxon@db/klaxon"
+            [escalation]
+            poll_interval = "1s"
+            [[escalation.levels]]
+            level = 1
+            delay = "300ms"
+            channels = ["in_app", "webhook"]
+            [[escalation.levels]]
+            level = 2
+            delay = "1h"
+            channels = ["sms"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.escalation.poll_interval, Duration::from_secs(1));
+        let levels = config.escalation.policy.levels();
+        assert_eq!(levels[0].delay, Duration::from_millis(300));
+        assert_eq!(levels[0].channels, [Channel::InApp, Channel::Webhook]);
+        assert_eq!(levels[1].delay, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(error_of("listen = \"nowhere\"").contains("`listen`"));
+        assert!(error_of("database_url = \"mysql://x\"").contains("`database_url`"));
+        assert!(error_of("[escalation]\npoll_interval = \"soon\"").contains("`escalation.poll_interval`"));
+        let bad_delay = "[[escalation.levels]]\nlevel = 1\ndelay = \"5 parsecs\"\nchannels = [\"sms\"]";
+        assert!(error_of(bad_delay).contains("`escalation.levels[0].delay`"));
+        let bad_channel = "[[escalation.levels]]\nlevel = 1\ndelay = \"5m\"\nchannels = [\"pigeon\"]";
+        assert!(error_of(bad_channel).contains("escalation.levels[0].channels"), "{}", error_of(bad_channel));
+        let gap = "[[escalation.levels]]\nlevel = 2\ndelay = \"5m\"\nchannels = [\"sms\"]";
+        assert!(error_of(gap).contains("`escalation.levels`"));
+        assert!(error_of("lisen = \"x\"").contains("lisen"));
+        assert!(error_of("listen = 3000").contains("`listen`"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut config = Config::from_toml("database_url = \"postgres://k:hunter2@db/k\"").unwrap();
+        config.admin_token = Some("super-secret-admin-token".into());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("super-secret"), "{printed}");
+    }
+}

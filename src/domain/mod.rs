@@ -1,0 +1,22 @@
+//! Pure domain logic: no HTTP, no SQL, no clocks other than the values passed in.
+//!
+//! The state machine lives in [`incident`]; escalation policies in [`policy`]; the shapes of the
+//! records every backend stores in [`escalation`], [`event`], [`timeline`] and [`token`].
+
+pub mod escalation;
+pub mod event;
+pub mod incident;
+pub mod policy;
+pub mod severity;
+pub mod time;
+pub mod timeline;
+pub mod token;
+
+pub use escalation::{Escalation, EscalationStatus};
+pub use event::{Event, NewEvent};
+pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
+pub use policy::{Channel, EscalationLevel, EscalationPolicy};
+pub use severity::Severity;
+pub use time::Timestamp;
+pub use timeline::{Actor, TimelineEntry, TimelineKind};
+pub use token::{NewToken, Role, Token, TokenSecret};

@@ -1,0 +1,127 @@
+//! API tokens and roles. A token's secret is shown once, at creation; only its SHA-256 is stored.
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Submits messages, acts on incidents, reads.
+    Responder,
+    /// Reads.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Responder => "responder",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Admin, Self::Responder, Self::Viewer]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+    }
+
+    /// Whether this role includes everything `required` may do.
+    pub fn allows(self, required: Role) -> bool {
+        self.rank() >= required.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::Viewer => 0,
+            Self::Responder => 1,
+            Self::Admin => 2,
+        }
+    }
+}
+
+/// The prefix of every secret Klaxon generates, so that leaked tokens are easy to scan for.
+pub const SECRET_PREFIX: &str = "klx_";
+
+/// A bearer secret. Deliberately not `Debug` or `Display`, so that it cannot reach a log line.
+pub struct TokenSecret(String);
+
+impl TokenSecret {
+    /// 256 random bits, hex-encoded behind [`SECRET_PREFIX`].
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("{SECRET_PREFIX}{hex}"))
+    }
+
+    /// A secret chosen by the operator (the bootstrap admin token) or presented by a caller.
+    pub fn from_presented(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps and looks tokens up by: the hex SHA-256 of the secret.
+    pub fn hash(&self) -> String {
+        Sha256::digest(self.0.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Token {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Token {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.allows(Role::Responder));
+        assert!(Role::Responder.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Responder));
+        assert!(!Role::Responder.allows(Role::Admin));
+    }
+
+    #[test]
+    fn secrets_are_unique_and_hash_stably() {
+        let a = TokenSecret::generate();
+        let b = TokenSecret::generate();
+        assert_ne!(a.expose(), b.expose());
+        assert!(a.expose().starts_with(SECRET_PREFIX));
+        assert_eq!(a.hash(), TokenSecret::from_presented(a.expose()).hash());
+        assert_eq!(a.hash().len(), 64);
+    }
+}

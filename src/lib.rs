@@ -1,0 +1,11 @@
+//! Klaxon: an incident management and escalation engine.
+//!
+//! Data flows one way: [`api`] → [`domain`] → [`store`]. [`server`] wires them together at
+//! start-up from one [`config::Config`].
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,107 @@
+//! The `klaxon` command: thin, it parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use klaxon::config::Config;
+use klaxon::domain::Role;
+use klaxon::server;
+use klaxon::telemetry::{self, LogFormat};
+
+/// Exit code for a bad configuration (SPEC §5).
+const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for any other failure to run.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "klaxon", version, about = "Incident management and escalation engine")]
+struct Cli {
+    /// TOML configuration file; defaults apply without one.
+    #[arg(long, global = true, env = "KLAXON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve the HTTP API.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret (shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| "expected admin, responder or viewer".to_owned())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("klaxon: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("klaxon: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("klaxon: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve => {
+            let running = server::start(&config).await?;
+            if let Some(secret) = &running.generated_admin_token {
+                println!("Klaxon generated an admin token. It is shown this once; keep it safe:");
+                println!("  {}", secret.expose());
+            }
+            println!("Klaxon is listening on http://{}", running.addr);
+            running.run_until(server::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            server::open_store(&config).await?;
+            println!("migrations applied");
+        }
+        Command::Token { command: TokenCommand::Create { name, role } } => {
+            let store = server::open_store(&config).await?;
+            let (token, secret) = klaxon::api::tokens::issue(store.as_ref(), name, role).await?;
+            println!("created {} token `{}` ({})", token.role.as_str(), token.name, token.id);
+            println!("{}", secret.expose());
+        }
+    }
+    Ok(())
+}

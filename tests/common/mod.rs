@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests: a fresh database per test, on either backend.
+#![allow(dead_code)] // each test crate uses its own subset
+
+pub mod app;
+
+use std::path::PathBuf;
+
+use sqlx::Connection;
+
+/// The backends a test can run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test: a file in a temporary directory, or a PostgreSQL
+/// database created for it. Kept after the test, as Klaxon never deletes; CI machines are fresh.
+pub struct TestDatabase {
+    pub url: String,
+    /// Holds the SQLite file's directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// `None` (after printing why) when the backend is PostgreSQL and
+    /// `KLAXON_TEST_DATABASE_URL` is not set.
+    pub async fn create(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let path: PathBuf = dir.path().join("klaxon.db");
+                Some(Self { url: format!("sqlite://{}", path.display()), _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let Ok(admin_url) = std::env::var("KLAXON_TEST_DATABASE_URL") else {
+                    eprintln!("skipped: KLAXON_TEST_DATABASE_URL is not set");
+                    return None;
+                };
+                let name = format!("klaxon_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("KLAXON_TEST_DATABASE_URL must reach PostgreSQL");
+                sqlx::query(&format!("create database {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create a test database");
+                Some(Self { url: with_database(&admin_url, &name), _dir: None })
+            }
+        }
+    }
+}
+
+/// `postgres://u@h:5432/test?x=y` with its database swapped for `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut swapped = format!("{}/{}", &base[..authority_end], name);
+    if let Some(query) = query {
+        swapped.push('?');
+        swapped.push_str(query);
+    }
+    swapped
+}
+
+/// Runs one scenario against SQLite and, when configured, PostgreSQL: a module per backend with
+/// a `#[tokio::test]` per scenario, each scenario an `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Polls `condition` until it holds or `deadline` passes: tests wait on events, not sleeps.
+pub async fn eventually<F, Fut>(what: &str, deadline: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
