@@ -89,7 +89,8 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         ApiError::BadRequest(if inner.is_syntax() || inner.is_eof() {
-            format!("the body is not valid JSON: {inner}")
+            let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+            format!("the body is not valid JSON{at}: {inner}")
         } else if path == "." {
             format!("invalid body: {inner}")
         } else {

@@ -1,6 +1,6 @@
 //! Storage: the [`Store`] trait and its two backends, [`sqlite`] (the embedded default) and
 //! [`postgres`] (production, several instances). Both pass the same conformance suite
-//! (`tests/conformance.rs`).
+//! (`tests/store_conformance.rs`).
 //!
 //! Promises every backend keeps:
 //! - Each method that writes commits everything it writes in **one transaction**: the state change,

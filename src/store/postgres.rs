@@ -117,9 +117,21 @@ impl Store for PostgresStore {
             TimelineKind::IncidentCreated
         };
         let detail = serde_json::json!({ "event_id": event.id, "source": event.source });
-        append_timeline(&mut tx, incident.id, new.received_at, kind, &new.actor, &detail).await?;
+        append_timeline(
+            &mut tx,
+            incident.id,
+            new.received_at,
+            kind,
+            &new.actor,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Ingested { event, incident, deduplicated })
+        Ok(Ingested {
+            event,
+            incident,
+            deduplicated,
+        })
     }
 
     async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {
@@ -142,7 +154,10 @@ impl Store for PostgresStore {
         .bind(i64::from(query.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        let items = rows.iter().map(incident_from_row).collect::<Result<_, _>>()?;
+        let items = rows
+            .iter()
+            .map(incident_from_row)
+            .collect::<Result<_, _>>()?;
         Ok(into_page(items, query.limit))
     }
 
@@ -173,13 +188,24 @@ impl Store for PostgresStore {
         .bind(stamp(IncidentStatus::Acknowledged))
         .bind(stamp(IncidentStatus::Resolved))
         .bind(stamp(IncidentStatus::Cancelled))
-        .bind(request.note.as_ref().filter(|_| plan.to == IncidentStatus::Resolved))
-        .bind(plan.schedules_first_level.then(|| Json(request.policy.as_ref())))
+        .bind(
+            request
+                .note
+                .as_ref()
+                .filter(|_| plan.to == IncidentStatus::Resolved),
+        )
+        .bind(
+            plan.schedules_first_level
+                .then(|| Json(request.policy.as_ref())),
+        )
         .bind(id)
         .bind(plan.from.as_str())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(InvalidTransition { status: current.status, action: request.action })?;
+        .ok_or(InvalidTransition {
+            status: current.status,
+            action: request.action,
+        })?;
         let incident = incident_from_row(&row)?;
 
         let kind = TimelineKind::for_transition(request.action);
@@ -337,7 +363,11 @@ fn optional_timestamp(row: &PgRow, column: &str) -> Result<Option<Timestamp>, St
     Ok(at.map(Timestamp::from_datetime))
 }
 
-fn parsed<T>(row: &PgRow, column: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+fn parsed<T>(
+    row: &PgRow,
+    column: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
     parse(&text).ok_or_else(|| StoreError::corrupt(column, &text))
 }

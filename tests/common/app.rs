@@ -1,1 +1,123 @@
+//! `TestApp`: the real server, in-process, on port 0, over its own database, with typed helpers.
 
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use klaxon::config::Config;
+use klaxon::server::{self, Running};
+
+use super::{Backend, TestDatabase};
+
+/// The bootstrap admin secret every test server starts with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    running: Option<Running>,
+    pub db: TestDatabase,
+}
+
+impl TestApp {
+    /// `None` when the backend is not configured on this machine (the test then returns early).
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let db = TestDatabase::create(backend).await?;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: db.url.clone(),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let running = server::start(&config).await.expect("the server starts");
+        Some(Self {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            config,
+            running: Some(running),
+            db,
+        })
+    }
+
+    /// Stops the server gracefully and starts a new one on the same database (and a new port).
+    pub async fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("a clean stop");
+        }
+        let running = server::start(&self.config).await.expect("the server restarts");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    /// A request with `token` as its bearer (none if `None`).
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Sends and returns status and JSON body (`Value::Null` if the body is not JSON).
+    pub async fn send(builder: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = builder.send().await.expect("the server answers");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.request(Method::GET, path, Some(ADMIN_TOKEN))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::send(self.request(Method::POST, path, Some(ADMIN_TOKEN)).json(&body)).await
+    }
+
+    /// `POST /message`; panics unless it answers 200 or 201.
+    pub async fn message(&self, body: Value) -> Value {
+        let (status, reply) = self.post("/message", body).await;
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}: {reply}");
+        reply
+    }
+
+    /// Opens a new incident and returns its id.
+    pub async fn open_incident(&self, text: &str) -> String {
+        let reply = self.message(json!({ "text": text })).await;
+        reply["incident"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /incidents/{id}/{action}` with no body.
+    pub async fn act(&self, id: &str, action: &str) -> (StatusCode, Value) {
+        Self::send(self.request(Method::POST, &format!("/incidents/{id}/{action}"), Some(ADMIN_TOKEN))).await
+    }
+
+    /// Creates a token with `role` through the API and returns its secret and id.
+    pub async fn token(&self, name: &str, role: &str) -> (String, String) {
+        let (status, reply) = self.post("/tokens", json!({ "name": name, "role": role })).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        (reply["token"].as_str().unwrap().to_owned(), reply["id"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn escalations(&self, id: &str) -> Vec<Value> {
+        let (status, reply) = self.get(&format!("/incidents/escalations/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        reply["escalations"].as_array().unwrap().clone()
+    }
+
+    pub async fn timeline_kinds(&self, id: &str) -> Vec<String> {
+        let (status, reply) = self.get(&format!("/incidents/{id}/timeline")).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        reply["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}

@@ -1,0 +1,12 @@
+//! Black-box tests of the HTTP API (SPEC §4): the real server on port 0, spoken to over HTTP, on
+//! SQLite always and on PostgreSQL when `KLAXON_TEST_DATABASE_URL` is set.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod concurrency;
+mod input;
+mod lifecycle;
+mod prototype;
+mod state_machine;
