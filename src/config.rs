@@ -166,6 +166,12 @@ impl Config {
                 "must start with sqlite:// or postgres:// (or postgresql://)",
             ));
         }
+        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+            return Err(invalid(
+                "database_url",
+                "an in-memory SQLite database loses every incident when Klaxon stops; name a file, like sqlite://klaxon.db",
+            ));
+        }
         if let Some(url) = &raw.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(invalid("redis_url", "must start with redis:// or rediss://"));
@@ -314,6 +320,7 @@ mod tests {
     fn bad_values_name_their_key() {
         assert!(error_of("listen = \"nowhere\"").contains("`listen`"));
         assert!(error_of("database_url = \"mysql://x\"").contains("`database_url`"));
+        assert!(error_of("database_url = \"sqlite::memory:\"").contains("in-memory"));
         assert!(error_of("[escalation]\npoll_interval = \"soon\"").contains("`escalation.poll_interval`"));
         let bad_delay = "[[escalation.levels]]\nlevel = 1\ndelay = \"5 parsecs\"\nchannels = [\"sms\"]";
         assert!(error_of(bad_delay).contains("`escalation.levels[0].delay`"));

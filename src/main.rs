@@ -85,12 +85,13 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
     match command {
         Command::Serve => {
             let running = server::start(&config).await?;
+            let shutdown = server::shutdown_signal();
             if let Some(secret) = &running.generated_admin_token {
                 println!("Klaxon generated an admin token. It is shown this once; keep it safe:");
                 println!("  {}", secret.expose());
             }
             println!("Klaxon is listening on http://{}", running.addr);
-            running.run_until(server::shutdown_signal()).await?;
+            running.run_until(shutdown).await?;
         }
         Command::Migrate => {
             server::open_store(&config).await?;

@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn displays_utc_with_milliseconds() {
         let at = Timestamp::from_millis(1_795_780_800_123);
-        assert_eq!(at.to_string(), "2026-11-27T08:00:00.123Z");
+        assert_eq!(at.to_string(), "2026-11-27T12:00:00.123Z");
     }
 
     #[test]

@@ -74,9 +74,16 @@ pub struct TransitionRequest {
 #[derive(Debug, Clone, Default)]
 pub struct IncidentQuery {
     pub status: Option<IncidentStatus>,
+    /// Page size, taken within 1..=[`MAX_PAGE_SIZE`].
     pub limit: u32,
     /// Only incidents older than this one (ids are UUIDv7, so they sort by creation).
     pub before: Option<Uuid>,
+}
+
+impl IncidentQuery {
+    pub fn page_size(&self) -> u32 {
+        self.limit.clamp(1, MAX_PAGE_SIZE)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,12 +166,17 @@ fn transition_detail(request: &TransitionRequest, from: IncidentStatus) -> serde
     detail
 }
 
-/// Classifies a driver error: connection trouble is retryable (503), the rest is internal.
+/// Classifies a driver error: trouble reaching or using the database that may pass is
+/// retryable (503), the rest is internal.
 fn classify(error: sqlx::Error) -> StoreError {
     use sqlx::Error::*;
     let unavailable = match &error {
         PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => true,
-        Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
+        Database(db) => match (db.try_downcast_ref::<sqlx::sqlite::SqliteError>(), db.code()) {
+            (Some(_), Some(code)) => is_transient_sqlite(&code),
+            (None, Some(code)) => is_transient_postgres(&code),
+            (_, None) => false,
+        },
         _ => false,
     };
     if unavailable {
@@ -174,15 +186,21 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// PostgreSQL: class 08 (connection exception), 57P0x (shutdown, cannot connect now),
-/// 3D000 (database gone), 53xxx (out of resources). SQLite: BUSY and LOCKED after the busy
-/// timeout, CANTOPEN, FULL.
-fn is_unavailable_code(code: &str) -> bool {
+/// SQLite reports extended result codes; their low byte is the primary code: BUSY and LOCKED
+/// (after the busy timeout), IOERR, FULL, CANTOPEN.
+fn is_transient_sqlite(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
+/// PostgreSQL SQLSTATEs: class 08 (connection exception), 53 (insufficient resources), 57P0x
+/// (shutting down, cannot connect now), 57014 (statement cancelled), 3D000 (database gone),
+/// 25006 (read-only: a standby after failover), 40001 and 40P01 (serialization failure, deadlock).
+fn is_transient_postgres(code: &str) -> bool {
     code.starts_with("08")
-        || code.starts_with("57P")
         || code.starts_with("53")
-        || code == "3D000"
-        || matches!(code, "5" | "6" | "13" | "14" | "261" | "517")
+        || code.starts_with("57P")
+        || matches!(code, "57014" | "3D000" | "25006" | "40001" | "40P01")
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -151,14 +151,14 @@ impl Store for PostgresStore {
         )
         .bind(query.status.map(IncidentStatus::as_str))
         .bind(query.before)
-        .bind(i64::from(query.limit) + 1)
+        .bind(i64::from(query.page_size()) + 1)
         .fetch_all(&self.pool)
         .await?;
         let items = rows
             .iter()
             .map(incident_from_row)
             .collect::<Result<_, _>>()?;
-        Ok(into_page(items, query.limit))
+        Ok(into_page(items, query.page_size()))
     }
 
     async fn transition(&self, request: TransitionRequest) -> Result<Incident, StoreError> {

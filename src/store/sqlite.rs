@@ -141,11 +141,11 @@ impl Store for SqliteStore {
         )
         .bind(query.status.map(IncidentStatus::as_str))
         .bind(query.before.map(|id| id.to_string()))
-        .bind(i64::from(query.limit) + 1)
+        .bind(i64::from(query.page_size()) + 1)
         .fetch_all(&self.reader)
         .await?;
         let items = rows.iter().map(incident_from_row).collect::<Result<_, _>>()?;
-        Ok(into_page(items, query.limit))
+        Ok(into_page(items, query.page_size()))
     }
 
     async fn transition(&self, request: TransitionRequest) -> Result<Incident, StoreError> {

@@ -15,8 +15,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database of its own for one test: a file in a temporary directory, or a PostgreSQL
-/// database created for it. Kept after the test, as Klaxon never deletes; CI machines are fresh.
+/// A database of its own for one test: a file in a temporary directory, or a PostgreSQL schema
+/// created for it. Schemas are left behind; `.ci/run` drops those of earlier runs.
 pub struct TestDatabase {
     pub url: String,
     /// Holds the SQLite file's directory alive for the test's duration.
@@ -38,34 +38,25 @@ impl TestDatabase {
                     eprintln!("skipped: KLAXON_TEST_DATABASE_URL is not set");
                     return None;
                 };
-                let name = format!("klaxon_test_{}", uuid::Uuid::now_v7().simple());
+                let schema = format!("klaxon_test_{}", uuid::Uuid::now_v7().simple());
                 let mut admin = sqlx::PgConnection::connect(&admin_url)
                     .await
                     .expect("KLAXON_TEST_DATABASE_URL must reach PostgreSQL");
-                sqlx::query(&format!("create database {name}"))
+                sqlx::query(&format!("create schema {schema}"))
                     .execute(&mut admin)
                     .await
-                    .expect("create a test database");
-                Some(Self { url: with_database(&admin_url, &name), _dir: None })
+                    .expect("create a test schema");
+                Some(Self { url: in_schema(&admin_url, &schema), _dir: None })
             }
         }
     }
 }
 
-/// `postgres://u@h:5432/test?x=y` with its database swapped for `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
-    let mut swapped = format!("{}/{}", &base[..authority_end], name);
-    if let Some(query) = query {
-        swapped.push('?');
-        swapped.push_str(query);
-    }
-    swapped
+/// `url` with every connection's `search_path` set to `schema`, so that a test's tables live in
+/// a schema of its own: cheaper than a database per test, and as isolated.
+pub fn in_schema(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
 /// Runs one scenario against SQLite and, when configured, PostgreSQL: a module per backend with

@@ -68,7 +68,7 @@ create table tokens (
     revoked_at timestamptz
 );
 
--- Nothing is deleted (SPEC §6.3): the database refuses it, whoever asks.
+-- Nothing is deleted (SPEC §6.3): the database refuses it, row by row or by truncate, whoever asks.
 create function klaxon_refuse_delete() returns trigger language plpgsql as $$
 begin
     raise exception 'klaxon never deletes from %', tg_table_name;
@@ -79,3 +79,8 @@ create trigger events_keep before delete on events for each row execute function
 create trigger escalations_keep before delete on escalations for each row execute function klaxon_refuse_delete();
 create trigger timeline_keep before delete on timeline for each row execute function klaxon_refuse_delete();
 create trigger tokens_keep before delete on tokens for each row execute function klaxon_refuse_delete();
+create trigger incidents_keep_all before truncate on incidents for each statement execute function klaxon_refuse_delete();
+create trigger events_keep_all before truncate on events for each statement execute function klaxon_refuse_delete();
+create trigger escalations_keep_all before truncate on escalations for each statement execute function klaxon_refuse_delete();
+create trigger timeline_keep_all before truncate on timeline for each statement execute function klaxon_refuse_delete();
+create trigger tokens_keep_all before truncate on tokens for each statement execute function klaxon_refuse_delete();

@@ -1,0 +1,748 @@
+//! The conformance suite of the `Store` trait: every backend passes the same scenarios. SQLite
+//! always runs; PostgreSQL runs when `KLAXON_TEST_DATABASE_URL` is set.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDatabase};
+use klaxon::domain::{
+    Action, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, InvalidTransition,
+    NewEvent, NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp, Transition,
+};
+use klaxon::store::{self, IncidentQuery, Store, StoreError, TransitionRequest};
+use serde_json::json;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use IncidentStatus::{Acknowledged, Cancelled, Escalating, Open, Resolved};
+
+on_every_backend!(
+    migrating_twice_is_a_no_op,
+    ingest_opens_an_open_incident,
+    dedup_key_joins_a_live_incident,
+    dedup_key_never_joins_a_terminal_incident,
+    without_dedup_key_every_event_opens_an_incident,
+    concurrent_ingests_with_one_dedup_key_open_one_incident,
+    ingest_racing_a_resolve_loses_no_event,
+    every_cell_of_the_state_table,
+    escalate_schedules_the_first_level,
+    leaving_escalating_cancels_pending_escalations,
+    resolve_keeps_the_resolution_note,
+    concurrent_transitions_serialize,
+    unknown_ids_are_not_found,
+    incidents_are_listed_newest_first_in_pages,
+    tokens_are_created_listed_found_and_revoked,
+    the_database_refuses_deletes,
+    an_unreachable_database_is_unavailable,
+);
+
+/// SPEC §3, cell by cell, actions in `Action::ALL` order: `None` is a 409.
+#[rustfmt::skip]
+const STATE_TABLE: [(IncidentStatus, [Option<IncidentStatus>; 4]); 5] = [
+    (Open,         [Some(Acknowledged), Some(Escalating), Some(Resolved), Some(Cancelled)]),
+    (Escalating,   [Some(Acknowledged), None,             Some(Resolved), Some(Cancelled)]),
+    (Acknowledged, [None,               None,             Some(Resolved), Some(Cancelled)]),
+    (Resolved,     [None,               None,             None,           None]),
+    (Cancelled,    [None,               None,             None,           None]),
+];
+
+/// How many events or actions the concurrency scenarios fire at once.
+const CONCURRENCY: usize = 50;
+
+async fn open_store(db: &TestDatabase) -> Arc<dyn Store> {
+    let store = store::connect(&db.url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// A fixed instant, `minutes` after a base, so that every timestamp the store returns is checkable.
+fn minute(minutes: i64) -> Timestamp {
+    Timestamp::from_millis(1_795_780_800_123 + minutes * 60_000)
+}
+
+fn event(dedup_key: Option<&str>) -> NewEvent {
+    NewEvent {
+        source: "api".into(),
+        summary: "disk full on db-1\nsecond line".into(),
+        severity: Severity::Critical,
+        dedup_key: dedup_key.map(Into::into),
+        payload: json!({ "text": "disk full on db-1\nsecond line" }),
+        actor: "ops-bot".into(),
+        received_at: minute(0),
+    }
+}
+
+fn request(incident_id: Uuid, action: Action, at: Timestamp) -> TransitionRequest {
+    TransitionRequest {
+        incident_id,
+        action,
+        actor: "alice".into(),
+        note: None,
+        at,
+        policy: Arc::new(EscalationPolicy::standard()),
+    }
+}
+
+/// A new incident brought into `status` at minute 1.
+async fn incident_in(store: &dyn Store, status: IncidentStatus) -> Incident {
+    let incident = store.ingest(event(None)).await.expect("ingest").incident;
+    let action = match status {
+        Open => return incident,
+        Escalating => Action::Escalate,
+        Acknowledged => Action::Acknowledge,
+        Resolved => Action::Resolve,
+        Cancelled => Action::Cancel,
+    };
+    let moved = store
+        .transition(request(incident.id, action, minute(1)))
+        .await
+        .expect("setup");
+    assert_eq!(moved.status, status);
+    moved
+}
+
+fn kinds(timeline: &[TimelineEntry]) -> Vec<TimelineKind> {
+    timeline.iter().map(|entry| entry.kind).collect()
+}
+
+fn all(limit: u32) -> IncidentQuery {
+    IncidentQuery {
+        status: None,
+        limit,
+        before: None,
+    }
+}
+
+async fn migrating_twice_is_a_no_op(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = store.ingest(event(None)).await.unwrap().incident;
+    store
+        .migrate()
+        .await
+        .expect("a second migrate on the same store");
+    let again = open_store(&db).await;
+    again.ping().await.unwrap();
+    assert_eq!(again.incident(incident.id).await.unwrap(), incident);
+}
+
+async fn ingest_opens_an_open_incident(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let ingested = store.ingest(event(Some("db-1/disk"))).await.unwrap();
+    let incident = &ingested.incident;
+    assert!(!ingested.deduplicated);
+    assert_eq!(incident.title, "disk full on db-1");
+    assert_eq!(incident.severity, Severity::Critical);
+    assert_eq!(incident.status, Open);
+    assert_eq!(incident.dedup_key.as_deref(), Some("db-1/disk"));
+    assert_eq!(incident.event_count, 1);
+    assert_eq!(incident.escalation_level, 0);
+    assert_eq!(
+        (incident.created_at, incident.updated_at),
+        (minute(0), minute(0))
+    );
+    let unset = (
+        incident.acknowledged_at,
+        incident.resolved_at,
+        incident.cancelled_at,
+    );
+    assert_eq!(unset, (None, None, None));
+    assert_eq!(incident.resolution_note, None);
+    assert_eq!(&store.incident(incident.id).await.unwrap(), incident);
+
+    let event = &ingested.event;
+    assert_eq!(event.incident_id, incident.id);
+    assert_eq!(
+        (event.source.as_str(), event.received_at),
+        ("api", minute(0))
+    );
+    assert_eq!(
+        event.payload,
+        json!({ "text": "disk full on db-1\nsecond line" })
+    );
+
+    let timeline = store.timeline(incident.id).await.unwrap();
+    assert_eq!(kinds(&timeline), [TimelineKind::IncidentCreated]);
+    assert_eq!(
+        (timeline[0].actor.as_str(), timeline[0].at),
+        ("ops-bot", minute(0))
+    );
+    assert_eq!(
+        timeline[0].detail,
+        json!({ "event_id": event.id, "source": "api" })
+    );
+    assert!(store.escalations(incident.id).await.unwrap().is_empty());
+}
+
+async fn dedup_key_joins_a_live_incident(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for status in [Open, Acknowledged, Escalating] {
+        let key = format!("key-{status}");
+        let first = store.ingest(event(Some(&key))).await.unwrap().incident;
+        if status != Open {
+            let action = if status == Escalating {
+                Action::Escalate
+            } else {
+                Action::Acknowledge
+            };
+            store
+                .transition(request(first.id, action, minute(1)))
+                .await
+                .unwrap();
+        }
+        let later = NewEvent {
+            received_at: minute(2),
+            ..event(Some(&key))
+        };
+        let joined = store.ingest(later).await.unwrap();
+        assert!(joined.deduplicated, "{status}");
+        assert_eq!(joined.incident.id, first.id);
+        assert_eq!(joined.event.incident_id, first.id);
+        assert_eq!(joined.incident.status, status);
+        assert_eq!(joined.incident.event_count, 2);
+        assert_eq!(joined.incident.updated_at, minute(2));
+        assert_eq!(joined.incident.created_at, minute(0));
+        let timeline = store.timeline(first.id).await.unwrap();
+        let appended = timeline.last().unwrap();
+        assert_eq!(appended.kind, TimelineKind::EventAppended);
+        assert_eq!(appended.detail["event_id"], json!(joined.event.id));
+        assert_eq!(store.incident(first.id).await.unwrap(), joined.incident);
+    }
+}
+
+async fn dedup_key_never_joins_a_terminal_incident(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for action in [Action::Resolve, Action::Cancel] {
+        let key = format!("key-{action}");
+        let first = store.ingest(event(Some(&key))).await.unwrap().incident;
+        store
+            .transition(request(first.id, action, minute(1)))
+            .await
+            .unwrap();
+        let next = store.ingest(event(Some(&key))).await.unwrap();
+        assert!(!next.deduplicated, "{action}");
+        assert_ne!(next.incident.id, first.id);
+        assert_eq!((next.incident.status, next.incident.event_count), (Open, 1));
+        assert_eq!(store.incident(first.id).await.unwrap().event_count, 1);
+        let timeline = store.timeline(next.incident.id).await.unwrap();
+        assert_eq!(kinds(&timeline), [TimelineKind::IncidentCreated]);
+    }
+}
+
+async fn without_dedup_key_every_event_opens_an_incident(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let first = store.ingest(event(None)).await.unwrap();
+    let second = store.ingest(event(None)).await.unwrap();
+    assert!(!first.deduplicated && !second.deduplicated);
+    assert_ne!(first.incident.id, second.incident.id);
+    assert_eq!(store.incidents(all(10)).await.unwrap().items.len(), 2);
+}
+
+async fn concurrent_ingests_with_one_dedup_key_open_one_incident(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let ingests = (0..CONCURRENCY).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.ingest(event(Some("storm"))).await })
+    });
+    let results = futures::future::join_all(ingests).await;
+    let ingested: Vec<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().expect("ingest"))
+        .collect();
+    assert_eq!(ingested.iter().filter(|i| !i.deduplicated).count(), 1);
+    let id = ingested[0].incident.id;
+    assert!(ingested
+        .iter()
+        .all(|i| i.incident.id == id && i.event.incident_id == id));
+
+    let incident = store.incident(id).await.unwrap();
+    assert_eq!(incident.event_count, CONCURRENCY as i64);
+    assert_eq!(store.incidents(all(10)).await.unwrap().items, [incident]);
+    let timeline = kinds(&store.timeline(id).await.unwrap());
+    assert_eq!(timeline[0], TimelineKind::IncidentCreated);
+    assert_eq!(timeline.len(), CONCURRENCY);
+    assert!(timeline[1..]
+        .iter()
+        .all(|&kind| kind == TimelineKind::EventAppended));
+}
+
+async fn ingest_racing_a_resolve_loses_no_event(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let first = store
+        .ingest(event(Some("flapping")))
+        .await
+        .unwrap()
+        .incident;
+    // The resolve is spawned amid the ingests: 1 + (CONCURRENCY - 1) events in all.
+    let tasks = (0..CONCURRENCY).map(|i| {
+        let store = store.clone();
+        let resolve = request(first.id, Action::Resolve, minute(1));
+        tokio::spawn(async move {
+            if i == CONCURRENCY / 2 {
+                store.transition(resolve).await.map(|_| ())
+            } else {
+                store.ingest(event(Some("flapping"))).await.map(|_| ())
+            }
+        })
+    });
+    for result in futures::future::join_all(tasks).await {
+        result.unwrap().expect("ingest or resolve");
+    }
+
+    let incidents = store
+        .incidents(all(CONCURRENCY as u32))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(store.incident(first.id).await.unwrap().status, Resolved);
+    let live = incidents.iter().filter(|i| !i.status.is_terminal()).count();
+    assert!(live <= 1, "{live} live incidents share one dedup_key");
+    let events: i64 = incidents.iter().map(|i| i.event_count).sum();
+    assert_eq!(events, CONCURRENCY as i64);
+}
+
+async fn every_cell_of_the_state_table(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for (from, row) in STATE_TABLE {
+        for (action, expected) in Action::ALL.into_iter().zip(row) {
+            let before = incident_in(store.as_ref(), from).await;
+            let at = minute(2);
+            let result = store.transition(request(before.id, action, at)).await;
+            let stored = store.incident(before.id).await.unwrap();
+            let Some(to) = expected else {
+                match result {
+                    Err(StoreError::InvalidTransition(refused)) => {
+                        assert_eq!(
+                            refused,
+                            InvalidTransition {
+                                status: from,
+                                action
+                            }
+                        )
+                    }
+                    other => panic!("{from} + {action}: expected a refusal, got {other:?}"),
+                }
+                assert_eq!(stored, before, "{from} + {action} changed the incident");
+                continue;
+            };
+            let after = result.unwrap_or_else(|e| panic!("{from} + {action}: {e}"));
+            let mut wanted = Incident {
+                status: to,
+                updated_at: at,
+                ..before.clone()
+            };
+            match to {
+                Acknowledged => wanted.acknowledged_at = Some(at),
+                Resolved => wanted.resolved_at = Some(at),
+                Cancelled => wanted.cancelled_at = Some(at),
+                _ => {}
+            }
+            assert_eq!(after, wanted, "{from} + {action}");
+            assert_eq!(stored, after, "{from} + {action}");
+            let timeline = store.timeline(before.id).await.unwrap();
+            let entry = timeline
+                .iter()
+                .rev()
+                .find(|e| e.kind == TimelineKind::for_transition(action));
+            let entry = entry.unwrap_or_else(|| panic!("{from} + {action}: no timeline entry"));
+            assert_eq!((entry.at, entry.actor.as_str()), (at, "alice"));
+            assert_eq!(entry.detail, json!({ "from": from.as_str() }));
+        }
+    }
+}
+
+async fn escalate_schedules_the_first_level(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = incident_in(store.as_ref(), Open).await;
+    let at = minute(1);
+    let escalate = TransitionRequest {
+        note: Some("paging the team".into()),
+        ..request(incident.id, Action::Escalate, at)
+    };
+    let policy = escalate.policy.clone();
+    let escalated = store.transition(escalate).await.unwrap();
+    assert_eq!(
+        (escalated.status, escalated.escalation_level),
+        (Escalating, 0)
+    );
+    assert_eq!(escalated.resolution_note, None);
+
+    let escalations = store.escalations(incident.id).await.unwrap();
+    let [level_1] = escalations.as_slice() else {
+        panic!("{escalations:?}")
+    };
+    assert_eq!(level_1.incident_id, incident.id);
+    assert_eq!(
+        (level_1.escalation_level, level_1.status),
+        (1, EscalationStatus::Pending)
+    );
+    assert_eq!(level_1.scheduled_at, at.after(policy.first().delay));
+    assert_eq!(level_1.scheduled_at, minute(6));
+    assert_eq!(level_1.created_at, at);
+    assert_eq!((level_1.executed_at, level_1.cancelled_at), (None, None));
+
+    let timeline = store.timeline(incident.id).await.unwrap();
+    use TimelineKind::*;
+    assert_eq!(
+        kinds(&timeline),
+        [IncidentCreated, IncidentEscalated, EscalationScheduled]
+    );
+    assert_eq!(
+        timeline[1].detail,
+        json!({ "from": "OPEN", "note": "paging the team" })
+    );
+    assert_eq!((timeline[2].actor.as_str(), timeline[2].at), ("system", at));
+    let scheduled = json!({
+        "escalation_id": level_1.id,
+        "escalation_level": 1,
+        "scheduled_at": level_1.scheduled_at,
+    });
+    assert_eq!(timeline[2].detail, scheduled);
+}
+
+async fn leaving_escalating_cancels_pending_escalations(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for action in [Action::Acknowledge, Action::Resolve, Action::Cancel] {
+        let incident = incident_in(store.as_ref(), Escalating).await;
+        let at = minute(2);
+        store
+            .transition(request(incident.id, action, at))
+            .await
+            .unwrap();
+
+        let escalations = store.escalations(incident.id).await.unwrap();
+        let [level_1] = escalations.as_slice() else {
+            panic!("{escalations:?}")
+        };
+        assert_eq!(level_1.status, EscalationStatus::Cancelled, "{action}");
+        assert_eq!(
+            (level_1.cancelled_at, level_1.executed_at),
+            (Some(at), None)
+        );
+        assert_eq!(
+            level_1.scheduled_at,
+            minute(6),
+            "{action} kept the schedule"
+        );
+
+        let timeline = store.timeline(incident.id).await.unwrap();
+        let [.., transition, cancelled] = timeline.as_slice() else {
+            panic!("{timeline:?}")
+        };
+        assert_eq!(transition.kind, TimelineKind::for_transition(action));
+        assert_eq!(cancelled.kind, TimelineKind::EscalationCancelled);
+        let detail = json!({
+            "escalation_id": level_1.id,
+            "escalation_level": 1,
+            "reason": action.as_str(),
+        });
+        assert_eq!((&cancelled.detail, cancelled.at), (&detail, at));
+    }
+}
+
+async fn resolve_keeps_the_resolution_note(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = incident_in(store.as_ref(), Open).await;
+    let acknowledge = TransitionRequest {
+        note: Some("looking".into()),
+        ..request(incident.id, Action::Acknowledge, minute(1))
+    };
+    let acknowledged = store.transition(acknowledge).await.unwrap();
+    assert_eq!(acknowledged.resolution_note, None, "only resolve sets it");
+    let resolve = TransitionRequest {
+        note: Some("rebooted db-1".into()),
+        ..request(incident.id, Action::Resolve, minute(2))
+    };
+    let resolved = store.transition(resolve).await.unwrap();
+    assert_eq!(resolved.resolution_note.as_deref(), Some("rebooted db-1"));
+    assert_eq!(store.incident(incident.id).await.unwrap(), resolved);
+    let timeline = store.timeline(incident.id).await.unwrap();
+    let details: Vec<_> = timeline[1..].iter().map(|e| &e.detail).collect();
+    let wanted = [
+        json!({ "from": "OPEN", "note": "looking" }),
+        json!({ "from": "ACKNOWLEDGED", "resolution_note": "rebooted db-1" }),
+    ];
+    assert_eq!(details, wanted.iter().collect::<Vec<_>>());
+}
+
+async fn concurrent_transitions_serialize(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let id = incident_in(store.as_ref(), Open).await.id;
+    let transitions = (0..CONCURRENCY).map(|i| {
+        let store = store.clone();
+        let action = Action::ALL[i % Action::ALL.len()];
+        tokio::spawn(async move { store.transition(request(id, action, minute(1))).await })
+    });
+    let mut won = 0;
+    for result in futures::future::join_all(transitions).await {
+        match result.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::InvalidTransition(_)) => {}
+            Err(other) => panic!("only refusals may fail a transition, got {other}"),
+        }
+    }
+
+    // Replaying the committed transitions in timeline order must walk the state table from OPEN
+    // to the stored status, one step per winner.
+    let timeline = store.timeline(id).await.unwrap();
+    let mut status = Open;
+    let mut steps = 0;
+    for entry in &timeline {
+        let Some(action) = Action::ALL
+            .into_iter()
+            .find(|&a| TimelineKind::for_transition(a) == entry.kind)
+        else {
+            continue;
+        };
+        assert_eq!(entry.detail["from"], status.as_str());
+        status = Transition::plan(status, action)
+            .expect("a committed transition is valid")
+            .to;
+        steps += 1;
+    }
+    assert_eq!(won, steps);
+    let stored = store.incident(id).await.unwrap();
+    assert_eq!(stored.status, status);
+    assert!(
+        status.is_terminal(),
+        "a resolve or cancel always wins eventually"
+    );
+    let escalations = store.escalations(id).await.unwrap();
+    assert!(escalations.len() <= 1);
+    assert!(escalations
+        .iter()
+        .all(|e| e.status == EscalationStatus::Cancelled));
+}
+
+async fn unknown_ids_are_not_found(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    store.ingest(event(None)).await.unwrap();
+    let unknown = Uuid::now_v7();
+    let not_found = |result: Result<(), StoreError>| matches!(result, Err(StoreError::NotFound));
+    assert!(not_found(store.incident(unknown).await.map(drop)));
+    assert!(not_found(store.escalations(unknown).await.map(drop)));
+    assert!(not_found(store.timeline(unknown).await.map(drop)));
+    let acknowledge = request(unknown, Action::Acknowledge, minute(1));
+    assert!(not_found(store.transition(acknowledge).await.map(drop)));
+    assert!(not_found(
+        store.revoke_token(unknown, minute(1)).await.map(drop)
+    ));
+}
+
+async fn incidents_are_listed_newest_first_in_pages(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let incident = store.ingest(event(None)).await.unwrap().incident;
+        if i % 3 == 0 {
+            store
+                .transition(request(incident.id, Action::Resolve, minute(1)))
+                .await
+                .unwrap();
+        }
+        ids.push(incident.id);
+    }
+    let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+    let resolved: Vec<_> = newest_first.iter().step_by(3).copied().collect();
+    let open: Vec<_> = newest_first
+        .iter()
+        .copied()
+        .filter(|id| !resolved.contains(id))
+        .collect();
+
+    let whole = store.incidents(all(7)).await.unwrap();
+    assert_eq!(
+        whole.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert_eq!(whole.next, None, "exactly `limit` rows leave no next page");
+    for (status, wanted) in [
+        (None, &newest_first),
+        (Some(Resolved), &resolved),
+        (Some(Open), &open),
+    ] {
+        for limit in [1, 2, 3, 200] {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = store
+                    .incidents(IncidentQuery {
+                        status,
+                        limit,
+                        before,
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.items.len() <= limit as usize);
+                assert!(page
+                    .items
+                    .iter()
+                    .all(|i| status.is_none_or(|s| i.status == s)));
+                seen.extend(page.items.iter().map(|i| i.id));
+                match page.next {
+                    Some(next) => {
+                        assert_eq!(Some(&next), seen.last(), "next is the last id of the page");
+                        before = Some(next);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(&seen, wanted, "status {status:?}, limit {limit}");
+        }
+    }
+}
+
+async fn tokens_are_created_listed_found_and_revoked(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let new = |name: &str, role, hash: &str| NewToken {
+        name: name.into(),
+        role,
+        secret_hash: hash.into(),
+        created_at: minute(0),
+    };
+    let admin = store
+        .create_token(new("root", Role::Admin, "hash-1"))
+        .await
+        .unwrap();
+    let viewer = store
+        .create_token(new("grafana", Role::Viewer, "hash-2"))
+        .await
+        .unwrap();
+    assert_eq!((admin.name.as_str(), admin.role), ("root", Role::Admin));
+    assert_eq!((admin.created_at, admin.revoked_at), (minute(0), None));
+    assert_eq!(
+        store.tokens().await.unwrap(),
+        [admin.clone(), viewer.clone()]
+    );
+    assert_eq!(
+        store.token_by_hash("hash-2").await.unwrap(),
+        Some(viewer.clone())
+    );
+    assert_eq!(store.token_by_hash("hash-3").await.unwrap(), None);
+
+    let revoked = store.revoke_token(viewer.id, minute(1)).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(minute(1)));
+    let again = store.revoke_token(viewer.id, minute(2)).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(minute(1)),
+        "the first revocation stands"
+    );
+    assert_eq!(
+        store.token_by_hash("hash-2").await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(store.tokens().await.unwrap(), [admin, revoked]);
+}
+
+async fn the_database_refuses_deletes(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    // Row triggers fire only for rows that exist: give every table one.
+    let incident = incident_in(store.as_ref(), Escalating).await;
+    let new_token = NewToken {
+        name: "root".into(),
+        role: Role::Admin,
+        secret_hash: "hash".into(),
+        created_at: minute(0),
+    };
+    store.create_token(new_token).await.unwrap();
+    for table in ["incidents", "events", "escalations", "timeline", "tokens"] {
+        let statement = format!("delete from {table}");
+        let refused = match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query(&statement)
+                    .execute(&mut conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query(&statement)
+                    .execute(&mut conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+        };
+        let error = refused.expect_err(&statement);
+        assert!(
+            error.to_string().contains("never deletes"),
+            "{table}: {error}"
+        );
+    }
+    assert_eq!(store.incident(incident.id).await.unwrap(), incident);
+    assert_eq!(store.escalations(incident.id).await.unwrap().len(), 1);
+    assert_eq!(store.timeline(incident.id).await.unwrap().len(), 3);
+    assert_eq!(store.tokens().await.unwrap().len(), 1);
+}
+
+async fn an_unreachable_database_is_unavailable(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let unreachable = match backend {
+        Backend::Sqlite => db.url.replace("klaxon.db", "missing/klaxon.db"),
+        Backend::Postgres => "postgres://postgres@127.0.0.1:1/klaxon".to_owned(),
+    };
+    let started = Instant::now();
+    let result = store::connect(&unreachable).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        result.err()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
