@@ -61,7 +61,9 @@ impl std::fmt::Debug for Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             redis_url: None,
             admin_token: None,
@@ -77,7 +79,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid `{key}`: {message}")]
@@ -87,7 +92,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.to_string() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
 }
 
 /// The file's shape. Every field is optional; unknown keys are an error, so typos do not pass
@@ -154,9 +162,12 @@ impl Config {
     fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let listen = match raw.listen {
-            Some(text) => text
-                .parse()
-                .map_err(|_| invalid("listen", format!("{text:?} is not an address like 127.0.0.1:3000")))?,
+            Some(text) => text.parse().map_err(|_| {
+                invalid(
+                    "listen",
+                    format!("{text:?} is not an address like 127.0.0.1:3000"),
+                )
+            })?,
             None => defaults.listen,
         };
         let database_url = raw.database_url.unwrap_or(defaults.database_url);
@@ -174,10 +185,17 @@ impl Config {
         }
         if let Some(url) = &raw.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid("redis_url", "must start with redis:// or rediss://"));
+                return Err(invalid(
+                    "redis_url",
+                    "must start with redis:// or rediss://",
+                ));
             }
         }
-        if raw.admin_token.as_deref().is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_CHARS) {
+        if raw
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_CHARS)
+        {
             return Err(invalid(
                 "admin_token",
                 format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters"),
@@ -191,7 +209,10 @@ impl Config {
             Some(text) => {
                 let interval = parse_duration("escalation.poll_interval", &text)?;
                 if interval.is_zero() {
-                    return Err(invalid("escalation.poll_interval", "must be greater than 0"));
+                    return Err(invalid(
+                        "escalation.poll_interval",
+                        "must be greater than 0",
+                    ));
                 }
                 interval
             }
@@ -207,7 +228,10 @@ impl Config {
             redis_url: raw.redis_url,
             admin_token: raw.admin_token,
             max_body_bytes,
-            escalation: EscalationConfig { poll_interval, policy },
+            escalation: EscalationConfig {
+                poll_interval,
+                policy,
+            },
         })
     }
 }
@@ -216,8 +240,10 @@ impl Config {
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_toml(&text, path)
 }
 
@@ -227,7 +253,10 @@ fn parse_toml(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         let key = error.path().to_string();
         let message = error.into_inner().message().trim().to_owned();
         if key == "." || key.is_empty() {
-            ConfigError::Parse { path: path.to_owned(), message }
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
         } else {
             ConfigError::Invalid { key, message }
         }
@@ -235,8 +264,12 @@ fn parse_toml(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text)
-        .map_err(|error| invalid(key, format!("{text:?} is not a duration like \"300ms\", \"5m\" or \"1h\" ({error})")))
+    humantime::parse_duration(text).map_err(|error| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration like \"300ms\", \"5m\" or \"1h\" ({error})"),
+        )
+    })
 }
 
 fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, ConfigError> {
@@ -245,9 +278,16 @@ fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, Config
         let key = format!("escalation.levels[{index}]");
         let delay = parse_duration(&format!("{key}.delay"), &level.delay)?;
         if level.channels.is_empty() {
-            return Err(invalid(format!("{key}.channels"), "name at least one channel"));
+            return Err(invalid(
+                format!("{key}.channels"),
+                "name at least one channel",
+            ));
         }
-        parsed.push(EscalationLevel { level: level.level, delay, channels: level.channels });
+        parsed.push(EscalationLevel {
+            level: level.level,
+            delay,
+            channels: level.channels,
+        });
     }
     EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))
 }
@@ -321,11 +361,18 @@ mod tests {
         assert!(error_of("listen = \"nowhere\"").contains("`listen`"));
         assert!(error_of("database_url = \"mysql://x\"").contains("`database_url`"));
         assert!(error_of("database_url = \"sqlite::memory:\"").contains("in-memory"));
-        assert!(error_of("[escalation]\npoll_interval = \"soon\"").contains("`escalation.poll_interval`"));
-        let bad_delay = "[[escalation.levels]]\nlevel = 1\ndelay = \"5 parsecs\"\nchannels = [\"sms\"]";
+        assert!(error_of("[escalation]\npoll_interval = \"soon\"")
+            .contains("`escalation.poll_interval`"));
+        let bad_delay =
+            "[[escalation.levels]]\nlevel = 1\ndelay = \"5 parsecs\"\nchannels = [\"sms\"]";
         assert!(error_of(bad_delay).contains("`escalation.levels[0].delay`"));
-        let bad_channel = "[[escalation.levels]]\nlevel = 1\ndelay = \"5m\"\nchannels = [\"pigeon\"]";
-        assert!(error_of(bad_channel).contains("escalation.levels[0].channels"), "{}", error_of(bad_channel));
+        let bad_channel =
+            "[[escalation.levels]]\nlevel = 1\ndelay = \"5m\"\nchannels = [\"pigeon\"]";
+        assert!(
+            error_of(bad_channel).contains("escalation.levels[0].channels"),
+            "{}",
+            error_of(bad_channel)
+        );
         let gap = "[[escalation.levels]]\nlevel = 2\ndelay = \"5m\"\nchannels = [\"sms\"]";
         assert!(error_of(gap).contains("`escalation.levels`"));
         assert!(error_of("lisen = \"x\"").contains("lisen"));
@@ -337,6 +384,9 @@ mod tests {
         let mut config = Config::from_toml("database_url = \"postgres://k:hunter2@db/k\"").unwrap();
         config.admin_token = Some("super-secret-admin-token".into());
         let printed = format!("{config:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("super-secret"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("super-secret"),
+            "{printed}"
+        );
     }
 }

@@ -15,7 +15,11 @@ const EXIT_BAD_CONFIG: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "klaxon", version, about = "Incident management and escalation engine")]
+#[command(
+    name = "klaxon",
+    version,
+    about = "Incident management and escalation engine"
+)]
 struct Cli {
     /// TOML configuration file; defaults apply without one.
     #[arg(long, global = true, env = "KLAXON_CONFIG")]
@@ -97,10 +101,17 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             server::open_store(&config).await?;
             println!("migrations applied");
         }
-        Command::Token { command: TokenCommand::Create { name, role } } => {
+        Command::Token {
+            command: TokenCommand::Create { name, role },
+        } => {
             let store = server::open_store(&config).await?;
             let (token, secret) = klaxon::api::tokens::issue(store.as_ref(), name, role).await?;
-            println!("created {} token `{}` ({})", token.role.as_str(), token.name, token.id);
+            println!(
+                "created {} token `{}` ({})",
+                token.role.as_str(),
+                token.name,
+                token.id
+            );
             println!("{}", secret.expose());
         }
     }

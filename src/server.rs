@@ -22,7 +22,10 @@ pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Connects to the configured database and applies pending migrations.
@@ -71,7 +74,9 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, and returns when the server is down.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
-        self.task.await.unwrap_or_else(|join| Err(std::io::Error::other(join)))
+        self.task
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join)))
     }
 
     /// Runs until `signal` completes, then stops gracefully.
@@ -89,13 +94,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if config.redis_url.is_some() {
         tracing::warn!("redis_url is set, but the Redis accelerator comes with the escalation worker; it is not used yet");
     }
-    let state = AppState { store, policy: Arc::new(config.escalation.policy.clone()) };
+    let state = AppState {
+        store,
+        policy: Arc::new(config.escalation.policy.clone()),
+    };
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let app = api::router(state, config.max_body_bytes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -106,7 +118,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .await
     });
     tracing::info!(%addr, "listening");
-    Ok(Running { addr, generated_admin_token, stop, task })
+    Ok(Running {
+        addr,
+        generated_admin_token,
+        stop,
+        task,
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the future

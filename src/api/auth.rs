@@ -69,11 +69,17 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     let presented = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|secret| !secret.is_empty())
         .ok_or_else(|| {
-            ApiError::Unauthorized("malformed `Authorization` header: expected `Bearer <token>`".into())
+            ApiError::Unauthorized(
+                "malformed `Authorization` header: expected `Bearer <token>`".into(),
+            )
         })?;
     let hash = TokenSecret::from_presented(presented).hash();
     let token = state
@@ -82,7 +88,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         .await?
         .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
     if token.is_revoked() {
-        return Err(ApiError::Unauthorized(format!("token `{}` has been revoked", token.name)));
+        return Err(ApiError::Unauthorized(format!(
+            "token `{}` has been revoked",
+            token.name
+        )));
     }
-    Ok(Caller { name: token.name, role: token.role })
+    Ok(Caller {
+        name: token.name,
+        role: token.role,
+    })
 }

@@ -57,29 +57,45 @@ where
 }
 
 fn unsupported_media_type() -> ApiError {
-    ApiError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
+    ApiError::UnsupportedMediaType(
+        "send the body as JSON with `Content-Type: application/json`".into(),
+    )
 }
 
 /// The body (within the configured limit) and whether it was declared JSON.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<(Bytes, bool), ApiError> {
     let json = is_json(request.headers());
-    let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(body_error)?;
     Ok((bytes, json))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
     } else {
-        ApiError::BadRequest(format!("cannot read the request body: {}", rejection.body_text()))
+        ApiError::BadRequest(format!(
+            "cannot read the request body: {}",
+            rejection.body_text()
+        ))
     }
 }
 
@@ -89,7 +105,11 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         ApiError::BadRequest(if inner.is_syntax() || inner.is_eof() {
-            let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(" at `{path}`")
+            };
             format!("the body is not valid JSON{at}: {inner}")
         } else if path == "." {
             format!("invalid body: {inner}")
@@ -110,9 +130,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
         Uuid::parse_str(&raw)
             .map(Self)
             .map_err(|_| ApiError::BadRequest(format!("`id` must be a UUID, got {raw:?}")))
@@ -127,7 +148,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(Self)
             .map_err(|error| {

@@ -47,6 +47,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         redis: "disabled",
         worker: WorkerHealth { running: false },
     };
-    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(health))
 }

@@ -59,17 +59,28 @@ pub async fn list(
         .transpose()?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
+        return Err(ApiError::BadRequest(format!(
+            "`limit` must be 1 to {MAX_PAGE_SIZE}"
+        )));
     }
     let before = params
         .cursor
         .map(|cursor| {
             Uuid::parse_str(&cursor).map_err(|_| {
-                ApiError::BadRequest("`cursor` must be a `next_cursor` returned by this endpoint".into())
+                ApiError::BadRequest(
+                    "`cursor` must be a `next_cursor` returned by this endpoint".into(),
+                )
             })
         })
         .transpose()?;
-    let page = state.store.incidents(IncidentQuery { status, limit, before }).await?;
+    let page = state
+        .store
+        .incidents(IncidentQuery {
+            status,
+            limit,
+            before,
+        })
+        .await?;
     Ok(Json(IncidentPage {
         incidents: page.items,
         next_cursor: page.next.map(|id| id.to_string()),
@@ -87,7 +98,11 @@ pub async fn get(
     _: Authorized<Viewer>,
     IdPath(id): IdPath,
 ) -> Result<Json<Incident>, ApiError> {
-    let incident = state.store.incident(id).await.map_err(|e| ApiError::from_store(e, missing(id)))?;
+    let incident = state
+        .store
+        .incident(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
     Ok(Json(incident))
 }
 
@@ -117,7 +132,9 @@ async fn act(
 ) -> Result<Json<Incident>, ApiError> {
     if let Some(note) = &note {
         if note.chars().count() > MAX_NOTE_CHARS {
-            return Err(ApiError::BadRequest(format!("the note is longer than {MAX_NOTE_CHARS} characters")));
+            return Err(ApiError::BadRequest(format!(
+                "the note is longer than {MAX_NOTE_CHARS} characters"
+            )));
         }
     }
     let incident = state
@@ -187,7 +204,14 @@ pub async fn resolve(
     IdPath(id): IdPath,
     OptionalJsonBody(body): OptionalJsonBody<ResolveRequest>,
 ) -> Result<Json<Incident>, ApiError> {
-    act(&state, caller.name, id, Action::Resolve, body.resolution_note).await
+    act(
+        &state,
+        caller.name,
+        id,
+        Action::Resolve,
+        body.resolution_note,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -225,8 +249,15 @@ pub async fn escalations(
     _: Authorized<Viewer>,
     IdPath(id): IdPath,
 ) -> Result<Json<EscalationList>, ApiError> {
-    let escalations = state.store.escalations(id).await.map_err(|e| ApiError::from_store(e, missing(id)))?;
-    Ok(Json(EscalationList { incident_id: id, escalations }))
+    let escalations = state
+        .store
+        .escalations(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    Ok(Json(EscalationList {
+        incident_id: id,
+        escalations,
+    }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -245,6 +276,10 @@ pub async fn timeline(
     _: Authorized<Viewer>,
     IdPath(id): IdPath,
 ) -> Result<Json<Timeline>, ApiError> {
-    let timeline = state.store.timeline(id).await.map_err(|e| ApiError::from_store(e, missing(id)))?;
+    let timeline = state
+        .store
+        .timeline(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
     Ok(Json(Timeline { timeline }))
 }

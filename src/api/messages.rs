@@ -79,7 +79,11 @@ pub async fn submit(
         "message ingested"
     );
     tracing::debug!(text = %ingested.event.summary, "message text");
-    let status = if ingested.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if ingested.deduplicated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
         status,
         Json(MessageResponse {
@@ -100,7 +104,10 @@ fn validate(request: &MessageRequest) -> Result<(), ApiError> {
             "`text` has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
         )));
     }
-    for (field, value) in [("source", &request.source), ("dedup_key", &request.dedup_key)] {
+    for (field, value) in [
+        ("source", &request.source),
+        ("dedup_key", &request.dedup_key),
+    ] {
         if let Some(value) = value {
             if value.trim().is_empty() || value.chars().count() > MAX_LABEL_CHARS {
                 return Err(ApiError::BadRequest(format!(

@@ -45,7 +45,12 @@ pub async fn issue(
 ) -> Result<(Token, TokenSecret), crate::store::StoreError> {
     let secret = TokenSecret::generate();
     let token = store
-        .create_token(NewToken { name, role, secret_hash: secret.hash(), created_at: Timestamp::now() })
+        .create_token(NewToken {
+            name,
+            role,
+            secret_hash: secret.hash(),
+            created_at: Timestamp::now(),
+        })
         .await?;
     Ok((token, secret))
 }
@@ -62,7 +67,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let name = request.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::BadRequest(format!("`name` must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(ApiError::BadRequest(format!(
+            "`name` must be 1 to {MAX_NAME_CHARS} characters"
+        )));
     }
     let (token, secret) = issue(state.store.as_ref(), name, request.role).await?;
     tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
@@ -87,7 +94,9 @@ pub async fn list(
     State(state): State<AppState>,
     _: Authorized<Admin>,
 ) -> Result<Json<TokenList>, ApiError> {
-    Ok(Json(TokenList { tokens: state.store.tokens().await? }))
+    Ok(Json(TokenList {
+        tokens: state.store.tokens().await?,
+    }))
 }
 
 #[utoipa::path(

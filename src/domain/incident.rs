@@ -68,7 +68,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Self; 4] = [Self::Acknowledge, Self::Escalate, Self::Resolve, Self::Cancel];
+    pub const ALL: [Self; 4] = [
+        Self::Acknowledge,
+        Self::Escalate,
+        Self::Resolve,
+        Self::Cancel,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,8 +175,19 @@ mod tests {
 
     /// SPEC §3, cell by cell: `None` is a 409.
     const TABLE: [(IncidentStatus, [Option<IncidentStatus>; 4]); 5] = [
-        (Open, [Some(Acknowledged), Some(Escalating), Some(Resolved), Some(Cancelled)]),
-        (Escalating, [Some(Acknowledged), None, Some(Resolved), Some(Cancelled)]),
+        (
+            Open,
+            [
+                Some(Acknowledged),
+                Some(Escalating),
+                Some(Resolved),
+                Some(Cancelled),
+            ],
+        ),
+        (
+            Escalating,
+            [Some(Acknowledged), None, Some(Resolved), Some(Cancelled)],
+        ),
         (Acknowledged, [None, None, Some(Resolved), Some(Cancelled)]),
         (Resolved, [None, None, None, None]),
         (Cancelled, [None, None, None, None]),
@@ -190,8 +206,17 @@ mod tests {
     #[test]
     fn refusal_names_status_and_action() {
         let refused = Transition::plan(Resolved, Escalate).unwrap_err();
-        assert_eq!(refused, InvalidTransition { status: Resolved, action: Escalate });
-        assert_eq!(refused.to_string(), "cannot escalate an incident that is RESOLVED");
+        assert_eq!(
+            refused,
+            InvalidTransition {
+                status: Resolved,
+                action: Escalate
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            "cannot escalate an incident that is RESOLVED"
+        );
     }
 
     #[test]
@@ -208,7 +233,10 @@ mod tests {
 
     #[test]
     fn only_resolved_and_cancelled_are_terminal() {
-        let terminal: Vec<_> = IncidentStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = IncidentStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(terminal, [Resolved, Cancelled]);
     }
 
@@ -221,7 +249,10 @@ mod tests {
 
     #[test]
     fn title_is_the_first_line_cut_short() {
-        assert_eq!(title_from_text("\n  disk full on db-1 \nmore"), "disk full on db-1");
+        assert_eq!(
+            title_from_text("\n  disk full on db-1 \nmore"),
+            "disk full on db-1"
+        );
         let long = "é".repeat(MAX_TITLE_CHARS + 5);
         let title = title_from_text(&long);
         assert_eq!(title.chars().count(), MAX_TITLE_CHARS + 1);

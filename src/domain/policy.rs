@@ -35,7 +35,9 @@ pub struct EscalationPolicy {
 pub enum PolicyError {
     #[error("at least one level is required")]
     Empty,
-    #[error("levels must be numbered 1, 2, 3, … in order; found {found} where {expected} was expected")]
+    #[error(
+        "levels must be numbered 1, 2, 3, … in order; found {found} where {expected} was expected"
+    )]
     Numbering { expected: i32, found: i32 },
 }
 
@@ -46,7 +48,10 @@ impl EscalationPolicy {
         }
         for (expected, level) in (1..).zip(&levels) {
             if level.level != expected {
-                return Err(PolicyError::Numbering { expected, found: level.level });
+                return Err(PolicyError::Numbering {
+                    expected,
+                    found: level.level,
+                });
             }
         }
         Ok(Self { levels })
@@ -78,7 +83,9 @@ impl EscalationPolicy {
 
     /// The level that follows `level`, or `None` after the last.
     pub fn after(&self, level: i32) -> Option<&EscalationLevel> {
-        usize::try_from(level).ok().and_then(|index| self.levels.get(index))
+        usize::try_from(level)
+            .ok()
+            .and_then(|index| self.levels.get(index))
     }
 }
 
@@ -117,7 +124,10 @@ mod tests {
         levels.swap(0, 1);
         assert_eq!(
             EscalationPolicy::new(levels),
-            Err(PolicyError::Numbering { expected: 1, found: 2 })
+            Err(PolicyError::Numbering {
+                expected: 1,
+                found: 2
+            })
         );
         assert_eq!(EscalationPolicy::new(vec![]), Err(PolicyError::Empty));
     }

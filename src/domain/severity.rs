@@ -39,7 +39,12 @@ mod tests {
 
     #[test]
     fn round_trips_through_text() {
-        for severity in [Severity::Critical, Severity::Error, Severity::Warning, Severity::Info] {
+        for severity in [
+            Severity::Critical,
+            Severity::Error,
+            Severity::Warning,
+            Severity::Info,
+        ] {
             assert_eq!(Severity::parse(severity.as_str()), Some(severity));
         }
         assert_eq!(Severity::parse("urgent"), None);

@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn truncates_sub_millisecond_precision() {
         let precise = Utc.timestamp_nanos(1_795_780_800_123_456_789);
-        assert_eq!(Timestamp::from_datetime(precise).as_millis(), 1_795_780_800_123);
+        assert_eq!(
+            Timestamp::from_datetime(precise).as_millis(),
+            1_795_780_800_123
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    into_page, transition_detail, Ingested, IncidentQuery, Page, Store, StoreError,
+    into_page, transition_detail, IncidentQuery, Ingested, Page, Store, StoreError,
     TransitionRequest, NON_TERMINAL_SQL,
 };
 use crate::domain::{
@@ -63,7 +63,9 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("src/store/migrations/sqlite").run(&self.writer).await?;
+        sqlx::migrate!("src/store/migrations/sqlite")
+            .run(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -117,11 +119,27 @@ impl Store for SqliteStore {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        let kind = if deduplicated { TimelineKind::EventAppended } else { TimelineKind::IncidentCreated };
+        let kind = if deduplicated {
+            TimelineKind::EventAppended
+        } else {
+            TimelineKind::IncidentCreated
+        };
         let detail = serde_json::json!({ "event_id": event.id, "source": event.source });
-        append_timeline(&mut tx, incident.id, new.received_at, kind, &new.actor, &detail).await?;
+        append_timeline(
+            &mut tx,
+            incident.id,
+            new.received_at,
+            kind,
+            &new.actor,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Ingested { event, incident, deduplicated })
+        Ok(Ingested {
+            event,
+            incident,
+            deduplicated,
+        })
     }
 
     async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {
@@ -144,7 +162,10 @@ impl Store for SqliteStore {
         .bind(i64::from(query.page_size()) + 1)
         .fetch_all(&self.reader)
         .await?;
-        let items = rows.iter().map(incident_from_row).collect::<Result<_, _>>()?;
+        let items = rows
+            .iter()
+            .map(incident_from_row)
+            .collect::<Result<_, _>>()?;
         Ok(into_page(items, query.page_size()))
     }
 
@@ -180,16 +201,23 @@ impl Store for SqliteStore {
         .bind(stamp(IncidentStatus::Acknowledged))
         .bind(stamp(IncidentStatus::Resolved))
         .bind(stamp(IncidentStatus::Cancelled))
-        .bind(request.note.as_ref().filter(|_| plan.to == IncidentStatus::Resolved))
+        .bind(
+            request
+                .note
+                .as_ref()
+                .filter(|_| plan.to == IncidentStatus::Resolved),
+        )
         .bind(policy)
         .bind(&id)
         .bind(plan.from.as_str())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::InvalidTransition(crate::domain::InvalidTransition {
-            status: current.status,
-            action: request.action,
-        }))?;
+        .ok_or(StoreError::InvalidTransition(
+            crate::domain::InvalidTransition {
+                status: current.status,
+                action: request.action,
+            },
+        ))?;
         let incident = incident_from_row(&row)?;
 
         let kind = TimelineKind::for_transition(request.action);
@@ -211,8 +239,15 @@ impl Store for SqliteStore {
                     "escalation_level": row.try_get::<i32, _>("escalation_level")?,
                     "reason": request.action.as_str(),
                 });
-                append_timeline(&mut tx, incident.id, at, TimelineKind::EscalationCancelled, &request.actor, &detail)
-                    .await?;
+                append_timeline(
+                    &mut tx,
+                    incident.id,
+                    at,
+                    TimelineKind::EscalationCancelled,
+                    &request.actor,
+                    &detail,
+                )
+                .await?;
             }
         }
         if plan.schedules_first_level {
@@ -235,8 +270,15 @@ impl Store for SqliteStore {
                 "escalation_level": level.level,
                 "scheduled_at": scheduled_at,
             });
-            append_timeline(&mut tx, incident.id, at, TimelineKind::EscalationScheduled, crate::domain::timeline::SYSTEM_ACTOR, &detail)
-                .await?;
+            append_timeline(
+                &mut tx,
+                incident.id,
+                at,
+                TimelineKind::EscalationScheduled,
+                crate::domain::timeline::SYSTEM_ACTOR,
+                &detail,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(incident)
@@ -282,7 +324,9 @@ impl Store for SqliteStore {
     }
 
     async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
-        let rows = sqlx::query("select * from tokens order by id").fetch_all(&self.reader).await?;
+        let rows = sqlx::query("select * from tokens order by id")
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -348,10 +392,16 @@ fn timestamp(row: &SqliteRow, column: &str) -> Result<Timestamp, StoreError> {
 }
 
 fn optional_timestamp(row: &SqliteRow, column: &str) -> Result<Option<Timestamp>, StoreError> {
-    Ok(row.try_get::<Option<i64>, _>(column)?.map(Timestamp::from_millis))
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(Timestamp::from_millis))
 }
 
-fn parsed<T>(row: &SqliteRow, column: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+fn parsed<T>(
+    row: &SqliteRow,
+    column: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
     parse(&text).ok_or_else(|| StoreError::corrupt(column, &text))
 }

@@ -20,7 +20,9 @@ crate::on_every_backend!(
 );
 
 async fn fifty_identical_actions_have_one_winner(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     for action in ["acknowledge", "escalate", "resolve", "cancel"] {
         let id = app.open_incident(&format!("race to {action}")).await;
         let outcomes = join_all((0..RACERS).map(|_| app.act(&id, action))).await;
@@ -28,16 +30,30 @@ async fn fifty_identical_actions_have_one_winner(backend: Backend) {
         for (status, _) in &outcomes {
             *counts.entry(*status).or_default() += 1;
         }
-        assert_eq!(counts.get(&StatusCode::OK), Some(&1), "{action}: {counts:?}");
-        assert_eq!(counts.get(&StatusCode::CONFLICT), Some(&(RACERS - 1)), "{action}: {counts:?}");
+        assert_eq!(
+            counts.get(&StatusCode::OK),
+            Some(&1),
+            "{action}: {counts:?}"
+        );
+        assert_eq!(
+            counts.get(&StatusCode::CONFLICT),
+            Some(&(RACERS - 1)),
+            "{action}: {counts:?}"
+        );
         if action == "escalate" {
-            assert_eq!(app.escalations(&id).await.len(), 1, "exactly one level 1 was scheduled");
+            assert_eq!(
+                app.escalations(&id).await.len(),
+                1,
+                "exactly one level 1 was scheduled"
+            );
         }
     }
 }
 
 async fn fifty_mixed_actions_follow_the_state_machine(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let id = app.open_incident("mixed race").await;
     let actions = ["escalate", "acknowledge", "resolve", "cancel"];
     let outcomes = join_all((0..RACERS).map(|n| app.act(&id, actions[n % actions.len()]))).await;
@@ -50,29 +66,61 @@ async fn fifty_mixed_actions_follow_the_state_machine(backend: Backend) {
     // Replaying the winners in the order they were recorded must be a valid walk of the table,
     // ending in exactly one terminal transition.
     let kinds = app.timeline_kinds(&id).await;
-    let transitions: Vec<_> = kinds.iter().filter(|k| k.starts_with("incident.") && *k != "incident.created").collect();
-    let winners = outcomes.iter().filter(|(status, _)| *status == StatusCode::OK).count();
-    assert_eq!(transitions.len(), winners, "one timeline entry per winner: {kinds:?}");
-    let terminal = transitions.iter().filter(|k| ["incident.resolved", "incident.cancelled"].contains(&k.as_str())).count();
+    let transitions: Vec<_> = kinds
+        .iter()
+        .filter(|k| k.starts_with("incident.") && *k != "incident.created")
+        .collect();
+    let winners = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(
+        transitions.len(),
+        winners,
+        "one timeline entry per winner: {kinds:?}"
+    );
+    let terminal = transitions
+        .iter()
+        .filter(|k| ["incident.resolved", "incident.cancelled"].contains(&k.as_str()))
+        .count();
     assert_eq!(terminal, 1, "{kinds:?}");
-    assert!(transitions.len() <= 3, "at most escalate → acknowledge → close: {kinds:?}");
+    assert!(
+        transitions.len() <= 3,
+        "at most escalate → acknowledge → close: {kinds:?}"
+    );
     let (_, incident) = app.get(&format!("/incidents/{id}")).await;
     assert!(["RESOLVED", "CANCELLED"].contains(&incident["status"].as_str().unwrap()));
     for escalation in app.escalations(&id).await {
-        assert_eq!(escalation["status"], "CANCELLED", "nothing left pending on a closed incident");
+        assert_eq!(
+            escalation["status"], "CANCELLED",
+            "nothing left pending on a closed incident"
+        );
     }
 }
 
 async fn fifty_messages_with_one_dedup_key_make_one_incident(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let body = json!({ "text": "cpu hot", "dedup_key": "host-7/cpu" });
     let outcomes = join_all((0..RACERS).map(|_| app.post("/message", body.clone()))).await;
-    let created = outcomes.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
-    let joined = outcomes.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    let created = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    let joined = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
     assert_eq!((created, joined), (1, RACERS - 1), "{outcomes:?}");
-    let ids: std::collections::HashSet<_> = outcomes.iter().map(|(_, r)| r["incident"]["id"].clone()).collect();
+    let ids: std::collections::HashSet<_> = outcomes
+        .iter()
+        .map(|(_, r)| r["incident"]["id"].clone())
+        .collect();
     assert_eq!(ids.len(), 1);
     let id = ids.into_iter().next().unwrap();
-    let (_, incident) = app.get(&format!("/incidents/{}", id.as_str().unwrap())).await;
+    let (_, incident) = app
+        .get(&format!("/incidents/{}", id.as_str().unwrap()))
+        .await;
     assert_eq!(incident["event_count"], RACERS);
 }

@@ -8,10 +8,16 @@ use crate::common::app::{TestApp, ADMIN_TOKEN};
 use crate::common::proxy::{database_addr, via, FlakyProxy};
 use crate::common::{eventually, Backend};
 
-crate::on_every_backend!(health_reports_each_part, restart_keeps_everything, openapi_documents_every_endpoint);
+crate::on_every_backend!(
+    health_reports_each_part,
+    restart_keeps_everything,
+    openapi_documents_every_endpoint
+);
 
 async fn health_reports_each_part(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (status, health) = TestApp::send(app.request(Method::GET, "/health", None)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
@@ -21,12 +27,17 @@ async fn health_reports_each_part(backend: Backend) {
 }
 
 async fn restart_keeps_everything(backend: Backend) {
-    let Some(mut app) = TestApp::spawn(backend).await else { return };
+    let Some(mut app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (viewer, _) = app.token("dashboard", "viewer").await;
     let escalated = app.open_incident("escalated before restart").await;
     app.act(&escalated, "escalate").await;
-    let joined = app.message(json!({ "text": "dup", "dedup_key": "k" })).await;
-    app.message(json!({ "text": "dup", "dedup_key": "k" })).await;
+    let joined = app
+        .message(json!({ "text": "dup", "dedup_key": "k" }))
+        .await;
+    app.message(json!({ "text": "dup", "dedup_key": "k" }))
+        .await;
     let before = (
         app.get("/incidents?limit=200").await.1,
         app.escalations(&escalated).await,
@@ -43,13 +54,20 @@ async fn restart_keeps_everything(backend: Backend) {
     assert_eq!(before, after);
     let (status, _) = TestApp::send(app.request(Method::GET, "/incidents", Some(&viewer))).await;
     assert_eq!(status, StatusCode::OK, "tokens survive a restart");
-    let again = app.message(json!({ "text": "dup", "dedup_key": "k" })).await;
-    assert_eq!(again["incident"]["id"], joined["incident"]["id"], "dedup survives a restart");
+    let again = app
+        .message(json!({ "text": "dup", "dedup_key": "k" }))
+        .await;
+    assert_eq!(
+        again["incident"]["id"], joined["incident"]["id"],
+        "dedup survives a restart"
+    );
     assert_eq!(again["incident"]["event_count"], 3);
 }
 
 async fn openapi_documents_every_endpoint(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -70,7 +88,10 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
         ("/tokens/{id}", "delete"),
         ("/openapi.json", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is documented"
+        );
     }
     assert!(doc["components"]["schemas"]["Incident"]["properties"]["escalation_level"].is_object());
 }
@@ -78,10 +99,14 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
 /// PostgreSQL going away answers 503 (never 500), and service resumes when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_503_and_recovers() {
-    let Some(db) = crate::common::TestDatabase::create(Backend::Postgres).await else { return };
+    let Some(db) = crate::common::TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
     let proxy = FlakyProxy::start(database_addr(&db.url)).await;
     let proxied = via(&db.url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| config.database_url = proxied).await else {
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, |config| config.database_url = proxied).await
+    else {
         return;
     };
     let id = app.open_incident("before the outage").await;
@@ -92,38 +117,68 @@ async fn postgres_outage_is_503_and_recovers() {
     assert_eq!(health["status"], "unavailable");
     assert_eq!(health["database"], "down");
     for (status, body) in [
-        app.post("/message", json!({ "text": "during the outage" })).await,
+        app.post("/message", json!({ "text": "during the outage" }))
+            .await,
         app.act(&id, "acknowledge").await,
         app.get("/incidents").await,
     ] {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["error"]["code"], "unavailable");
-        assert!(!body.to_string().contains("5432"), "no internals leak: {body}");
+        assert!(
+            !body.to_string().contains("5432"),
+            "no internals leak: {body}"
+        );
     }
 
     proxy.restore();
-    eventually("health to recover", std::time::Duration::from_secs(15), || async {
-        TestApp::send(app.request(Method::GET, "/health", None)).await.0 == StatusCode::OK
-    })
+    eventually(
+        "health to recover",
+        std::time::Duration::from_secs(15),
+        || async {
+            TestApp::send(app.request(Method::GET, "/health", None))
+                .await
+                .0
+                == StatusCode::OK
+        },
+    )
     .await;
-    assert_eq!(app.act(&id, "acknowledge").await.0, StatusCode::OK, "nothing was half-applied");
-    assert_eq!(app.post("/message", json!({ "text": "after" })).await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.act(&id, "acknowledge").await.0,
+        StatusCode::OK,
+        "nothing was half-applied"
+    );
+    assert_eq!(
+        app.post("/message", json!({ "text": "after" })).await.0,
+        StatusCode::CREATED
+    );
 }
 
 /// SQLite held by another process's exclusive lock: writes give up after the busy timeout with 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_locked_by_another_process_is_503() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else { return };
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
     let mut intruder = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-    sqlx::query("begin exclusive").execute(&mut intruder).await.unwrap();
+    sqlx::query("begin exclusive")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
 
     let (status, body) = TestApp::send(
-        app.request(Method::POST, "/message", Some(ADMIN_TOKEN)).json(&json!({ "text": "blocked" })),
+        app.request(Method::POST, "/message", Some(ADMIN_TOKEN))
+            .json(&json!({ "text": "blocked" })),
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "unavailable");
 
-    sqlx::query("rollback").execute(&mut intruder).await.unwrap();
-    assert_eq!(app.post("/message", json!({ "text": "unblocked" })).await.0, StatusCode::CREATED);
+    sqlx::query("rollback")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.post("/message", json!({ "text": "unblocked" })).await.0,
+        StatusCode::CREATED
+    );
 }

@@ -17,7 +17,9 @@ crate::on_every_backend!(
 );
 
 async fn the_prototypes_fifteen_scenarios(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
 
     // 1. Health check returns 200
     let (status, health) = app.get("/health").await;
@@ -26,7 +28,9 @@ async fn the_prototypes_fifteen_scenarios(backend: Backend) {
     assert_eq!(health["database"], "ok");
 
     // 2. Create incident (OPEN state)
-    let (status, created) = app.post("/message", json!({ "text": "EMI payment failed" })).await;
+    let (status, created) = app
+        .post("/message", json!({ "text": "EMI payment failed" }))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["incident"]["status"], "OPEN");
     assert_eq!(created["deduplicated"], false);
@@ -59,8 +63,12 @@ async fn the_prototypes_fifteen_scenarios(backend: Backend) {
     assert_eq!(escalations[0]["incident_id"], first.as_str());
 
     // 8. Resolve incident (ESCALATING → RESOLVED), keeping the note
-    let (status, resolved) =
-        app.post(&format!("/incidents/{first}/resolve"), json!({ "resolution_note": "Paid manually" })).await;
+    let (status, resolved) = app
+        .post(
+            &format!("/incidents/{first}/resolve"),
+            json!({ "resolution_note": "Paid manually" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(resolved["status"], "RESOLVED");
     assert_eq!(resolved["resolution_note"], "Paid manually");
@@ -103,12 +111,21 @@ async fn the_prototypes_fifteen_scenarios(backend: Backend) {
 }
 
 async fn dedup_key_joins_the_live_incident(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    let first = app.message(json!({ "text": "disk full", "dedup_key": "db-1/disk" })).await;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let first = app
+        .message(json!({ "text": "disk full", "dedup_key": "db-1/disk" }))
+        .await;
     let id = first["incident"]["id"].as_str().unwrap();
     assert_eq!(app.act(id, "acknowledge").await.0, StatusCode::OK);
 
-    let (status, second) = app.post("/message", json!({ "text": "disk still full", "dedup_key": "db-1/disk" })).await;
+    let (status, second) = app
+        .post(
+            "/message",
+            json!({ "text": "disk still full", "dedup_key": "db-1/disk" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "a deduplicated message answers 200");
     assert_eq!(second["deduplicated"], true);
     assert_eq!(second["incident"]["id"], id);
@@ -116,17 +133,30 @@ async fn dedup_key_joins_the_live_incident(backend: Backend) {
     assert_eq!(second["incident"]["status"], "ACKNOWLEDGED");
     assert_eq!(second["event"]["incident_id"], id);
     assert_ne!(second["event"]["id"], first["event"]["id"]);
-    assert_eq!(app.timeline_kinds(id).await, ["incident.created", "incident.acknowledged", "event.appended"]);
+    assert_eq!(
+        app.timeline_kinds(id).await,
+        [
+            "incident.created",
+            "incident.acknowledged",
+            "event.appended"
+        ]
+    );
 }
 
 async fn dedup_key_of_a_closed_incident_opens_a_new_one(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     for closing in ["resolve", "cancel"] {
         let key = format!("key-{closing}");
-        let first = app.message(json!({ "text": "flapping", "dedup_key": key })).await;
+        let first = app
+            .message(json!({ "text": "flapping", "dedup_key": key }))
+            .await;
         let id = first["incident"]["id"].as_str().unwrap();
         assert_eq!(app.act(id, closing).await.0, StatusCode::OK);
-        let (status, again) = app.post("/message", json!({ "text": "flapping", "dedup_key": key })).await;
+        let (status, again) = app
+            .post("/message", json!({ "text": "flapping", "dedup_key": key }))
+            .await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(again["deduplicated"], false);
         assert_ne!(again["incident"]["id"], id);
@@ -135,7 +165,9 @@ async fn dedup_key_of_a_closed_incident_opens_a_new_one(backend: Backend) {
 }
 
 async fn messages_without_dedup_key_always_open_new_incidents(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let mut ids = std::collections::HashSet::new();
     for _ in 0..5 {
         let (status, reply) = app.post("/message", json!({ "text": "same text" })).await;
@@ -146,19 +178,33 @@ async fn messages_without_dedup_key_always_open_new_incidents(backend: Backend) 
 }
 
 async fn escalate_schedules_level_one_after_its_delay(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let id = app.open_incident("latency spike").await;
     let (_, escalated) = app.act(&id, "escalate").await;
     let escalations = app.escalations(&id).await;
-    let scheduled = chrono::DateTime::parse_from_rfc3339(escalations[0]["scheduled_at"].as_str().unwrap()).unwrap();
-    let escalated_at = chrono::DateTime::parse_from_rfc3339(escalated["updated_at"].as_str().unwrap()).unwrap();
-    assert_eq!((scheduled - escalated_at).num_seconds(), 5 * 60, "level 1 runs 5 minutes after escalate");
-    assert_eq!(escalated["escalation_level"], 0, "no level has executed yet");
+    let scheduled =
+        chrono::DateTime::parse_from_rfc3339(escalations[0]["scheduled_at"].as_str().unwrap())
+            .unwrap();
+    let escalated_at =
+        chrono::DateTime::parse_from_rfc3339(escalated["updated_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (scheduled - escalated_at).num_seconds(),
+        5 * 60,
+        "level 1 runs 5 minutes after escalate"
+    );
+    assert_eq!(
+        escalated["escalation_level"], 0,
+        "no level has executed yet"
+    );
     assert!(escalations[0]["executed_at"].is_null());
 }
 
 async fn listing_pages_newest_first_and_filters_by_status(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let mut created = Vec::new();
     for n in 0..7 {
         created.push(app.open_incident(&format!("incident {n}")).await);
@@ -174,7 +220,13 @@ async fn listing_pages_newest_first_and_filters_by_status(backend: Backend) {
         };
         let (status, page) = app.get(&path).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => break,
@@ -184,29 +236,49 @@ async fn listing_pages_newest_first_and_filters_by_status(backend: Backend) {
     assert_eq!(seen, newest_first);
 
     let (_, acknowledged) = app.get("/incidents?status=acknowledged").await;
-    let ids: Vec<_> = acknowledged["incidents"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect();
+    let ids: Vec<_> = acknowledged["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
     assert_eq!(ids, [json!(created[2])]);
     assert!(acknowledged["next_cursor"].is_null());
 }
 
 async fn timeline_records_every_step_with_its_actor(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (responder, _) = app.token("alice", "responder").await;
     let reply = TestApp::send(
-        app.request(reqwest::Method::POST, "/message", Some(&responder)).json(&json!({ "text": "api down" })),
+        app.request(reqwest::Method::POST, "/message", Some(&responder))
+            .json(&json!({ "text": "api down" })),
     )
     .await
     .1;
     let id = reply["incident"]["id"].as_str().unwrap().to_owned();
     let act = |action: &'static str, body: serde_json::Value| {
         let request = app
-            .request(reqwest::Method::POST, &format!("/incidents/{id}/{action}"), Some(&responder))
+            .request(
+                reqwest::Method::POST,
+                &format!("/incidents/{id}/{action}"),
+                Some(&responder),
+            )
             .json(&body);
         async move { TestApp::send(request).await }
     };
-    assert_eq!(act("escalate", json!({ "note": "paging the DBA" })).await.0, StatusCode::OK);
+    assert_eq!(
+        act("escalate", json!({ "note": "paging the DBA" })).await.0,
+        StatusCode::OK
+    );
     assert_eq!(act("acknowledge", json!({})).await.0, StatusCode::OK);
-    assert_eq!(act("resolve", json!({ "resolution_note": "restarted" })).await.0, StatusCode::OK);
+    assert_eq!(
+        act("resolve", json!({ "resolution_note": "restarted" }))
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     let (_, timeline) = app.get(&format!("/incidents/{id}/timeline")).await;
     let entries = timeline["timeline"].as_array().unwrap();
@@ -229,6 +301,9 @@ async fn timeline_records_every_step_with_its_actor(backend: Backend) {
     assert_eq!(entries[5]["detail"]["resolution_note"], "restarted");
     assert_eq!(entries[2]["detail"]["escalation_level"], 1);
     for entry in entries {
-        assert!(entry["id"].is_string() && entry["at"].is_string(), "{entry}");
+        assert!(
+            entry["id"].is_string() && entry["at"].is_string(),
+            "{entry}"
+        );
     }
 }

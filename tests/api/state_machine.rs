@@ -9,9 +9,28 @@ const ACTIONS: [&str; 4] = ["acknowledge", "escalate", "resolve", "cancel"];
 
 /// (status, [result of acknowledge, escalate, resolve, cancel]); `None` is a 409.
 const TABLE: [(&str, [Option<&str>; 4]); 5] = [
-    ("OPEN", [Some("ACKNOWLEDGED"), Some("ESCALATING"), Some("RESOLVED"), Some("CANCELLED")]),
-    ("ESCALATING", [Some("ACKNOWLEDGED"), None, Some("RESOLVED"), Some("CANCELLED")]),
-    ("ACKNOWLEDGED", [None, None, Some("RESOLVED"), Some("CANCELLED")]),
+    (
+        "OPEN",
+        [
+            Some("ACKNOWLEDGED"),
+            Some("ESCALATING"),
+            Some("RESOLVED"),
+            Some("CANCELLED"),
+        ],
+    ),
+    (
+        "ESCALATING",
+        [
+            Some("ACKNOWLEDGED"),
+            None,
+            Some("RESOLVED"),
+            Some("CANCELLED"),
+        ],
+    ),
+    (
+        "ACKNOWLEDGED",
+        [None, None, Some("RESOLVED"), Some("CANCELLED")],
+    ),
     ("RESOLVED", [None, None, None, None]),
     ("CANCELLED", [None, None, None, None]),
 ];
@@ -33,10 +52,15 @@ async fn incident_in(app: &TestApp, status: &str) -> String {
     id
 }
 
-crate::on_every_backend!(every_cell_of_the_state_table, unknown_incident_is_404_for_every_action);
+crate::on_every_backend!(
+    every_cell_of_the_state_table,
+    unknown_incident_is_404_for_every_action
+);
 
 async fn every_cell_of_the_state_table(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     for (from, row) in TABLE {
         for (action, expected) in ACTIONS.into_iter().zip(row) {
             let id = incident_in(&app, from).await;
@@ -60,10 +84,15 @@ async fn every_cell_of_the_state_table(backend: Backend) {
                 }
             }
             let after = app.escalations(&id).await;
-            let statuses: Vec<_> = after.iter().map(|e| e["status"].as_str().unwrap()).collect();
+            let statuses: Vec<_> = after
+                .iter()
+                .map(|e| e["status"].as_str().unwrap())
+                .collect();
             match (from, expected) {
                 ("OPEN", Some("ESCALATING")) => assert_eq!(statuses, ["PENDING"], "{cell}"),
-                ("ESCALATING", Some(_)) => assert_eq!(statuses, ["CANCELLED"], "{cell}: cancels pending"),
+                ("ESCALATING", Some(_)) => {
+                    assert_eq!(statuses, ["CANCELLED"], "{cell}: cancels pending")
+                }
                 _ => assert_eq!(after, before, "{cell}: escalations untouched"),
             }
         }
@@ -71,15 +100,24 @@ async fn every_cell_of_the_state_table(backend: Backend) {
 }
 
 async fn unknown_incident_is_404_for_every_action(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let id = uuid::Uuid::now_v7();
     for action in ACTIONS {
         let (status, body) = app.act(&id.to_string(), action).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {body}");
         assert_eq!(body["error"]["code"], "not_found");
-        assert!(body["error"]["message"].as_str().unwrap().contains(&id.to_string()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id.to_string()));
     }
-    for path in [format!("/incidents/{id}"), format!("/incidents/{id}/timeline"), format!("/incidents/escalations/{id}")] {
+    for path in [
+        format!("/incidents/{id}"),
+        format!("/incidents/{id}/timeline"),
+        format!("/incidents/escalations/{id}"),
+    ] {
         assert_eq!(app.get(&path).await.0, StatusCode::NOT_FOUND, "{path}");
     }
 }

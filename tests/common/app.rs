@@ -49,13 +49,20 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.stop().await.expect("a clean stop");
         }
-        let running = server::start(&self.config).await.expect("the server restarts");
+        let running = server::start(&self.config)
+            .await
+            .expect("the server restarts");
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
 
     /// A request with `token` as its bearer (none if `None`).
-    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let builder = self.client.request(method, format!("{}{path}", self.base));
         match token {
             Some(token) => builder.bearer_auth(token),
@@ -76,13 +83,20 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        Self::send(self.request(Method::POST, path, Some(ADMIN_TOKEN)).json(&body)).await
+        Self::send(
+            self.request(Method::POST, path, Some(ADMIN_TOKEN))
+                .json(&body),
+        )
+        .await
     }
 
     /// `POST /message`; panics unless it answers 200 or 201.
     pub async fn message(&self, body: Value) -> Value {
         let (status, reply) = self.post("/message", body).await;
-        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}: {reply}");
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "{status}: {reply}"
+        );
         reply
     }
 
@@ -94,14 +108,24 @@ impl TestApp {
 
     /// `POST /incidents/{id}/{action}` with no body.
     pub async fn act(&self, id: &str, action: &str) -> (StatusCode, Value) {
-        Self::send(self.request(Method::POST, &format!("/incidents/{id}/{action}"), Some(ADMIN_TOKEN))).await
+        Self::send(self.request(
+            Method::POST,
+            &format!("/incidents/{id}/{action}"),
+            Some(ADMIN_TOKEN),
+        ))
+        .await
     }
 
     /// Creates a token with `role` through the API and returns its secret and id.
     pub async fn token(&self, name: &str, role: &str) -> (String, String) {
-        let (status, reply) = self.post("/tokens", json!({ "name": name, "role": role })).await;
+        let (status, reply) = self
+            .post("/tokens", json!({ "name": name, "role": role }))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{reply}");
-        (reply["token"].as_str().unwrap().to_owned(), reply["id"].as_str().unwrap().to_owned())
+        (
+            reply["token"].as_str().unwrap().to_owned(),
+            reply["id"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn escalations(&self, id: &str) -> Vec<Value> {

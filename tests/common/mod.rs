@@ -31,7 +31,10 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
                 let path: PathBuf = dir.path().join("klaxon.db");
-                Some(Self { url: format!("sqlite://{}", path.display()), _dir: Some(dir) })
+                Some(Self {
+                    url: format!("sqlite://{}", path.display()),
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var("KLAXON_TEST_DATABASE_URL") else {
@@ -46,7 +49,10 @@ impl TestDatabase {
                     .execute(&mut admin)
                     .await
                     .expect("create a test schema");
-                Some(Self { url: in_schema(&admin_url, &schema), _dir: None })
+                Some(Self {
+                    url: in_schema(&admin_url, &schema),
+                    _dir: None,
+                })
             }
         }
     }
@@ -91,7 +97,10 @@ where
 {
     let until = tokio::time::Instant::now() + deadline;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -17,7 +17,9 @@ pub struct FlakyProxy {
 
 impl FlakyProxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let links = Arc::new(Mutex::new(Vec::new()));
@@ -37,7 +39,12 @@ impl FlakyProxy {
                 }
             }
         });
-        Self { addr, up, links, acceptor }
+        Self {
+            addr,
+            up,
+            links,
+            acceptor,
+        }
     }
 
     /// The database "goes away": open connections are severed, new ones are refused.
@@ -64,8 +71,14 @@ impl Drop for FlakyProxy {
 pub fn database_addr(url: &str) -> SocketAddr {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let with_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let with_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
     let with_port = with_port.replace("localhost", "127.0.0.1");
     with_port.parse().expect("the database URL names host:port")
 }
@@ -75,6 +88,9 @@ pub fn via(url: &str, addr: SocketAddr) -> String {
     let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    let userinfo = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+    let userinfo = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"))
+        .unwrap_or_default();
     format!("{scheme}://{userinfo}{addr}{tail}")
 }

@@ -1,0 +1,707 @@
+//! Black-box tests of the `klaxon` binary, run as a user would: each in a fresh working directory,
+//! with the real process, its exit codes, its stdout and stderr, its signals and its files.
+//!
+//! Tests run in parallel, so every server listens on a port of its own (`KLAXON_LISTEN`); only
+//! `serve_without_configuration_listens_on_the_default_address` uses the default, when it is free.
+
+mod common;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use common::{eventually, Backend, TestDatabase};
+
+/// How long a server may take from spawn to answering `/health`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a command that should finish on its own may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `serve` may take to exit after SIGTERM.
+const SIGTERM_TIMEOUT: Duration = Duration::from_secs(5);
+/// The line `serve` prints once it accepts connections.
+const LISTENING_LINE: &str = "Klaxon is listening on http://";
+/// The prefix of every secret Klaxon generates.
+const SECRET_PREFIX: &str = "klx_";
+/// A bootstrap admin secret for tests that need to know it up front.
+const ADMIN_TOKEN: &str = "cli-test-admin-token-5f1c9a";
+/// Variables of the outer environment that would change what the binary does.
+const INHERITED_SETTINGS: [&str; 6] = [
+    "KLAXON_CONFIG",
+    "KLAXON_LISTEN",
+    "KLAXON_DATABASE_URL",
+    "KLAXON_REDIS_URL",
+    "KLAXON_ADMIN_TOKEN",
+    "RUST_LOG",
+];
+
+/// `klaxon ARGS` in `dir`, untouched by the settings of whoever runs the tests.
+fn klaxon(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_klaxon"));
+    command.current_dir(dir).args(args);
+    for variable in INHERITED_SETTINGS {
+        command.env_remove(variable);
+    }
+    command
+}
+
+fn fresh_dir() -> TempDir {
+    tempfile::tempdir().expect("create a temporary working directory")
+}
+
+/// Writes `text` to `dir/name`, as a user writes a config file.
+fn write_file(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+}
+
+/// An address on loopback that nothing listens on right now.
+fn free_local_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener on port 0");
+    listener
+        .local_addr()
+        .expect("read the probe listener's address")
+}
+
+/// A `klaxon` process whose stdout and stderr go to files; killed (SIGKILL) when dropped.
+struct Process {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _logs: TempDir,
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Self {
+        let logs = tempfile::tempdir().expect("create a directory for the process's output");
+        let stdout = logs.path().join("stdout");
+        let stderr = logs.path().join("stderr");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create the stdout file"))
+            .stderr(File::create(&stderr).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn the klaxon binary");
+        Self {
+            child,
+            stdout,
+            stderr,
+            _logs: logs,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).expect("read the process's stdout")
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).expect("read the process's stderr")
+    }
+
+    /// The exit status, if the process has exited.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the klaxon process")
+    }
+
+    /// Waits for the process to exit on its own; fails the test if it takes longer than `within`.
+    async fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "klaxon did not exit within {within:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn send_sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// SIGKILL, as `kill -9` would, and reap.
+    fn kill(&mut self) {
+        self.child.kill().expect("send SIGKILL to klaxon");
+        self.child.wait().expect("reap the killed klaxon");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a command that ran to completion left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command that should exit by itself.
+async fn run(command: Command) -> Finished {
+    let mut process = Process::spawn(command);
+    let status = process.wait_for_exit(COMMAND_TIMEOUT).await;
+    Finished {
+        status,
+        stdout: process.stdout(),
+        stderr: process.stderr(),
+    }
+}
+
+/// A running `klaxon serve`, ready: it answers `/health` and has printed where it listens.
+struct Server {
+    process: Process,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// `klaxon serve` in `dir` on a free port, with `env` set.
+    async fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(dir, &["serve"], env).await
+    }
+
+    async fn start_with_args(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let addr = free_local_addr();
+        let mut command = klaxon(dir, args);
+        command
+            .env("KLAXON_LISTEN", addr.to_string())
+            .envs(env.iter().copied());
+        Self::ready(command, addr).await
+    }
+
+    /// Spawns `command` and waits until the server it starts answers on `addr`.
+    async fn ready(command: Command, addr: SocketAddr) -> Self {
+        let mut server = Self {
+            process: Process::spawn(command),
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        };
+        let health = server.client.get(format!("{}/health", server.base));
+        let process = &mut server.process;
+        eventually("klaxon serve to become ready", READY_TIMEOUT, || {
+            if let Some(status) = process.exit_status() {
+                panic!(
+                    "klaxon serve exited with {status} before it was ready; stderr:\n{}",
+                    process.stderr()
+                );
+            }
+            let printed = process.stdout().contains(LISTENING_LINE);
+            let request = health
+                .try_clone()
+                .expect("a bodiless request clones")
+                .send();
+            async move { printed && request.await.is_ok_and(|r| r.status() == StatusCode::OK) }
+        })
+        .await;
+        server
+    }
+
+    /// Sends a request with `token` as its bearer and returns status and JSON body (`Null` if none).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: the server did not answer: {e}"));
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// `GET /health`, which needs no token.
+    async fn health(&self) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .expect("GET /health answers");
+        let status = response.status();
+        (status, response.json().await.expect("/health answers JSON"))
+    }
+
+    /// `POST /message` with `text`; returns the new incident's id.
+    async fn open_incident(&self, token: &str, text: &str) -> String {
+        let (status, reply) = self.post("/message", token, json!({ "text": text })).await;
+        assert_eq!(status, StatusCode::CREATED, "POST /message: {reply}");
+        reply["incident"]["id"]
+            .as_str()
+            .expect("the incident has an id")
+            .to_owned()
+    }
+
+    /// Everything a user can read about one incident: itself, its escalations, its timeline.
+    async fn incident_record(&self, token: &str, id: &str) -> Value {
+        let mut record = json!({});
+        for (part, path) in [
+            ("incident", format!("/incidents/{id}")),
+            ("escalations", format!("/incidents/escalations/{id}")),
+            ("timeline", format!("/incidents/{id}/timeline")),
+        ] {
+            let (status, body) = self.get(&path, token).await;
+            assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+            record[part] = body;
+        }
+        record
+    }
+
+    /// SIGTERM, then the exit status; fails the test unless it comes within [`SIGTERM_TIMEOUT`].
+    async fn terminate(mut self) -> (ExitStatus, Process) {
+        self.process.send_sigterm();
+        let status = self.process.wait_for_exit(SIGTERM_TIMEOUT).await;
+        (status, self.process)
+    }
+}
+
+/// The first `klx_…` secret on a line of `stdout`, if any.
+fn printed_secret(stdout: &str) -> Option<String> {
+    stdout
+        .split_whitespace()
+        .find(|word| word.starts_with(SECRET_PREFIX))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn version_and_help_exit_zero() {
+    let dir = fresh_dir();
+    let version = run(klaxon(dir.path(), &["--version"])).await;
+    assert!(version.status.success(), "--version: {}", version.status);
+    assert!(
+        version.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "--version printed {:?}",
+        version.stdout
+    );
+
+    let help = run(klaxon(dir.path(), &["--help"])).await;
+    assert!(help.status.success(), "--help: {}", help.status);
+    for command in ["serve", "migrate", "token"] {
+        assert!(
+            help.stdout.contains(command),
+            "--help does not list `{command}`:\n{}",
+            help.stdout
+        );
+    }
+}
+
+/// Runs `serve` where it must refuse its configuration, and returns its stderr.
+async fn refused_configuration(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = klaxon(dir, args);
+    // Should the check regress, the server must not take a port another test expects.
+    command
+        .env("KLAXON_LISTEN", free_local_addr().to_string())
+        .envs(env.iter().copied());
+    let finished = run(command).await;
+    assert_eq!(
+        finished.status.code(),
+        Some(2),
+        "exit status; stderr:\n{}",
+        finished.stderr
+    );
+    finished.stderr
+}
+
+#[tokio::test]
+async fn a_bad_duration_stops_start_up_naming_its_key() {
+    let dir = fresh_dir();
+    let bad_duration = "[escalation]\npoll_interval = \"soon\"\n";
+    write_file(dir.path(), "klaxon.toml", bad_duration);
+    let stderr =
+        refused_configuration(dir.path(), &["serve", "--config", "klaxon.toml"], &[]).await;
+    assert!(stderr.contains("escalation.poll_interval"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_unknown_key_stops_start_up_naming_it() {
+    let dir = fresh_dir();
+    write_file(dir.path(), "klaxon.toml", "lisen = \"127.0.0.1:3000\"\n");
+    let stderr =
+        refused_configuration(dir.path(), &["serve", "--config", "klaxon.toml"], &[]).await;
+    assert!(stderr.contains("lisen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_listen_variable_stops_start_up_naming_its_key() {
+    let dir = fresh_dir();
+    let stderr =
+        refused_configuration(dir.path(), &["serve"], &[("KLAXON_LISTEN", "nowhere")]).await;
+    assert!(
+        stderr.contains("listen") && stderr.contains("nowhere"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_config_file_stops_start_up_naming_it() {
+    let dir = fresh_dir();
+    let stderr =
+        refused_configuration(dir.path(), &["serve", "--config", "absent.toml"], &[]).await;
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_klaxon_config_variable_names_the_config_file() {
+    let dir = fresh_dir();
+    let addr = free_local_addr();
+    let file = format!("listen = \"{addr}\"\ndatabase_url = \"sqlite://chosen.db\"\n");
+    write_file(dir.path(), "chosen.toml", &file);
+    let mut command = klaxon(dir.path(), &["serve"]);
+    command.env("KLAXON_CONFIG", "chosen.toml");
+    let server = Server::ready(command, addr).await;
+    assert!(
+        dir.path().join("chosen.db").exists(),
+        "the file's database_url was not used"
+    );
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "the default database was created too"
+    );
+    drop(server);
+
+    let stderr =
+        refused_configuration(dir.path(), &["serve"], &[("KLAXON_CONFIG", "absent.toml")]).await;
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_creates_the_default_database_and_can_run_again() {
+    let dir = fresh_dir();
+    for attempt in ["first", "second"] {
+        let finished = run(klaxon(dir.path(), &["migrate"])).await;
+        assert!(
+            finished.status.success(),
+            "{attempt} migrate: {}; stderr:\n{}",
+            finished.status,
+            finished.stderr
+        );
+        assert!(
+            dir.path().join("klaxon.db").is_file(),
+            "no klaxon.db after the {attempt} migrate"
+        );
+    }
+}
+
+#[tokio::test]
+async fn first_start_prints_a_working_admin_token_and_later_starts_do_not() {
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let secret =
+        printed_secret(&server.process.stdout()).expect("the first start prints an admin token");
+
+    let (status, body) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = server.get("/incidents", "klx_not-a-real-token").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, health) = server.health().await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["database"], "ok", "{health}");
+    let (status, _) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+
+    let again = Server::start(dir.path(), &[]).await;
+    let stdout = again.process.stdout();
+    assert_eq!(
+        printed_secret(&stdout),
+        None,
+        "a second start printed a token:\n{stdout}"
+    );
+    let (status, body) = again.get("/incidents", &secret).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the first token stopped working: {body}"
+    );
+}
+
+#[tokio::test]
+async fn serve_without_configuration_listens_on_the_default_address() {
+    const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+    if TcpListener::bind(DEFAULT_ADDR).is_err() {
+        eprintln!("skipped: {DEFAULT_ADDR} is taken on this machine");
+        return;
+    }
+    let dir = fresh_dir();
+    let server = Server::ready(
+        klaxon(dir.path(), &["serve"]),
+        DEFAULT_ADDR.parse().unwrap(),
+    )
+    .await;
+    let stdout = server.process.stdout();
+    assert!(
+        stdout.contains(&format!("{LISTENING_LINE}{DEFAULT_ADDR}")),
+        "{stdout}"
+    );
+    assert!(
+        printed_secret(&stdout).is_some(),
+        "no admin token printed:\n{stdout}"
+    );
+    assert!(
+        dir.path().join("klaxon.db").is_file(),
+        "no klaxon.db in the working directory"
+    );
+}
+
+/// `klaxon token create` in `dir`; returns the printed secret.
+async fn create_token(dir: &Path, name: &str, role: &str) -> String {
+    let finished = run(klaxon(
+        dir,
+        &["token", "create", "--name", name, "--role", role],
+    ))
+    .await;
+    assert!(
+        finished.status.success(),
+        "token create: {}; stderr:\n{}",
+        finished.status,
+        finished.stderr
+    );
+    printed_secret(&finished.stdout)
+        .unwrap_or_else(|| panic!("token create printed no secret:\n{}", finished.stdout))
+}
+
+#[tokio::test]
+async fn token_create_makes_secrets_that_a_running_server_accepts() {
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let responder = create_token(dir.path(), "ci", "responder").await;
+    let viewer = create_token(dir.path(), "dashboard", "viewer").await;
+
+    let (status, body) = server
+        .post(
+            "/message",
+            &responder,
+            json!({ "text": "disk full on db-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["incident"]["id"].as_str().expect("an incident id");
+    let (status, timeline) = server
+        .get(&format!("/incidents/{id}/timeline"), &viewer)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{timeline}");
+    assert!(
+        timeline.to_string().contains("\"ci\""),
+        "the responder token's name is not the actor: {timeline}"
+    );
+
+    let (status, body) = server
+        .post("/message", &viewer, json!({ "text": "viewers may not" }))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+}
+
+#[tokio::test]
+async fn token_create_refuses_an_unknown_role() {
+    let dir = fresh_dir();
+    let finished = run(klaxon(
+        dir.path(),
+        &["token", "create", "--name", "x", "--role", "superuser"],
+    ))
+    .await;
+    assert!(
+        !finished.status.success(),
+        "an unknown role was accepted:\n{}",
+        finished.stdout
+    );
+    assert!(finished.stderr.contains("--role"), "{}", finished.stderr);
+    assert_eq!(printed_secret(&finished.stdout), None);
+}
+
+#[tokio::test]
+async fn data_survives_kill_9_and_restart() {
+    let dir = fresh_dir();
+    let env = [("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let mut server = Server::start(dir.path(), &env).await;
+    let escalated = server
+        .open_incident(ADMIN_TOKEN, "api latency above SLO")
+        .await;
+    let acknowledged = server
+        .open_incident(ADMIN_TOKEN, "certificate expires in 7 days")
+        .await;
+    let untouched = server
+        .open_incident(ADMIN_TOKEN, "queue depth growing")
+        .await;
+    for (id, action) in [(&escalated, "escalate"), (&acknowledged, "acknowledge")] {
+        let (status, body) = server
+            .post(&format!("/incidents/{id}/{action}"), ADMIN_TOKEN, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+    }
+    let ids = [&escalated, &acknowledged, &untouched];
+    let mut before = Vec::new();
+    for id in ids {
+        before.push(server.incident_record(ADMIN_TOKEN, id).await);
+    }
+
+    server.process.kill();
+    let restarted = Server::start(dir.path(), &env).await;
+
+    for (id, record) in ids.into_iter().zip(&before) {
+        assert_eq!(
+            &restarted.incident_record(ADMIN_TOKEN, id).await,
+            record,
+            "incident {id} changed"
+        );
+    }
+    let escalated_record = &before[0];
+    assert_eq!(escalated_record["incident"]["status"], "ESCALATING");
+    assert_eq!(
+        escalated_record["escalations"]["escalations"][0]["status"],
+        "PENDING"
+    );
+    assert_eq!(before[1]["incident"]["status"], "ACKNOWLEDGED");
+    let (status, list) = restarted.get("/incidents", ADMIN_TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        list["incidents"].as_array().map(Vec::len),
+        Some(3),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_serve_promptly_and_cleanly() {
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let (status, process) = server.terminate().await;
+    assert!(
+        status.success(),
+        "serve exited with {status}; stderr:\n{}",
+        process.stderr()
+    );
+}
+
+/// Serves with `--log-format format`, posts a distinctive message, creates and uses a token, stops,
+/// and returns stderr after checking that it holds neither the message text nor any secret.
+async fn logs_of_a_session(format: &str) -> String {
+    const TEXT: &str = "zebra-pancake-4471 is on fire";
+    let dir = fresh_dir();
+    let args = ["--log-format", format, "serve"];
+    let server =
+        Server::start_with_args(dir.path(), &args, &[("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    server.open_incident(ADMIN_TOKEN, TEXT).await;
+    let (status, created) = server
+        .post(
+            "/tokens",
+            ADMIN_TOKEN,
+            json!({ "name": "ops", "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["token"]
+        .as_str()
+        .expect("the new token's secret")
+        .to_owned();
+    let (status, _) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, process) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+
+    let stderr = process.stderr();
+    assert!(
+        stderr.contains("message ingested"),
+        "the ingest was not logged:\n{stderr}"
+    );
+    for (what, needle) in [
+        ("message text", TEXT),
+        ("admin token", ADMIN_TOKEN),
+        ("created token", &secret),
+    ] {
+        assert!(
+            !stderr.contains(needle),
+            "the {what} is in the logs:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains(SECRET_PREFIX),
+        "a secret-like `{SECRET_PREFIX}` string is in the logs:\n{stderr}"
+    );
+    stderr
+}
+
+#[tokio::test]
+async fn json_logs_are_json_objects_without_secrets_or_message_text() {
+    let stderr = logs_of_a_session("json").await;
+    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+        let parsed: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed.is_object(), "not a JSON object: {line}");
+    }
+}
+
+#[tokio::test]
+async fn text_logs_hold_no_secrets_or_message_text() {
+    logs_of_a_session("text").await;
+}
+
+#[tokio::test]
+async fn serve_runs_on_postgresql() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        eprintln!("skipped: serve on PostgreSQL needs KLAXON_TEST_DATABASE_URL");
+        return;
+    };
+    let dir = fresh_dir();
+    let env = [
+        ("KLAXON_DATABASE_URL", database.url.as_str()),
+        ("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let server = Server::start(dir.path(), &env).await;
+    let (status, health) = server.health().await;
+    assert_eq!(
+        (status, &health["database"]),
+        (StatusCode::OK, &json!("ok")),
+        "{health}"
+    );
+
+    let (status, posted) = server
+        .post(
+            "/message",
+            ADMIN_TOKEN,
+            json!({ "text": "replica lag on pg-2" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{posted}");
+    let id = posted["incident"]["id"].as_str().expect("an incident id");
+    let (status, fetched) = server.get(&format!("/incidents/{id}"), ADMIN_TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    assert_eq!(fetched, posted["incident"]);
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "serve used SQLite, not PostgreSQL"
+    );
+}
