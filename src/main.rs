@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use klaxon::config::Config;
 use klaxon::domain::Role;
-use klaxon::server;
+use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
 
 /// Exit code for a bad configuration (SPEC §5).
@@ -33,8 +33,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply migrations and serve the HTTP API.
-    Serve,
+    /// Apply migrations, serve the HTTP API and run the escalation worker.
+    Serve {
+        /// Serve the API only; escalations are left to `klaxon worker` processes.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Apply migrations and run the escalation worker alone (no HTTP API). Any number of workers
+    /// may share one PostgreSQL database.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage API tokens.
@@ -87,14 +94,30 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Serve => {
-            let running = server::start(&config).await?;
+        Command::Serve { no_worker } => {
+            let roles = Roles {
+                api: true,
+                worker: !no_worker,
+            };
+            let running = server::start_with(&config, roles).await?;
             let shutdown = server::shutdown_signal();
             if let Some(secret) = &running.generated_admin_token {
                 println!("Klaxon generated an admin token. It is shown this once; keep it safe:");
                 println!("  {}", secret.expose());
             }
-            println!("Klaxon is listening on http://{}", running.addr);
+            if let Some(addr) = running.api_addr {
+                println!("Klaxon is listening on http://{addr}");
+            }
+            running.run_until(shutdown).await?;
+        }
+        Command::Worker => {
+            let roles = Roles {
+                api: false,
+                worker: true,
+            };
+            let running = server::start_with(&config, roles).await?;
+            let shutdown = server::shutdown_signal();
+            println!("Klaxon worker running");
             running.run_until(shutdown).await?;
         }
         Command::Migrate => {

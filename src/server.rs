@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::{NewToken, Role, Timestamp, TokenSecret};
+use crate::engine::redis_index::RedisIndex;
+use crate::engine::{listener, Scheduler, Worker, WorkerStatus};
+use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreError};
 
 /// The name of the admin token made from `admin_token` or generated on first start.
@@ -21,6 +24,8 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("invalid redis_url: {0}")]
+    Redis(#[source] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -61,22 +66,46 @@ pub async fn bootstrap_admin(
     Ok(generated.then_some(secret))
 }
 
-/// A server accepting requests in the background.
+/// What one process runs: `serve` runs both, `serve --no-worker` the API alone, `worker` the
+/// worker alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const ALL: Self = Self {
+        api: true,
+        worker: true,
+    };
+}
+
+/// A running Klaxon: the API and/or the worker, in the background.
 pub struct Running {
-    pub addr: SocketAddr,
+    /// Where the API listens, when this process serves it.
+    pub api_addr: Option<SocketAddr>,
     /// The admin secret generated on this start, if one was.
     pub generated_admin_token: Option<TokenSecret>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+    /// This process's worker, when it runs one.
+    pub worker: Option<Arc<WorkerStatus>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, and returns when the server is down.
+    /// Stops accepting requests and claiming escalations, lets requests in flight and the batch
+    /// in hand finish, and returns when everything is down.
     pub async fn stop(self) -> std::io::Result<()> {
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+        let _ = self.shutdown.send(true);
+        let mut outcome = Ok(());
+        for task in self.tasks {
+            let result = task
+                .await
+                .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+            outcome = outcome.and(result);
+        }
+        outcome
     }
 
     /// Runs until `signal` completes, then stops gracefully.
@@ -87,42 +116,93 @@ impl Running {
     }
 }
 
-/// Opens the store, bootstraps the admin token, binds `config.listen` and serves in the background.
+/// `serve`: the API and the worker.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    start_with(config, Roles::ALL).await
+}
+
+/// Opens the store, bootstraps the admin token, and starts what `roles` asks for in the
+/// background: the API on `config.listen`, the escalation worker, and with them the Redis index
+/// supervisor (with `redis_url`) and the PostgreSQL wake-up listener (on PostgreSQL).
+pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartError> {
     let store = open_store(config).await?;
-    let generated_admin_token = bootstrap_admin(store.as_ref(), config).await?;
-    if config.redis_url.is_some() {
-        tracing::warn!("redis_url is set, but the Redis accelerator comes with the escalation worker; it is not used yet");
-    }
-    let state = AppState {
-        store,
-        policy: Arc::new(config.escalation.policy.clone()),
+    let generated_admin_token = if roles.api {
+        bootstrap_admin(store.as_ref(), config).await?
+    } else {
+        None
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
+    let (shutdown, stopping) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let index = Arc::new(RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?);
+            tasks.push(background(index.clone().supervise(stopping.clone())));
+            Some(index)
+        }
+        None => None,
+    };
+    let scheduler = Scheduler::new(redis);
+    let metrics = Arc::new(Metrics::default());
+    let worker_status = Arc::new(WorkerStatus::default());
+    if roles.worker {
+        if !config.database_url.starts_with("sqlite:") {
+            let listen = listener::listen(
+                config.database_url.clone(),
+                scheduler.wakeup().clone(),
+                stopping.clone(),
+            );
+            tasks.push(background(listen));
+        }
+        let worker = Worker {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            metrics: metrics.clone(),
+            status: worker_status.clone(),
+            poll_interval: config.escalation.poll_interval,
+        };
+        tasks.push(background(worker.run(stopping.clone())));
+    }
+    let mut api_addr = None;
+    if roles.api {
+        let state = AppState {
+            store,
+            policy: Arc::new(config.escalation.policy.clone()),
+            scheduler,
+            metrics,
+            worker: worker_status.clone(),
+        };
+        let bind_error = |source| StartError::Bind {
             addr: config.listen,
             source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let app = api::router(state, config.max_body_bytes);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, "listening");
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let app = api::router(state, config.max_body_bytes);
+        let mut stopping = stopping.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.changed().await;
+                })
+                .await
+        }));
+        tracing::info!(%addr, "listening");
+        api_addr = Some(addr);
+    }
+    let worker = roles.worker.then_some(worker_status);
     Ok(Running {
-        addr,
+        api_addr,
         generated_admin_token,
-        stop,
-        task,
+        worker,
+        shutdown,
+        tasks,
+    })
+}
+
+fn background(task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        task.await;
+        Ok(())
     })
 }
 

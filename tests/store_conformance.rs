@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestDatabase};
+use futures::StreamExt;
 use klaxon::domain::{
-    Action, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp, Transition,
+    Action, Channel, EscalationLevel, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
+    InvalidTransition, NewEvent, NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
+    Transition,
 };
-use klaxon::store::{self, IncidentQuery, Store, StoreError, TransitionRequest};
+use klaxon::store::{
+    self, Backlog, IncidentQuery, Scheduled, Store, StoreError, TransitionRequest,
+};
 use serde_json::json;
 use sqlx::Connection;
 use uuid::Uuid;
@@ -36,6 +40,14 @@ on_every_backend!(
     tokens_are_created_listed_found_and_revoked,
     the_database_refuses_deletes,
     an_unreachable_database_is_unavailable,
+    settling_walks_the_levels_of_the_policy,
+    escalations_not_yet_due_are_left_pending,
+    a_due_escalation_of_an_incident_no_longer_escalating_is_cancelled,
+    only_the_given_escalations_are_settled,
+    the_earliest_due_are_settled_first_up_to_the_limit,
+    pending_escalations_are_counted_and_paged,
+    scheduling_notifies_other_instances,
+    concurrent_workers_settle_each_escalation_once,
 );
 
 /// SPEC §3, cell by cell, actions in `Action::ALL` order: `None` is a 409.
@@ -50,6 +62,12 @@ const STATE_TABLE: [(IncidentStatus, [Option<IncidentStatus>; 4]); 5] = [
 
 /// How many events or actions the concurrency scenarios fire at once.
 const CONCURRENCY: usize = 50;
+
+/// How many escalations fall due at once for the concurrent workers, how many workers share the
+/// database, and how many escalations each settles per call.
+const DUE_AT_ONCE: usize = 2_000;
+const WORKERS: usize = 3;
+const WORKER_BATCH: u32 = 100;
 
 async fn open_store(db: &TestDatabase) -> Arc<dyn Store> {
     let store = store::connect(&db.url).await.expect("connect");
@@ -98,9 +116,60 @@ async fn incident_in(store: &dyn Store, status: IncidentStatus) -> Incident {
     let moved = store
         .transition(request(incident.id, action, minute(1)))
         .await
-        .expect("setup");
+        .expect("setup")
+        .incident;
     assert_eq!(moved.status, status);
     moved
+}
+
+/// A policy of as many levels as `delays` (milliseconds), each after the one before.
+fn policy(delays: &[u64]) -> Arc<EscalationPolicy> {
+    let levels = (1..)
+        .zip(delays)
+        .map(|(level, &delay)| EscalationLevel {
+            level,
+            delay: Duration::from_millis(delay),
+            channels: vec![Channel::InApp],
+        })
+        .collect();
+    Arc::new(EscalationPolicy::new(levels).expect("a valid policy"))
+}
+
+/// A new incident escalated `at` under `policy`, and its level 1 as scheduled.
+async fn escalated(
+    store: &dyn Store,
+    at: Timestamp,
+    policy: Arc<EscalationPolicy>,
+) -> (Incident, Scheduled) {
+    let incident = store.ingest(event(None)).await.expect("ingest").incident;
+    let escalate = TransitionRequest {
+        policy,
+        ..request(incident.id, Action::Escalate, at)
+    };
+    let outcome = store.transition(escalate).await.expect("escalate");
+    let level_1 = outcome.scheduled.expect("level 1 is scheduled");
+    (outcome.incident, level_1)
+}
+
+/// Runs `statement` on the test's database directly, behind the store's back.
+async fn raw(backend: Backend, url: &str, statement: &str) -> Result<u64, sqlx::Error> {
+    let done = match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await?;
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await?
+                .rows_affected()
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(done)
 }
 
 fn kinds(timeline: &[TimelineEntry]) -> Vec<TimelineKind> {
@@ -350,7 +419,8 @@ async fn every_cell_of_the_state_table(backend: Backend) {
                 assert_eq!(stored, before, "{from} + {action} changed the incident");
                 continue;
             };
-            let after = result.unwrap_or_else(|e| panic!("{from} + {action}: {e}"));
+            let outcome = result.unwrap_or_else(|e| panic!("{from} + {action}: {e}"));
+            let after = outcome.incident;
             let mut wanted = Incident {
                 status: to,
                 updated_at: at,
@@ -388,7 +458,9 @@ async fn escalate_schedules_the_first_level(backend: Backend) {
         ..request(incident.id, Action::Escalate, at)
     };
     let policy = escalate.policy.clone();
-    let escalated = store.transition(escalate).await.unwrap();
+    let outcome = store.transition(escalate).await.unwrap();
+    let escalated = outcome.incident;
+    assert!(outcome.cancelled.is_empty());
     assert_eq!(
         (escalated.status, escalated.escalation_level),
         (Escalating, 0)
@@ -408,6 +480,11 @@ async fn escalate_schedules_the_first_level(backend: Backend) {
     assert_eq!(level_1.scheduled_at, minute(6));
     assert_eq!(level_1.created_at, at);
     assert_eq!((level_1.executed_at, level_1.cancelled_at), (None, None));
+    let scheduled = Scheduled {
+        id: level_1.id,
+        due: minute(6),
+    };
+    assert_eq!(outcome.scheduled, Some(scheduled));
 
     let timeline = store.timeline(incident.id).await.unwrap();
     use TimelineKind::*;
@@ -436,16 +513,18 @@ async fn leaving_escalating_cancels_pending_escalations(backend: Backend) {
     for action in [Action::Acknowledge, Action::Resolve, Action::Cancel] {
         let incident = incident_in(store.as_ref(), Escalating).await;
         let at = minute(2);
-        store
+        let outcome = store
             .transition(request(incident.id, action, at))
             .await
             .unwrap();
+        assert_eq!(outcome.scheduled, None);
 
         let escalations = store.escalations(incident.id).await.unwrap();
         let [level_1] = escalations.as_slice() else {
             panic!("{escalations:?}")
         };
         assert_eq!(level_1.status, EscalationStatus::Cancelled, "{action}");
+        assert_eq!(outcome.cancelled, [level_1.id]);
         assert_eq!(
             (level_1.cancelled_at, level_1.executed_at),
             (Some(at), None)
@@ -481,13 +560,13 @@ async fn resolve_keeps_the_resolution_note(backend: Backend) {
         note: Some("looking".into()),
         ..request(incident.id, Action::Acknowledge, minute(1))
     };
-    let acknowledged = store.transition(acknowledge).await.unwrap();
+    let acknowledged = store.transition(acknowledge).await.unwrap().incident;
     assert_eq!(acknowledged.resolution_note, None, "only resolve sets it");
     let resolve = TransitionRequest {
         note: Some("rebooted db-1".into()),
         ..request(incident.id, Action::Resolve, minute(2))
     };
-    let resolved = store.transition(resolve).await.unwrap();
+    let resolved = store.transition(resolve).await.unwrap().incident;
     assert_eq!(resolved.resolution_note.as_deref(), Some("rebooted db-1"));
     assert_eq!(store.incident(incident.id).await.unwrap(), resolved);
     let timeline = store.timeline(incident.id).await.unwrap();
@@ -697,22 +776,7 @@ async fn the_database_refuses_deletes(backend: Backend) {
     store.create_token(new_token).await.unwrap();
     for table in ["incidents", "events", "escalations", "timeline", "tokens"] {
         let statement = format!("delete from {table}");
-        let refused = match backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-                sqlx::query(&statement)
-                    .execute(&mut conn)
-                    .await
-                    .map(|done| done.rows_affected())
-            }
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-                sqlx::query(&statement)
-                    .execute(&mut conn)
-                    .await
-                    .map(|done| done.rows_affected())
-            }
-        };
+        let refused = raw(backend, &db.url, &statement).await;
         let error = refused.expect_err(&statement);
         assert!(
             error.to_string().contains("never deletes"),
@@ -745,4 +809,379 @@ async fn an_unreachable_database_is_unavailable(backend: Backend) {
         "took {:?}",
         started.elapsed()
     );
+}
+
+async fn settling_walks_the_levels_of_the_policy(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = incident_in(store.as_ref(), Escalating).await;
+    let policy = EscalationPolicy::standard();
+    let mut due = minute(6);
+    for level in 1..=3 {
+        let now = due.after(Duration::from_secs(60));
+        let settled = store.settle_due(now, 10, None).await.unwrap();
+        let [settled] = settled.as_slice() else {
+            panic!("level {level}: {settled:?}")
+        };
+        let executed = &settled.escalation;
+        assert_eq!(executed.incident_id, incident.id);
+        assert_eq!(
+            (executed.escalation_level, executed.status),
+            (level, EscalationStatus::Executed)
+        );
+        let times = (
+            executed.scheduled_at,
+            executed.executed_at,
+            executed.cancelled_at,
+        );
+        assert_eq!(times, (due, Some(now), None), "level {level}");
+        let stored = store.incident(incident.id).await.unwrap();
+        assert_eq!(
+            (stored.status, stored.escalation_level, stored.updated_at),
+            (Escalating, level, now)
+        );
+        let escalations = store.escalations(incident.id).await.unwrap();
+        assert_eq!(&escalations[level as usize - 1], executed);
+
+        let timeline = store.timeline(incident.id).await.unwrap();
+        let executed_entry = timeline
+            .iter()
+            .rfind(|e| e.kind == TimelineKind::EscalationExecuted)
+            .unwrap();
+        let detail = json!({
+            "escalation_id": executed.id,
+            "escalation_level": level,
+            "scheduled_at": due,
+            "lag_ms": 60_000,
+        });
+        assert_eq!(executed_entry.detail, detail);
+        assert_eq!(
+            (executed_entry.actor.as_str(), executed_entry.at),
+            ("system", now)
+        );
+
+        let Some(following) = policy.after(level) else {
+            assert_eq!(settled.next, None, "nothing follows the last level");
+            assert_eq!(timeline.last(), Some(executed_entry));
+            assert_eq!(escalations.len(), 3);
+            assert_eq!(store.next_due().await.unwrap(), None);
+            let much_later = now.after(Duration::from_secs(86_400));
+            assert!(store
+                .settle_due(much_later, 10, None)
+                .await
+                .unwrap()
+                .is_empty());
+            break;
+        };
+        let next = settled.next.expect("the next level is scheduled");
+        assert_eq!(next.due, now.after(following.delay));
+        let [.., scheduled] = escalations.as_slice() else {
+            unreachable!()
+        };
+        assert_eq!(
+            (scheduled.id, scheduled.escalation_level, scheduled.status),
+            (next.id, level + 1, EscalationStatus::Pending)
+        );
+        assert_eq!(
+            (scheduled.scheduled_at, scheduled.created_at),
+            (next.due, now)
+        );
+        let [.., before, last] = timeline.as_slice() else {
+            panic!("{timeline:?}")
+        };
+        assert_eq!(before, executed_entry, "executed, then the next scheduled");
+        assert_eq!(last.kind, TimelineKind::EscalationScheduled);
+        assert_eq!((last.actor.as_str(), last.at), ("system", now));
+        let detail = json!({
+            "escalation_id": next.id,
+            "escalation_level": level + 1,
+            "scheduled_at": next.due,
+        });
+        assert_eq!(last.detail, detail);
+        due = next.due;
+    }
+    use TimelineKind::*;
+    let timeline = store.timeline(incident.id).await.unwrap();
+    assert_eq!(
+        kinds(&timeline),
+        [
+            IncidentCreated,
+            IncidentEscalated,
+            EscalationScheduled,
+            EscalationExecuted,
+            EscalationScheduled,
+            EscalationExecuted,
+            EscalationScheduled,
+            EscalationExecuted,
+        ]
+    );
+}
+
+async fn escalations_not_yet_due_are_left_pending(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = incident_in(store.as_ref(), Escalating).await;
+    let escalations = store.escalations(incident.id).await.unwrap();
+    let timeline = store.timeline(incident.id).await.unwrap();
+    let just_before = Timestamp::from_millis(minute(6).as_millis() - 1);
+    assert!(store
+        .settle_due(just_before, 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.incident(incident.id).await.unwrap(), incident);
+    assert_eq!(store.escalations(incident.id).await.unwrap(), escalations);
+    assert_eq!(store.timeline(incident.id).await.unwrap(), timeline);
+    let on_time = store.settle_due(minute(6), 10, None).await.unwrap();
+    assert_eq!(on_time.len(), 1, "due at its scheduled instant");
+}
+
+async fn a_due_escalation_of_an_incident_no_longer_escalating_is_cancelled(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for status in [Acknowledged, Resolved, Cancelled] {
+        let (incident, level_1) = escalated(store.as_ref(), minute(1), policy(&[0, 0])).await;
+        // A transition would cancel the escalation itself: write the status behind its back, as
+        // only the worker's re-check can catch.
+        let statement = format!(
+            "update incidents set status = '{status}' where status = 'ESCALATING'",
+            status = status.as_str()
+        );
+        assert_eq!(raw(backend, &db.url, &statement).await.unwrap(), 1);
+
+        let settled = store.settle_due(minute(2), 10, None).await.unwrap();
+        let [settled] = settled.as_slice() else {
+            panic!("{settled:?}")
+        };
+        let cancelled = &settled.escalation;
+        assert_eq!(
+            (cancelled.id, cancelled.status),
+            (level_1.id, EscalationStatus::Cancelled)
+        );
+        assert_eq!(
+            (cancelled.cancelled_at, cancelled.executed_at),
+            (Some(minute(2)), None)
+        );
+        assert_eq!(settled.next, None);
+        assert_eq!(
+            store.escalations(incident.id).await.unwrap(),
+            [cancelled.clone()]
+        );
+        let stored = store.incident(incident.id).await.unwrap();
+        assert_eq!((stored.status, stored.escalation_level), (status, 0));
+
+        let timeline = store.timeline(incident.id).await.unwrap();
+        let last = timeline.last().unwrap();
+        assert_eq!(last.kind, TimelineKind::EscalationCancelled);
+        assert_eq!((last.actor.as_str(), last.at), ("system", minute(2)));
+        let reason = format!("incident is {}", status.as_str());
+        let detail =
+            json!({ "escalation_id": level_1.id, "escalation_level": 1, "reason": reason });
+        assert_eq!(last.detail, detail);
+    }
+}
+
+async fn only_the_given_escalations_are_settled(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let (_, first) = escalated(store.as_ref(), minute(1), policy(&[0])).await;
+    let (_, second) = escalated(store.as_ref(), minute(2), policy(&[0])).await;
+    let (_, not_due) = escalated(store.as_ref(), minute(1), policy(&[600_000])).await;
+    assert!(store
+        .settle_due(minute(5), 10, Some(&[]))
+        .await
+        .unwrap()
+        .is_empty());
+    let only = [not_due.id, Uuid::now_v7(), second.id];
+    let settled = store.settle_due(minute(5), 10, Some(&only)).await.unwrap();
+    let ids: Vec<_> = settled.iter().map(|s| s.escalation.id).collect();
+    assert_eq!(ids, [second.id], "only the due ones of those given");
+    let pending: Vec<_> = store.pending_page(None, 10).await.unwrap();
+    assert_eq!(pending, [first, not_due]);
+}
+
+async fn the_earliest_due_are_settled_first_up_to_the_limit(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let mut due_order = Vec::new();
+    // Scheduled out of due order, so that neither creation nor id order passes for due order.
+    for at in [3, 1, 2] {
+        let (_, level_1) = escalated(store.as_ref(), minute(at), policy(&[0])).await;
+        due_order.push(level_1);
+    }
+    due_order.sort_by_key(|scheduled| scheduled.due);
+    let settle = || async {
+        let settled = store.settle_due(minute(5), 2, None).await.unwrap();
+        settled
+            .iter()
+            .map(|s| Scheduled {
+                id: s.escalation.id,
+                due: s.escalation.scheduled_at,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(settle().await, due_order[..2]);
+    let left = Backlog {
+        pending: 1,
+        overdue: 1,
+    };
+    assert_eq!(store.backlog(minute(5)).await.unwrap(), left);
+    assert_eq!(settle().await, due_order[2..]);
+    assert_eq!(settle().await, []);
+}
+
+async fn pending_escalations_are_counted_and_paged(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(store.backlog(minute(0)).await.unwrap(), Backlog::default());
+    assert_eq!(store.pending_page(None, 10).await.unwrap(), []);
+
+    let mut pending = Vec::new();
+    for at in [4, 0, 3, 1, 2] {
+        let five_minutes = policy(&[300_000]);
+        let (_, level_1) = escalated(store.as_ref(), minute(at), five_minutes).await;
+        pending.push(level_1);
+    }
+    assert_eq!(store.next_due().await.unwrap(), Some(minute(5)));
+    let counts = |pending, overdue| Backlog { pending, overdue };
+    assert_eq!(store.backlog(minute(4)).await.unwrap(), counts(5, 0));
+    assert_eq!(store.backlog(minute(7)).await.unwrap(), counts(5, 3));
+
+    pending.sort_by_key(|scheduled| scheduled.id);
+    for limit in [1, 2, 5, 10] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.pending_page(after, limit).await.unwrap();
+            assert!(page.len() <= limit as usize);
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.id);
+            seen.extend(page);
+        }
+        assert_eq!(seen, pending, "limit {limit}");
+    }
+
+    let settled = store.settle_due(minute(5), 10, None).await.unwrap();
+    let [executed] = settled.as_slice() else {
+        panic!("{settled:?}")
+    };
+    pending.retain(|scheduled| scheduled.id != executed.escalation.id);
+    assert_eq!(store.pending_page(None, 10).await.unwrap(), pending);
+    assert_eq!(store.next_due().await.unwrap(), Some(minute(6)));
+    assert_eq!(store.backlog(minute(7)).await.unwrap(), counts(4, 2));
+}
+
+/// PostgreSQL only: on SQLite, one process owns the file and wakes its own worker in-process.
+async fn scheduling_notifies_other_instances(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener
+        .listen(store::postgres::ESCALATION_CHANNEL)
+        .await
+        .unwrap();
+    // Every test database shares the channel: a due time of now tells this test's apart from the
+    // fixed instants the other scenarios use.
+    let now = Timestamp::now();
+    let (_, level_1) = escalated(store.as_ref(), now, policy(&[0, 60_000])).await;
+    expect_notification(&mut listener, level_1.due).await;
+    let settled = store.settle_due(now, 10, None).await.unwrap();
+    let next = settled[0].next.expect("level 2 is scheduled");
+    expect_notification(&mut listener, next.due).await;
+}
+
+async fn expect_notification(listener: &mut sqlx::postgres::PgListener, due: Timestamp) {
+    let wanted = due.as_millis().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let received = tokio::time::timeout_at(deadline, listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no notification of {wanted}"))
+            .unwrap();
+        if received.payload() == wanted {
+            return;
+        }
+    }
+}
+
+async fn concurrent_workers_settle_each_escalation_once(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let due_now = policy(&[0]);
+    let escalations: Vec<(Uuid, Uuid)> = futures::stream::iter(0..DUE_AT_ONCE)
+        .map(|_| {
+            let (store, due_now) = (store.clone(), due_now.clone());
+            async move {
+                let (incident, level_1) = escalated(store.as_ref(), minute(1), due_now).await;
+                (incident.id, level_1.id)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let worker = store::connect(&db.url).await.expect("connect a worker");
+        workers.push(tokio::spawn(async move {
+            let mut settled = Vec::new();
+            loop {
+                let batch = worker.settle_due(minute(2), WORKER_BATCH, None).await;
+                let batch = batch.expect("a worker never fails");
+                if batch.is_empty() {
+                    return settled;
+                }
+                assert!(batch
+                    .iter()
+                    .all(|s| s.escalation.status == EscalationStatus::Executed));
+                settled.extend(batch.into_iter().map(|s| s.escalation.id));
+            }
+        }));
+    }
+    let mut settled: Vec<Uuid> = Vec::new();
+    for worker in futures::future::join_all(workers).await {
+        settled.extend(worker.unwrap());
+    }
+    settled.sort();
+    let mut wanted: Vec<_> = escalations.iter().map(|&(_, id)| id).collect();
+    wanted.sort();
+    assert_eq!(settled, wanted, "the workers settled each escalation once");
+    assert_eq!(store.backlog(minute(2)).await.unwrap(), Backlog::default());
+
+    for (incident_id, escalation_id) in escalations {
+        let stored = store.escalations(incident_id).await.unwrap();
+        assert!(matches!(
+            stored.as_slice(),
+            [e] if e.id == escalation_id && e.status == EscalationStatus::Executed
+        ));
+        let timeline = store.timeline(incident_id).await.unwrap();
+        let executed = timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::EscalationExecuted)
+            .filter(|e| e.detail["escalation_id"] == json!(escalation_id))
+            .count();
+        assert_eq!(executed, 1, "escalation {escalation_id}");
+    }
 }

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::AppState;
+use crate::domain::Timestamp;
 
 /// How long the health check waits for the database before calling it down.
 pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +28,12 @@ pub struct Health {
 pub struct WorkerHealth {
     /// Whether this process runs the escalation worker.
     pub running: bool,
+    /// When this process's worker last looked for due escalations.
+    pub last_tick_at: Option<Timestamp>,
+    /// Escalations waiting to run, across all instances (`null` if the database is down).
+    pub pending: Option<i64>,
+    /// Pending escalations already due: more than a handful for long means the workers lag.
+    pub overdue: Option<i64>,
 }
 
 #[utoipa::path(
@@ -37,15 +44,27 @@ pub struct WorkerHealth {
     )
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let database_ok = matches!(
-        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let checked = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, async {
+        state.store.ping().await?;
+        state.store.backlog(Timestamp::now()).await
+    })
+    .await;
+    let backlog = match checked {
+        Ok(Ok(backlog)) => Some(backlog),
+        _ => None,
+    };
+    let database_ok = backlog.is_some();
+    let worker = state.worker.snapshot();
     let health = Health {
         status: if database_ok { "ok" } else { "unavailable" },
         database: if database_ok { "ok" } else { "down" },
-        redis: "disabled",
-        worker: WorkerHealth { running: false },
+        redis: state.scheduler.redis_status(),
+        worker: WorkerHealth {
+            running: worker.running,
+            last_tick_at: worker.last_tick_at,
+            pending: backlog.map(|b| b.pending),
+            overdue: backlog.map(|b| b.overdue),
+        },
     };
     let status = if database_ok {
         StatusCode::OK

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, Responder, Viewer};
 use super::extract::{IdPath, OptionalJsonBody, QueryParams};
-use super::{ApiError, AppState};
+use super::{to_completion, ApiError, AppState};
 use crate::domain::{Action, Escalation, Incident, IncidentStatus, TimelineEntry, Timestamp};
 use crate::store::{IncidentQuery, TransitionRequest, MAX_PAGE_SIZE};
 
@@ -137,20 +137,24 @@ async fn act(
             )));
         }
     }
-    let incident = state
-        .store
-        .transition(TransitionRequest {
-            incident_id: id,
-            action,
-            actor,
-            note,
-            at: Timestamp::now(),
-            policy: state.policy.clone(),
-        })
-        .await
-        .map_err(|e| ApiError::from_store(e, missing(id)))?;
-    tracing::info!(incident_id = %id, %action, status = %incident.status, "incident transitioned");
-    Ok(Json(incident))
+    let request = TransitionRequest {
+        incident_id: id,
+        action,
+        actor,
+        note,
+        at: Timestamp::now(),
+        policy: state.policy.clone(),
+    };
+    let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
+    let outcome = to_completion(async move {
+        let outcome = store.transition(request).await?;
+        scheduler.transitioned(&outcome).await;
+        Ok(outcome)
+    })
+    .await
+    .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    tracing::info!(incident_id = %id, %action, status = %outcome.incident.status, "incident transitioned");
+    Ok(Json(outcome.incident))
 }
 
 #[utoipa::path(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{Authorized, Responder};
 use super::extract::JsonBody;
-use super::{ApiError, AppState};
+use super::{to_completion, ApiError, AppState};
 use crate::domain::{Event, Incident, NewEvent, Severity, Timestamp};
 
 /// The longest message accepted, in characters.
@@ -60,18 +60,17 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<MessageResponse>), ApiError> {
     validate(&request)?;
     let payload = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.into()))?;
-    let ingested = state
-        .store
-        .ingest(NewEvent {
-            source: request.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
-            summary: request.text,
-            severity: request.severity,
-            dedup_key: request.dedup_key,
-            payload,
-            actor: caller.name,
-            received_at: Timestamp::now(),
-        })
-        .await?;
+    let event = NewEvent {
+        source: request.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
+        summary: request.text,
+        severity: request.severity,
+        dedup_key: request.dedup_key,
+        payload,
+        actor: caller.name,
+        received_at: Timestamp::now(),
+    };
+    let store = state.store.clone();
+    let ingested = to_completion(async move { store.ingest(event).await }).await?;
     tracing::info!(
         event_id = %ingested.event.id,
         incident_id = %ingested.incident.id,

@@ -8,9 +8,11 @@ pub mod extract;
 pub mod health;
 pub mod incidents;
 pub mod messages;
+pub mod metrics;
 pub mod openapi;
 pub mod tokens;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -24,7 +26,9 @@ use tracing::Level;
 pub use error::ApiError;
 
 use crate::domain::EscalationPolicy;
-use crate::store::Store;
+use crate::engine::{Scheduler, WorkerStatus};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,6 +36,23 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The policy an incident snapshots when it starts escalating.
     pub policy: Arc<EscalationPolicy>,
+    /// Told about every commit that schedules or cancels escalations.
+    pub scheduler: Scheduler,
+    pub metrics: Arc<Metrics>,
+    /// This process's worker, for `/health`.
+    pub worker: Arc<WorkerStatus>,
+}
+
+/// Runs a write to completion on a task of its own. When a client disconnects, axum drops the
+/// handler's future; a write dropped between `begin` and `commit` would hand its connection back
+/// to the pool still inside the transaction (sqlx does so on PostgreSQL), holding its locks.
+/// Detached, the write commits (or rolls back) whatever the client does.
+pub async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(write)
+        .await
+        .unwrap_or_else(|join| Err(StoreError::internal(join)))
 }
 
 /// The whole API, with its middleware: request ids, tracing, body limit, panic safety.
@@ -50,6 +71,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this endpoint does not accept that method".into())

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
-use super::{health, incidents, messages, tokens};
+use super::{health, incidents, messages, metrics, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{health, incidents, messages, tokens};
         tokens::create,
         tokens::list,
         tokens::revoke,
+        metrics::render,
         document,
     ),
     components(schemas(crate::api::error::ErrorBody)),

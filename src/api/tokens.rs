@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Authorized};
 use super::extract::{IdPath, JsonBody};
-use super::{ApiError, AppState};
+use super::{to_completion, ApiError, AppState};
 use crate::domain::{NewToken, Role, Timestamp, Token, TokenSecret};
 
 /// The longest token name, in characters.
@@ -71,7 +71,9 @@ pub async fn create(
             "`name` must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
-    let (token, secret) = issue(state.store.as_ref(), name, request.role).await?;
+    let store = state.store.clone();
+    let (token, secret) =
+        to_completion(async move { issue(store.as_ref(), name, request.role).await }).await?;
     tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
     Ok((
         StatusCode::CREATED,
@@ -109,9 +111,8 @@ pub async fn revoke(
     Authorized(caller, _): Authorized<Admin>,
     IdPath(id): IdPath,
 ) -> Result<Json<Token>, ApiError> {
-    let token = state
-        .store
-        .revoke_token(id, Timestamp::now())
+    let store = state.store.clone();
+    let token = to_completion(async move { store.revoke_token(id, Timestamp::now()).await })
         .await
         .map_err(|e| ApiError::from_store(e, || format!("token {id} not found")))?;
     tracing::info!(token_id = %id, by = %caller.name, "token revoked");

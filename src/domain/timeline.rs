@@ -24,10 +24,12 @@ pub enum TimelineKind {
     EscalationScheduled,
     #[serde(rename = "escalation.cancelled")]
     EscalationCancelled,
+    #[serde(rename = "escalation.executed")]
+    EscalationExecuted,
 }
 
 impl TimelineKind {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::IncidentCreated,
         Self::EventAppended,
         Self::IncidentAcknowledged,
@@ -36,6 +38,7 @@ impl TimelineKind {
         Self::IncidentCancelled,
         Self::EscalationScheduled,
         Self::EscalationCancelled,
+        Self::EscalationExecuted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl TimelineKind {
             Self::IncidentCancelled => "incident.cancelled",
             Self::EscalationScheduled => "escalation.scheduled",
             Self::EscalationCancelled => "escalation.cancelled",
+            Self::EscalationExecuted => "escalation.executed",
         }
     }
 

@@ -111,7 +111,8 @@ pub trait Store: Send + Sync + 'static {
     async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>, StoreError>;
 
     /// Applies the state machine (SPEC §3) and its side effects.
-    async fn transition(&self, request: TransitionRequest) -> Result<Incident, StoreError>;
+    async fn transition(&self, request: TransitionRequest)
+        -> Result<TransitionOutcome, StoreError>;
 
     /// The escalations of an incident by level, then creation; `NotFound` if there is no incident.
     async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError>;
@@ -129,6 +130,64 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the token revoked (once; revoking again keeps the first time).
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError>;
+
+    /// Claims up to `limit` `PENDING` escalations due at `now` (earliest first; only those in
+    /// `only`, when given) and settles each in one transaction: `CANCELLED` if its incident is no
+    /// longer `ESCALATING`, otherwise `EXECUTED` at `now`, with the incident's `escalation_level`
+    /// raised and the next level of its policy snapshot scheduled at `now` + that level's delay.
+    /// Rows another worker holds are skipped, never waited for, so concurrent workers claim
+    /// disjoint sets and each escalation is settled once.
+    async fn settle_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        only: Option<&[Uuid]>,
+    ) -> Result<Vec<Settled>, StoreError>;
+
+    /// When the earliest `PENDING` escalation is due.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// How many escalations are `PENDING`, and how many of those are due at `now`.
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError>;
+
+    /// `PENDING` escalations ordered by id, after `after`: the Redis index is rebuilt from these.
+    async fn pending_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Scheduled>, StoreError>;
+}
+
+/// A transition as committed: the incident, and what it did to escalations.
+#[derive(Debug, Clone)]
+pub struct TransitionOutcome {
+    pub incident: Incident,
+    /// The level 1 escalation an `escalate` scheduled.
+    pub scheduled: Option<Scheduled>,
+    /// The ids of the `PENDING` escalations it cancelled.
+    pub cancelled: Vec<Uuid>,
+}
+
+/// A `PENDING` escalation and when it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    pub id: Uuid,
+    pub due: Timestamp,
+}
+
+/// What the worker did with one due escalation.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The escalation as it now is: `EXECUTED` or `CANCELLED`.
+    pub escalation: Escalation,
+    /// The next level, scheduled because this one executed; `None` after the last level.
+    pub next: Option<Scheduled>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub overdue: i64,
 }
 
 /// Opens the backend that `database_url` names. Does not migrate.
@@ -136,13 +195,61 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
     } else {
-        Ok(Arc::new(postgres::PostgresStore::connect(database_url).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::connect(database_url).await?,
+        ))
     }
 }
 
 /// The statuses an incident can be in and still absorb events: the partial unique index on
 /// `dedup_key` covers exactly these.
 pub(crate) const NON_TERMINAL_SQL: &str = "('OPEN', 'ACKNOWLEDGED', 'ESCALATING')";
+
+/// The detail of an `escalation.executed` timeline entry.
+fn executed_detail(escalation: &Escalation) -> serde_json::Value {
+    let lag = escalation
+        .executed_at
+        .map(|at| at.as_millis() - escalation.scheduled_at.as_millis());
+    serde_json::json!({
+        "escalation_id": escalation.id,
+        "escalation_level": escalation.escalation_level,
+        "scheduled_at": escalation.scheduled_at,
+        "lag_ms": lag,
+    })
+}
+
+/// The detail of an `escalation.scheduled` timeline entry.
+fn scheduled_detail(scheduled: Scheduled, level: i32) -> serde_json::Value {
+    serde_json::json!({
+        "escalation_id": scheduled.id,
+        "escalation_level": level,
+        "scheduled_at": scheduled.due,
+    })
+}
+
+/// The detail of an `escalation.cancelled` timeline entry.
+fn cancelled_detail(id: Uuid, level: i32, reason: &str) -> serde_json::Value {
+    serde_json::json!({ "escalation_id": id, "escalation_level": level, "reason": reason })
+}
+
+/// The level that follows `executed` in `snapshot` (the policy taken when the incident started
+/// escalating), scheduled `at` + its delay; `None` after the last level.
+fn next_level(
+    snapshot: Option<serde_json::Value>,
+    executed: i32,
+    at: Timestamp,
+) -> Result<Option<(i32, Timestamp)>, StoreError> {
+    let Some(snapshot) = snapshot else {
+        return Err(StoreError::internal(
+            "an escalating incident has no policy snapshot",
+        ));
+    };
+    let policy: EscalationPolicy =
+        serde_json::from_value(snapshot).map_err(StoreError::internal)?;
+    Ok(policy
+        .after(executed)
+        .map(|level| (level.level, at.after(level.delay))))
+}
 
 /// Fetch one more than asked, to know whether a next page exists.
 fn into_page(mut items: Vec<Incident>, limit: u32) -> Page<Incident> {
@@ -160,7 +267,11 @@ fn into_page(mut items: Vec<Incident>, limit: u32) -> Page<Incident> {
 fn transition_detail(request: &TransitionRequest, from: IncidentStatus) -> serde_json::Value {
     let mut detail = serde_json::json!({ "from": from.as_str() });
     if let Some(note) = &request.note {
-        let key = if request.action == Action::Resolve { "resolution_note" } else { "note" };
+        let key = if request.action == Action::Resolve {
+            "resolution_note"
+        } else {
+            "note"
+        };
         detail[key] = note.clone().into();
     }
     detail
@@ -172,7 +283,10 @@ fn classify(error: sqlx::Error) -> StoreError {
     use sqlx::Error::*;
     let unavailable = match &error {
         PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => true,
-        Database(db) => match (db.try_downcast_ref::<sqlx::sqlite::SqliteError>(), db.code()) {
+        Database(db) => match (
+            db.try_downcast_ref::<sqlx::sqlite::SqliteError>(),
+            db.code(),
+        ) {
             (Some(_), Some(code)) => is_transient_sqlite(&code),
             (None, Some(code)) => is_transient_postgres(&code),
             (_, None) => false,

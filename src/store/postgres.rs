@@ -9,6 +9,15 @@
 //!   never fail and never open two. One that waits on an incident being resolved retries the insert
 //!   and opens a new incident.
 //!
+//! - `settle_due` claims due escalations with one `select … for update of e, i skip locked` that
+//!   locks each escalation *and* its incident up front and skips rows another transaction holds.
+//!   It never waits for a lock, so it cannot deadlock with a transition, and concurrent workers
+//!   claim disjoint sets: each escalation is settled once. The rest of a batch is a fixed handful
+//!   of set-based statements (`unnest` arrays), however many rows it holds.
+//! - A transaction that schedules escalations notifies [`ESCALATION_CHANNEL`] once, with the
+//!   earliest due time it scheduled; PostgreSQL delivers it at commit, so a listener that wakes
+//!   always finds the rows.
+//!
 //! Row locks are always taken on the incident first, then on its escalations.
 
 use std::time::Duration;
@@ -21,8 +30,9 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    into_page, transition_detail, IncidentQuery, Ingested, Page, Store, StoreError,
-    TransitionRequest, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, into_page, next_level, scheduled_detail, transition_detail,
+    Backlog, IncidentQuery, Ingested, Page, Scheduled, Settled, Store, StoreError,
+    TransitionOutcome, TransitionRequest, NON_TERMINAL_SQL,
 };
 use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
@@ -36,6 +46,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a pooled connection (or a new one to open) before the store
 /// reports itself unavailable (503).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel every transaction that schedules escalations notifies, with the earliest due time
+/// it scheduled as epoch milliseconds in text: workers of every instance listen to it.
+pub const ESCALATION_CHANNEL: &str = "klaxon_escalations";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -119,11 +133,9 @@ impl Store for PostgresStore {
         let detail = serde_json::json!({ "event_id": event.id, "source": event.source });
         append_timeline(
             &mut tx,
-            incident.id,
             new.received_at,
-            kind,
             &new.actor,
-            &detail,
+            vec![(incident.id, kind, detail)],
         )
         .await?;
         tx.commit().await?;
@@ -161,7 +173,10 @@ impl Store for PostgresStore {
         Ok(into_page(items, query.page_size()))
     }
 
-    async fn transition(&self, request: TransitionRequest) -> Result<Incident, StoreError> {
+    async fn transition(
+        &self,
+        request: TransitionRequest,
+    ) -> Result<TransitionOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = request.incident_id;
         let row = sqlx::query("select * from incidents where id = $1 for update")
@@ -210,9 +225,10 @@ impl Store for PostgresStore {
 
         let kind = TimelineKind::for_transition(request.action);
         let detail = transition_detail(&request, plan.from);
-        append_timeline(&mut tx, id, at, kind, &request.actor, &detail).await?;
+        let mut entries = vec![(id, kind, detail)];
+        let mut cancelled = Vec::new();
         if plan.cancels_pending {
-            let cancelled = sqlx::query(
+            let rows = sqlx::query(
                 "update escalations set status = 'CANCELLED', cancelled_at = $1
                  where incident_id = $2 and status = 'PENDING'
                  returning id, escalation_level",
@@ -221,41 +237,179 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-            for row in cancelled {
-                let detail = serde_json::json!({
-                    "escalation_id": row.try_get::<Uuid, _>("id")?,
-                    "escalation_level": row.try_get::<i32, _>("escalation_level")?,
-                    "reason": request.action.as_str(),
-                });
-                let kind = TimelineKind::EscalationCancelled;
-                append_timeline(&mut tx, id, at, kind, &request.actor, &detail).await?;
+            for row in rows {
+                let escalation_id: Uuid = row.try_get("id")?;
+                let level: i32 = row.try_get("escalation_level")?;
+                let detail = cancelled_detail(escalation_id, level, request.action.as_str());
+                entries.push((id, TimelineKind::EscalationCancelled, detail));
+                cancelled.push(escalation_id);
             }
         }
-        if plan.schedules_first_level {
+        append_timeline(&mut tx, at, &request.actor, entries).await?;
+        let scheduled = if plan.schedules_first_level {
             let level = request.policy.first();
-            let escalation_id = Uuid::now_v7();
-            let scheduled_at = at.after(level.delay);
+            let first = NextLevel {
+                incident_id: id,
+                level: level.level,
+                due: at.after(level.delay),
+            };
+            schedule(&mut tx, &[first], at).await?.pop()
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(TransitionOutcome {
+            incident,
+            scheduled,
+            cancelled,
+        })
+    }
+
+    async fn settle_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        only: Option<&[Uuid]>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let only_filter = if only.is_some() {
+            "and e.id = any($3)"
+        } else {
+            ""
+        };
+        // Locking the incident with its escalation, both skip-locked, is what keeps the worker
+        // from ever waiting: a transition holding the incident makes the row be skipped, not
+        // waited for (and the transition cancels it anyway).
+        let claim = format!(
+            "with claimed as (
+                 select e.id, i.status as incident_status, i.escalation_policy
+                 from escalations e join incidents i on i.id = e.incident_id
+                 where e.status = 'PENDING' and e.scheduled_at <= $1 {only_filter}
+                 order by e.scheduled_at
+                 limit $2
+                 for update of e, i skip locked
+             ), settled as (
+                 update escalations e
+                 set status = case when c.incident_status = 'ESCALATING' then 'EXECUTED' else 'CANCELLED' end,
+                     executed_at = case when c.incident_status = 'ESCALATING' then $1 end,
+                     cancelled_at = case when c.incident_status = 'ESCALATING' then null else $1 end
+                 from claimed c
+                 where e.id = c.id
+                 returning e.*, c.incident_status, c.escalation_policy
+             )
+             select * from settled order by scheduled_at, id"
+        );
+        let mut query = sqlx::query(&claim)
+            .bind(now.as_datetime())
+            .bind(i64::from(limit));
+        if let Some(ids) = only {
+            query = query.bind(ids);
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+
+        let mut settled = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        let (mut raised_incidents, mut raised_levels) = (Vec::new(), Vec::new());
+        let (mut next_of, mut next_levels) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let escalation = escalation_from_row(row)?;
+            let incident_id = escalation.incident_id;
+            let level = escalation.escalation_level;
+            if escalation.status == EscalationStatus::Executed {
+                entries.push((
+                    incident_id,
+                    TimelineKind::EscalationExecuted,
+                    executed_detail(&escalation),
+                ));
+                raised_incidents.push(incident_id);
+                raised_levels.push(level);
+                if let Some((level, due)) =
+                    next_level(row.try_get("escalation_policy")?, level, now)?
+                {
+                    next_of.push(settled.len());
+                    next_levels.push(NextLevel {
+                        incident_id,
+                        level,
+                        due,
+                    });
+                }
+            } else {
+                let status: String = row.try_get("incident_status")?;
+                let reason = format!("incident is {status}");
+                let detail = cancelled_detail(escalation.id, level, &reason);
+                entries.push((incident_id, TimelineKind::EscalationCancelled, detail));
+            }
+            settled.push(Settled {
+                escalation,
+                next: None,
+            });
+        }
+        if !raised_incidents.is_empty() {
             sqlx::query(
-                "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)
-                 values ($1, $2, $3, 'PENDING', $4, $5)",
+                "update incidents i
+                 set escalation_level = greatest(i.escalation_level, r.level), updated_at = $3
+                 from (select id, max(level) as level
+                       from unnest($1::uuid[], $2::int[]) as r (id, level) group by id) r
+                 where i.id = r.id",
             )
-            .bind(escalation_id)
-            .bind(id)
-            .bind(level.level)
-            .bind(scheduled_at.as_datetime())
-            .bind(at.as_datetime())
+            .bind(&raised_incidents)
+            .bind(&raised_levels)
+            .bind(now.as_datetime())
             .execute(&mut *tx)
             .await?;
-            let detail = serde_json::json!({
-                "escalation_id": escalation_id,
-                "escalation_level": level.level,
-                "scheduled_at": scheduled_at,
-            });
-            let kind = TimelineKind::EscalationScheduled;
-            append_timeline(&mut tx, id, at, kind, SYSTEM_ACTOR, &detail).await?;
+        }
+        append_timeline(&mut tx, now, SYSTEM_ACTOR, entries).await?;
+        let scheduled = schedule(&mut tx, &next_levels, now).await?;
+        for (index, next) in next_of.into_iter().zip(scheduled) {
+            settled[index].next = Some(next);
         }
         tx.commit().await?;
-        Ok(incident)
+        Ok(settled)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let due: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "select min(scheduled_at) from escalations where status = 'PENDING'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due.map(Timestamp::from_datetime))
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        let (pending, overdue): (i64, i64) = sqlx::query_as(
+            "select count(*), count(*) filter (where scheduled_at <= $1)
+             from escalations where status = 'PENDING'",
+        )
+        .bind(now.as_datetime())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog { pending, overdue })
+    }
+
+    async fn pending_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Scheduled>, StoreError> {
+        // The nil id sorts before every other, and keeps `id > $1` an index condition.
+        let rows = sqlx::query(
+            "select id, scheduled_at from escalations
+             where status = 'PENDING' and id > $1
+             order by id limit $2",
+        )
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Scheduled {
+                    id: row.try_get("id")?,
+                    due: timestamp(row, "scheduled_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError> {
@@ -332,23 +486,89 @@ async fn exists(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), StoreErro
         .ok_or(StoreError::NotFound)
 }
 
+/// One level of an incident's policy to schedule.
+struct NextLevel {
+    incident_id: Uuid,
+    level: i32,
+    due: Timestamp,
+}
+
+/// Schedules each level as a `PENDING` escalation with its `escalation.scheduled` entry, in one
+/// statement each however many there are, and notifies [`ESCALATION_CHANNEL`] of the earliest due
+/// time. Returns them in the order given.
+async fn schedule(
+    tx: &mut Transaction<'_, Postgres>,
+    levels: &[NextLevel],
+    now: Timestamp,
+) -> Result<Vec<Scheduled>, StoreError> {
+    let Some(earliest) = levels.iter().map(|next| next.due).min() else {
+        return Ok(Vec::new());
+    };
+    let scheduled: Vec<_> = levels
+        .iter()
+        .map(|next| Scheduled {
+            id: Uuid::now_v7(),
+            due: next.due,
+        })
+        .collect();
+    sqlx::query(
+        "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)
+         select id, incident_id, level, 'PENDING', due, $5
+         from unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[]) as t (id, incident_id, level, due)",
+    )
+    .bind(scheduled.iter().map(|s| s.id).collect::<Vec<_>>())
+    .bind(levels.iter().map(|next| next.incident_id).collect::<Vec<_>>())
+    .bind(levels.iter().map(|next| next.level).collect::<Vec<_>>())
+    .bind(levels.iter().map(|next| next.due.as_datetime()).collect::<Vec<_>>())
+    .bind(now.as_datetime())
+    .execute(&mut **tx)
+    .await?;
+    let entries = levels
+        .iter()
+        .zip(&scheduled)
+        .map(|(next, &s)| {
+            let detail = scheduled_detail(s, next.level);
+            (next.incident_id, TimelineKind::EscalationScheduled, detail)
+        })
+        .collect();
+    append_timeline(tx, now, SYSTEM_ACTOR, entries).await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(ESCALATION_CHANNEL)
+        .bind(earliest.as_millis().to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(scheduled)
+}
+
+/// Appends `entries` (incident, kind, detail), all `at` by `actor`, in one statement and in their
+/// order.
 async fn append_timeline(
     tx: &mut Transaction<'_, Postgres>,
-    incident_id: Uuid,
     at: Timestamp,
-    kind: TimelineKind,
     actor: &str,
-    detail: &serde_json::Value,
+    entries: Vec<(Uuid, TimelineKind, serde_json::Value)>,
 ) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<_> = entries.iter().map(|_| Uuid::now_v7()).collect();
+    let (incident_ids, kinds, details): (Vec<_>, Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .map(|(incident_id, kind, detail)| (incident_id, kind.as_str(), detail))
+        .collect();
     sqlx::query(
-        "insert into timeline (id, incident_id, at, kind, actor, detail) values ($1, $2, $3, $4, $5, $6)",
+        "insert into timeline (id, incident_id, at, kind, actor, detail)
+         select id, incident_id, $5, kind, $6, detail
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[])
+             with ordinality as t (id, incident_id, kind, detail, n)
+         order by n",
     )
-    .bind(Uuid::now_v7())
-    .bind(incident_id)
+    .bind(ids)
+    .bind(incident_ids)
+    .bind(kinds)
+    .bind(details)
     .bind(at.as_datetime())
-    .bind(kind.as_str())
     .bind(actor)
-    .bind(detail)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -18,9 +18,11 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    into_page, transition_detail, IncidentQuery, Ingested, Page, Store, StoreError,
-    TransitionRequest, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, into_page, next_level, scheduled_detail, transition_detail,
+    Backlog, IncidentQuery, Ingested, Page, Scheduled, Settled, Store, StoreError,
+    TransitionOutcome, TransitionRequest, NON_TERMINAL_SQL,
 };
+use crate::domain::timeline::SYSTEM_ACTOR;
 use crate::domain::{
     Escalation, EscalationStatus, Event, Incident, IncidentStatus, NewEvent, NewToken, Role,
     Severity, TimelineEntry, TimelineKind, Timestamp, Token, Transition,
@@ -169,7 +171,10 @@ impl Store for SqliteStore {
         Ok(into_page(items, query.page_size()))
     }
 
-    async fn transition(&self, request: TransitionRequest) -> Result<Incident, StoreError> {
+    async fn transition(
+        &self,
+        request: TransitionRequest,
+    ) -> Result<TransitionOutcome, StoreError> {
         let mut tx = self.writer.begin().await?;
         let id = request.incident_id.to_string();
         let row = sqlx::query("select * from incidents where id = $1")
@@ -223,8 +228,9 @@ impl Store for SqliteStore {
         let kind = TimelineKind::for_transition(request.action);
         let detail = transition_detail(&request, plan.from);
         append_timeline(&mut tx, incident.id, at, kind, &request.actor, &detail).await?;
+        let mut cancelled = Vec::new();
         if plan.cancels_pending {
-            let cancelled = sqlx::query(
+            let rows = sqlx::query(
                 "update escalations set status = 'CANCELLED', cancelled_at = $1
                  where incident_id = $2 and status = 'PENDING'
                  returning id, escalation_level",
@@ -233,55 +239,159 @@ impl Store for SqliteStore {
             .bind(&id)
             .fetch_all(&mut *tx)
             .await?;
-            for row in cancelled {
-                let detail = serde_json::json!({
-                    "escalation_id": row.try_get::<String, _>("id")?,
-                    "escalation_level": row.try_get::<i32, _>("escalation_level")?,
-                    "reason": request.action.as_str(),
-                });
+            for row in rows {
+                let escalation_id = uuid(&row, "id")?;
+                let level: i32 = row.try_get("escalation_level")?;
+                let detail = cancelled_detail(escalation_id, level, request.action.as_str());
+                let kind = TimelineKind::EscalationCancelled;
+                append_timeline(&mut tx, incident.id, at, kind, &request.actor, &detail).await?;
+                cancelled.push(escalation_id);
+            }
+        }
+        let scheduled = if plan.schedules_first_level {
+            let level = request.policy.first();
+            Some(schedule(&mut tx, incident.id, level.level, at.after(level.delay), at).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(TransitionOutcome {
+            incident,
+            scheduled,
+            cancelled,
+        })
+    }
+
+    async fn settle_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        only: Option<&[Uuid]>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let only = only
+            .map(|ids| serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(StoreError::internal)?;
+        let mut tx = self.writer.begin().await?;
+        // Writing first takes SQLite's write lock at once, so another process sharing the file
+        // cannot settle the same rows between this read and its update.
+        let rows = sqlx::query(
+            "update escalations
+             set status = case when (select status from incidents where id = escalations.incident_id) = 'ESCALATING'
+                              then 'EXECUTED' else 'CANCELLED' end,
+                 executed_at = case when (select status from incidents where id = escalations.incident_id) = 'ESCALATING'
+                                    then $1 end,
+                 cancelled_at = case when (select status from incidents where id = escalations.incident_id) = 'ESCALATING'
+                                     then null else $1 end
+             where id in (
+                 select id from escalations
+                 where status = 'PENDING' and scheduled_at <= $1
+                   and ($3 is null or id in (select value from json_each($3)))
+                 order by scheduled_at limit $2)
+             returning *, (select status from incidents where id = escalations.incident_id) as incident_status",
+        )
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut settled = Vec::with_capacity(rows.len());
+        for row in rows {
+            let escalation = escalation_from_row(&row)?;
+            let incident_id = escalation.incident_id;
+            let next = if escalation.status == EscalationStatus::Executed {
+                let snapshot: Option<String> = sqlx::query_scalar(
+                    "update incidents set escalation_level = max(escalation_level, $1), updated_at = $2
+                     where id = $3 returning escalation_policy",
+                )
+                .bind(escalation.escalation_level)
+                .bind(now.as_millis())
+                .bind(incident_id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                let snapshot = snapshot
+                    .map(|text| serde_json::from_str(&text))
+                    .transpose()
+                    .map_err(StoreError::internal)?;
+                let detail = executed_detail(&escalation);
                 append_timeline(
                     &mut tx,
-                    incident.id,
-                    at,
-                    TimelineKind::EscalationCancelled,
-                    &request.actor,
+                    incident_id,
+                    now,
+                    TimelineKind::EscalationExecuted,
+                    SYSTEM_ACTOR,
                     &detail,
                 )
                 .await?;
-            }
-        }
-        if plan.schedules_first_level {
-            let level = request.policy.first();
-            let escalation_id = Uuid::now_v7();
-            let scheduled_at = at.after(level.delay);
-            sqlx::query(
-                "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)
-                 values ($1, $2, $3, 'PENDING', $4, $5)",
-            )
-            .bind(escalation_id.to_string())
-            .bind(&id)
-            .bind(level.level)
-            .bind(scheduled_at.as_millis())
-            .bind(at.as_millis())
-            .execute(&mut *tx)
-            .await?;
-            let detail = serde_json::json!({
-                "escalation_id": escalation_id,
-                "escalation_level": level.level,
-                "scheduled_at": scheduled_at,
-            });
-            append_timeline(
-                &mut tx,
-                incident.id,
-                at,
-                TimelineKind::EscalationScheduled,
-                crate::domain::timeline::SYSTEM_ACTOR,
-                &detail,
-            )
-            .await?;
+                match next_level(snapshot, escalation.escalation_level, now)? {
+                    Some((level, due)) => {
+                        Some(schedule(&mut tx, incident_id, level, due, now).await?)
+                    }
+                    None => None,
+                }
+            } else {
+                let status: String = row.try_get("incident_status")?;
+                let reason = format!("incident is {status}");
+                let detail = cancelled_detail(escalation.id, escalation.escalation_level, &reason);
+                append_timeline(
+                    &mut tx,
+                    incident_id,
+                    now,
+                    TimelineKind::EscalationCancelled,
+                    SYSTEM_ACTOR,
+                    &detail,
+                )
+                .await?;
+                None
+            };
+            settled.push(Settled { escalation, next });
         }
         tx.commit().await?;
-        Ok(incident)
+        Ok(settled)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "select min(scheduled_at) from escalations where status = 'PENDING'",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(due.map(Timestamp::from_millis))
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        let (pending, overdue): (i64, i64) = sqlx::query_as(
+            "select count(*), coalesce(sum(scheduled_at <= $1), 0)
+             from escalations where status = 'PENDING'",
+        )
+        .bind(now.as_millis())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(Backlog { pending, overdue })
+    }
+
+    async fn pending_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Scheduled>, StoreError> {
+        let rows = sqlx::query(
+            "select id, scheduled_at from escalations
+             where status = 'PENDING' and ($1 is null or id > $1)
+             order by id limit $2",
+        )
+        .bind(after.map(|id| id.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Scheduled {
+                    id: uuid(row, "id")?,
+                    due: timestamp(row, "scheduled_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError> {
@@ -349,6 +459,42 @@ impl Store for SqliteStore {
         .ok_or(StoreError::NotFound)?;
         token_from_row(&row)
     }
+}
+
+/// Schedules `level` of the incident's policy at `due`, with its timeline entry.
+async fn schedule(
+    tx: &mut Transaction<'_, Sqlite>,
+    incident_id: Uuid,
+    level: i32,
+    due: Timestamp,
+    now: Timestamp,
+) -> Result<Scheduled, StoreError> {
+    let scheduled = Scheduled {
+        id: Uuid::now_v7(),
+        due,
+    };
+    sqlx::query(
+        "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)
+         values ($1, $2, $3, 'PENDING', $4, $5)",
+    )
+    .bind(scheduled.id.to_string())
+    .bind(incident_id.to_string())
+    .bind(level)
+    .bind(due.as_millis())
+    .bind(now.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    let detail = scheduled_detail(scheduled, level);
+    append_timeline(
+        tx,
+        incident_id,
+        now,
+        TimelineKind::EscalationScheduled,
+        SYSTEM_ACTOR,
+        &detail,
+    )
+    .await?;
+    Ok(scheduled)
 }
 
 async fn exists(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<(), StoreError> {

@@ -18,12 +18,29 @@ async fn health_reports_each_part(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let (status, health) = TestApp::send(app.request(Method::GET, "/health", None)).await;
+    let health = || async { TestApp::send(app.request(Method::GET, "/health", None)).await };
+    eventually(
+        "the worker to report in",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, health) = health().await;
+            health["worker"]["running"] == true && health["worker"]["last_tick_at"].is_string()
+        },
+    )
+    .await;
+    let (status, health) = health().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
     assert_eq!(health["database"], "ok");
     assert_eq!(health["redis"], "disabled", "no redis_url configured");
-    assert_eq!(health["worker"]["running"], false);
+    assert_eq!(health["worker"]["pending"], 0);
+    assert_eq!(health["worker"]["overdue"], 0);
+
+    let id = app.open_incident("pending one").await;
+    app.act(&id, "escalate").await;
+    let (_, health) = TestApp::send(app.request(Method::GET, "/health", None)).await;
+    assert_eq!(health["worker"]["pending"], 1, "{health}");
+    assert_eq!(health["worker"]["overdue"], 0, "level 1 is 5 minutes away");
 }
 
 async fn restart_keeps_everything(backend: Backend) {
@@ -87,6 +104,7 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
         ("/tokens", "get"),
         ("/tokens/{id}", "delete"),
         ("/openapi.json", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

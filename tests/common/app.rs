@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use klaxon::config::Config;
-use klaxon::server::{self, Running};
+use klaxon::server::{self, Roles, Running};
 
 use super::{Backend, TestDatabase};
 
@@ -16,6 +16,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     running: Option<Running>,
+    roles: Roles,
     pub db: TestDatabase,
 }
 
@@ -26,6 +27,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::spawn_roles(backend, Roles::ALL, tweak).await
+    }
+
+    /// A server running only what `roles` asks for (it must include the API).
+    pub async fn spawn_roles(
+        backend: Backend,
+        roles: Roles,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let db = TestDatabase::create(backend).await?;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -34,12 +44,15 @@ impl TestApp {
             ..Config::default()
         };
         tweak(&mut config);
-        let running = server::start(&config).await.expect("the server starts");
+        let running = server::start_with(&config, roles)
+            .await
+            .expect("the server starts");
         Some(Self {
-            base: format!("http://{}", running.addr),
+            base: format!("http://{}", running.api_addr.expect("the API is served")),
             client: reqwest::Client::new(),
             config,
             running: Some(running),
+            roles,
             db,
         })
     }
@@ -52,7 +65,7 @@ impl TestApp {
         let running = server::start(&self.config)
             .await
             .expect("the server restarts");
-        self.base = format!("http://{}", running.addr);
+        self.base = format!("http://{}", running.api_addr.expect("the API is served"));
         self.running = Some(running);
     }
 
@@ -114,6 +127,13 @@ impl TestApp {
             Some(ADMIN_TOKEN),
         ))
         .await
+    }
+
+    /// Stops the server, letting requests in flight and the worker's batch finish.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("a clean stop");
+        }
     }
 
     /// Creates a token with `role` through the API and returns its secret and id.

@@ -1,0 +1,212 @@
+//! The optional Redis index of pending escalations, as the prototype had it: a sorted set
+//! `escalations:pending`, score = due time in epoch milliseconds, member = escalation id.
+//!
+//! The database stays the source of truth. The index is written after each commit (added when
+//! scheduled, removed when executed or cancelled); the worker takes due ids from it and claims
+//! them in the database, whose own scan remains the safety net. Entries can therefore be stale
+//! (already settled: claiming them finds nothing and they are removed) or missing (a crash
+//! between commit and write: the scan finds them). When Redis is unreachable the index is marked
+//! down, one warning is logged, nothing waits on it, and the worker runs from the database alone;
+//! when Redis answers again the index is rebuilt from the database before it is used.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::domain::Timestamp;
+use crate::store::{Scheduled, Store};
+
+/// The sorted set of pending escalations.
+pub const PENDING_KEY: &str = "escalations:pending";
+/// How long one Redis command may take before Redis counts as down.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often a down Redis is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pending escalations read from the database per step of a rebuild.
+const REBUILD_PAGE: u32 = 10_000;
+
+pub struct RedisIndex {
+    connection: ConnectionManager,
+    store: Arc<dyn Store>,
+    up: AtomicBool,
+}
+
+impl RedisIndex {
+    /// Prepares the index without connecting: it starts down and [`RedisIndex::supervise`]
+    /// brings it up.
+    pub fn new(url: &str, store: Arc<dyn Store>) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            connection,
+            store,
+            up: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    fn mark_down(&self, error: &redis::RedisError) {
+        if self.up.swap(false, Ordering::SeqCst) {
+            tracing::warn!(%error, "redis is unreachable; escalations run from the database alone until it returns");
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut connection = self.connection.clone();
+        match command.query_async(&mut connection).await {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.mark_down(&error);
+                None
+            }
+        }
+    }
+
+    pub async fn add(&self, scheduled: &[Scheduled]) {
+        if scheduled.is_empty() {
+            return;
+        }
+        let mut command = redis::cmd("ZADD");
+        command.arg(PENDING_KEY);
+        for entry in scheduled {
+            command.arg(entry.due.as_millis()).arg(entry.id.to_string());
+        }
+        self.run::<()>(&command).await;
+    }
+
+    pub async fn remove(&self, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut command = redis::cmd("ZREM");
+        command.arg(PENDING_KEY);
+        for id in ids {
+            command.arg(id.to_string());
+        }
+        self.run::<()>(&command).await;
+    }
+
+    /// Up to `limit` ids due at `now`, earliest first; `None` when the index is down.
+    pub async fn due(&self, now: Timestamp, limit: u32) -> Option<Vec<Uuid>> {
+        let mut command = redis::cmd("ZRANGEBYSCORE");
+        command
+            .arg(PENDING_KEY)
+            .arg("-inf")
+            .arg(now.as_millis())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let members: Vec<String> = self.run(&command).await?;
+        Some(
+            members
+                .iter()
+                .filter_map(|m| Uuid::parse_str(m).ok())
+                .collect(),
+        )
+    }
+
+    /// When the earliest indexed escalation is due (`Some(None)`: nothing indexed); `None` when
+    /// the index is down.
+    pub async fn next_due(&self) -> Option<Option<Timestamp>> {
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(PENDING_KEY).arg(0).arg(0).arg("WITHSCORES");
+        let first: Vec<(String, f64)> = self.run(&command).await?;
+        Some(
+            first
+                .first()
+                .map(|(_, score)| Timestamp::from_millis(*score as i64)),
+        )
+    }
+
+    /// Keeps the index honest for as long as the process runs: probes Redis while it is down
+    /// and, when it answers, rebuilds the index from the database and marks it up.
+    pub async fn supervise(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if !self.is_up() {
+                match self.rebuild().await {
+                    Ok((count, last)) => {
+                        self.up.store(true, Ordering::SeqCst);
+                        // What was scheduled while the rebuild ran was not written to the index
+                        // (it was down): add it now that writes go through again.
+                        let caught_up = self.catch_up(last).await;
+                        tracing::info!(
+                            pending = count + caught_up,
+                            "redis index rebuilt from the database"
+                        );
+                    }
+                    Err(error) => tracing::debug!(%error, "redis still unreachable"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Adds the pending escalations with ids after `after` (ids grow with time).
+    async fn catch_up(&self, mut after: Option<Uuid>) -> usize {
+        let mut count = 0;
+        while let Ok(page) = self.store.pending_page(after, REBUILD_PAGE).await {
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            count += page.len();
+            self.add(&page).await;
+        }
+        count
+    }
+
+    /// Replaces the index with the database's pending escalations: written under a temporary
+    /// key and renamed over the live one, so readers never see it half-built. Returns how many
+    /// and the last id read.
+    async fn rebuild(
+        &self,
+    ) -> Result<(usize, Option<Uuid>), Box<dyn std::error::Error + Send + Sync>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await?;
+        let staging = format!("{PENDING_KEY}:rebuild:{}", Uuid::now_v7());
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let page = self.store.pending_page(after, REBUILD_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            count += page.len();
+            let mut command = redis::cmd("ZADD");
+            command.arg(&staging);
+            for entry in &page {
+                command.arg(entry.due.as_millis()).arg(entry.id.to_string());
+            }
+            command.query_async::<()>(&mut connection).await?;
+        }
+        if count == 0 {
+            redis::cmd("DEL")
+                .arg(PENDING_KEY)
+                .query_async::<()>(&mut connection)
+                .await?;
+        } else {
+            redis::cmd("RENAME")
+                .arg(&staging)
+                .arg(PENDING_KEY)
+                .query_async::<()>(&mut connection)
+                .await?;
+        }
+        Ok((count, after))
+    }
+}

@@ -1,0 +1,59 @@
+//! When the worker should look again. The worker sleeps until the earliest due escalation; a
+//! commit that schedules something sooner calls [`Wakeup::due_at`], which wakes it early.
+//!
+//! The worker arms its wake-up **before** it queries the database and records how long it will
+//! sleep only after, so an escalation committed while it was querying cannot slip by: until the
+//! worker has chosen its deadline, every `due_at` wakes it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+use crate::domain::Timestamp;
+
+/// "Wake me for anything": the worker is between arming and choosing its deadline.
+const AWAKE: i64 = i64::MAX;
+
+#[derive(Clone, Default)]
+pub struct Wakeup {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    notify: Notify,
+    /// Epoch milliseconds the worker sleeps until; `AWAKE` while it is working.
+    sleeping_until: AtomicI64,
+}
+
+impl Wakeup {
+    /// Something is due at `due`: wake the worker if it would otherwise sleep past it.
+    pub fn due_at(&self, due: Timestamp) {
+        if due.as_millis() < self.inner.sleeping_until.load(Ordering::SeqCst) {
+            self.inner.notify.notify_one();
+        }
+    }
+
+    /// Wake the worker unconditionally (after a reconnect, when notifications may have been lost).
+    pub fn now(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    /// The worker is about to look at the database: from now on every `due_at` wakes it.
+    pub(super) fn arm(&self) -> Pin<Box<Notified<'_>>> {
+        self.inner.sleeping_until.store(AWAKE, Ordering::SeqCst);
+        let mut notified = Box::pin(self.inner.notify.notified());
+        notified.as_mut().enable();
+        notified
+    }
+
+    /// The worker chose to sleep until `deadline`.
+    pub(super) fn sleeping_until(&self, deadline: Timestamp) {
+        self.inner
+            .sleeping_until
+            .store(deadline.as_millis(), Ordering::SeqCst);
+    }
+}

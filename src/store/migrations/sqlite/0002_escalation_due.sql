@@ -1,0 +1,3 @@
+-- The pending escalations by due time: what the worker's claim, `next_due` and `backlog` read,
+-- cheap however many settled escalations the table keeps.
+create index escalations_pending_due on escalations (scheduled_at) where status = 'PENDING';

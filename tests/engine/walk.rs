@@ -1,0 +1,297 @@
+//! Escalating incidents walk their levels on time, in order, and stop when acted on.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::common::app::TestApp;
+use crate::common::{eventually, Backend};
+use crate::support::{execute, policy};
+
+/// Long enough that only a wake-up, never the safety-net scan, can explain an execution on time.
+const NO_POLLING: Duration = Duration::from_secs(3600);
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn at(value: &Value) -> DateTime<chrono::FixedOffset> {
+    DateTime::parse_from_rfc3339(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("a timestamp: {value}")),
+    )
+    .unwrap()
+}
+
+fn statuses(escalations: &[Value]) -> Vec<&str> {
+    escalations
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect()
+}
+
+crate::on_every_backend!(
+    levels_run_in_order_on_time_and_stop_after_the_last,
+    acting_at_each_stage_stops_the_walk,
+    a_due_escalation_of_a_closed_incident_is_cancelled_not_executed,
+    metrics_count_executions_and_lag,
+);
+
+async fn levels_run_in_order_on_time_and_stop_after_the_last(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        config.escalation.policy = policy(&[300, 200, 200]);
+        config.escalation.poll_interval = NO_POLLING;
+    })
+    .await
+    else {
+        return;
+    };
+    let id = app.open_incident("walk all levels").await;
+    app.act(&id, "escalate").await;
+    eventually("three executed levels", DEADLINE, || async {
+        statuses(&app.escalations(&id).await) == ["EXECUTED", "EXECUTED", "EXECUTED"]
+    })
+    .await;
+
+    let escalations = app.escalations(&id).await;
+    let delays = [300, 200, 200];
+    for (level, escalation) in escalations.iter().enumerate() {
+        assert_eq!(escalation["escalation_level"], level + 1);
+        let (scheduled, executed) = (
+            at(&escalation["scheduled_at"]),
+            at(&escalation["executed_at"]),
+        );
+        assert!(executed >= scheduled, "never early: {escalation}");
+        if level > 0 {
+            let previous = at(&escalations[level - 1]["executed_at"]);
+            assert_eq!(
+                (scheduled - previous).num_milliseconds(),
+                delays[level],
+                "level {} follows the one before",
+                level + 1
+            );
+        }
+    }
+    let (_, incident) = app.get(&format!("/incidents/{id}")).await;
+    assert_eq!(incident["escalation_level"], 3);
+    assert_eq!(
+        incident["status"], "ESCALATING",
+        "the walk ends, the incident stays open for people"
+    );
+
+    let kinds = app.timeline_kinds(&id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "escalation.executed").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "escalation.scheduled")
+            .count(),
+        3,
+        "{kinds:?}"
+    );
+    let (_, health) = app.get("/health").await;
+    assert_eq!(
+        health["worker"]["pending"], 0,
+        "nothing after the last level: {health}"
+    );
+}
+
+async fn acting_at_each_stage_stops_the_walk(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        config.escalation.policy = policy(&[200, 200, 200]);
+        config.escalation.poll_interval = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let app = &app;
+    let cases = ["acknowledge", "resolve", "cancel"]
+        .into_iter()
+        .flat_map(|action| (0..3).map(move |stage| (action, stage)));
+    join_all(cases.map(|(action, stage)| async move {
+        let id = app
+            .open_incident(&format!("{action} after {stage} levels"))
+            .await;
+        app.act(&id, "escalate").await;
+        eventually("the stage to be reached", DEADLINE, || async {
+            let escalations = app.escalations(&id).await;
+            escalations
+                .iter()
+                .filter(|e| e["status"] == "EXECUTED")
+                .count()
+                == stage
+                && escalations.iter().any(|e| e["status"] == "PENDING")
+        })
+        .await;
+        let (status, body) = app.act(&id, action).await;
+        assert_eq!(status, StatusCode::OK, "{action} at stage {stage}: {body}");
+
+        let escalations = app.escalations(&id).await;
+        let cancelled = escalations
+            .iter()
+            .find(|e| e["status"] == "CANCELLED")
+            .expect("the pending level was cancelled");
+        let would_have_run = at(&cancelled["scheduled_at"]);
+        // Wait until the worker has looked again after the cancelled level would have been due.
+        eventually(
+            "the worker to pass the cancelled level's due time",
+            DEADLINE,
+            || async {
+                let (_, health) = app.get("/health").await;
+                health["worker"]["last_tick_at"]
+                    .as_str()
+                    .is_some_and(|tick| {
+                        DateTime::parse_from_rfc3339(tick).unwrap()
+                            > would_have_run + chrono::Duration::milliseconds(100)
+                    })
+            },
+        )
+        .await;
+        let after = app.escalations(&id).await;
+        let mut expected = vec!["EXECUTED"; stage];
+        expected.push("CANCELLED");
+        assert_eq!(statuses(&after), expected, "{action} at stage {stage}");
+    }))
+    .await;
+}
+
+async fn a_due_escalation_of_a_closed_incident_is_cancelled_not_executed(backend: Backend) {
+    let no_worker = klaxon::server::Roles {
+        api: true,
+        worker: false,
+    };
+    let Some(app) = TestApp::spawn_roles(backend, no_worker, |config| {
+        config.escalation.policy = policy(&[0, 100]);
+    })
+    .await
+    else {
+        return;
+    };
+    let id = app.open_incident("closed behind the worker's back").await;
+    app.act(&id, "escalate").await;
+    // Only something outside the state machine can leave a pending escalation on a closed
+    // incident (transitions cancel them); the worker must still check before it executes.
+    execute(
+        &app.db.url,
+        &format!("update incidents set status = 'RESOLVED' where id = '{id}'"),
+    )
+    .await;
+
+    let worker = klaxon::server::start_with(
+        &app.config,
+        klaxon::server::Roles {
+            api: false,
+            worker: true,
+        },
+    )
+    .await
+    .unwrap();
+    eventually("the due escalation to be settled", DEADLINE, || async {
+        app.escalations(&id).await[0]["status"] != "PENDING"
+    })
+    .await;
+    worker.stop().await.unwrap();
+    let escalations = app.escalations(&id).await;
+    assert_eq!(statuses(&escalations), ["CANCELLED"]);
+    assert!(escalations[0]["executed_at"].is_null());
+    let (_, timeline) = app.get(&format!("/incidents/{id}/timeline")).await;
+    let last = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "escalation.cancelled");
+    assert_eq!(last["actor"], "system");
+    assert_eq!(last["detail"]["reason"], "incident is RESOLVED");
+}
+
+async fn metrics_count_executions_and_lag(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        config.escalation.policy = policy(&[100, 100]);
+    })
+    .await
+    else {
+        return;
+    };
+    let id = app.open_incident("measured").await;
+    app.act(&id, "escalate").await;
+    eventually("both levels", DEADLINE, || async {
+        statuses(&app.escalations(&id).await) == ["EXECUTED", "EXECUTED"]
+    })
+    .await;
+    let response = app
+        .request(
+            Method::GET,
+            "/metrics",
+            Some(crate::common::app::ADMIN_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for line in [
+        "klaxon_escalations_executed_total 2",
+        "klaxon_escalations_cancelled_total 0",
+        "klaxon_escalations_pending 0",
+        "klaxon_escalation_lag_seconds_count 2",
+        "klaxon_escalation_lag_seconds_bucket{le=\"+Inf\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
+    let (status, _) = TestApp::send(app.request(Method::GET, "/metrics", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// An API instance and a worker instance share PostgreSQL: the worker learns of a new
+/// escalation through `LISTEN/NOTIFY`, not by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_elsewhere_is_woken_through_postgresql() {
+    let api_only = klaxon::server::Roles {
+        api: true,
+        worker: false,
+    };
+    let Some(app) = TestApp::spawn_roles(Backend::Postgres, api_only, |config| {
+        config.escalation.policy = policy(&[300, 300]);
+        config.escalation.poll_interval = NO_POLLING;
+    })
+    .await
+    else {
+        return;
+    };
+    let worker = klaxon::server::start_with(
+        &app.config,
+        klaxon::server::Roles {
+            api: false,
+            worker: true,
+        },
+    )
+    .await
+    .unwrap();
+    let status = worker.worker.clone().unwrap();
+    eventually("the worker's first look", DEADLINE, || async {
+        status.snapshot().last_tick_at.is_some()
+    })
+    .await;
+    // That look found nothing; from now on only a notification can wake the worker in time.
+    let id = app.open_incident("across instances").await;
+    app.act(&id, "escalate").await;
+    eventually(
+        "both levels, executed by the other instance",
+        DEADLINE,
+        || async { statuses(&app.escalations(&id).await) == ["EXECUTED", "EXECUTED"] },
+    )
+    .await;
+    worker.stop().await.unwrap();
+}
