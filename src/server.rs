@@ -9,13 +9,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::token_cache::TokenCache;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::{NewToken, Role, Timestamp, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{listener, Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
+use crate::store::batch::IngestQueue;
 use crate::store::{self, Store, StoreError};
+
+/// Concurrent ingest transactions per process on PostgreSQL (SQLite has one writer).
+const POSTGRES_INGEST_WRITERS: usize = 4;
 
 /// The name of the admin token made from `admin_token` or generated on first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
@@ -164,12 +169,20 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     }
     let mut api_addr = None;
     if roles.api {
+        let writers = if config.database_url.starts_with("sqlite:") {
+            1
+        } else {
+            POSTGRES_INGEST_WRITERS
+        };
         let state = AppState {
+            ingest: IngestQueue::start(store.clone(), writers),
             store,
             policy: Arc::new(config.escalation.policy.clone()),
             scheduler,
             metrics,
             worker: worker_status.clone(),
+            // PostgreSQL revocations made elsewhere cannot reach the cache yet: bypass it.
+            tokens: Arc::new(TokenCache::new(config.database_url.starts_with("sqlite:"))),
         };
         let bind_error = |source| StartError::Bind {
             addr: config.listen,

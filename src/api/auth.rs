@@ -2,7 +2,8 @@
 //!
 //! A handler states the role it needs in its signature: `Authorized<Responder>` extracts the
 //! caller only if it presents a live token whose role includes responder. The token is looked up
-//! by its hash on every request, so a revocation takes effect at once, on every instance.
+//! by its hash, through a cache that a revocation empties at once on every instance (see
+//! [`super::token_cache`]).
 
 use std::marker::PhantomData;
 
@@ -82,11 +83,18 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
             )
         })?;
     let hash = TokenSecret::from_presented(presented).hash();
-    let token = state
-        .store
-        .token_by_hash(&hash)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
+    let token = match state.tokens.get(&hash) {
+        Some(token) => token,
+        None => {
+            let token = state
+                .store
+                .token_by_hash(&hash)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
+            state.tokens.insert(hash, token.clone());
+            token
+        }
+    };
     if token.is_revoked() {
         return Err(ApiError::Unauthorized(format!(
             "token `{}` has been revoked",

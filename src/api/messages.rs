@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{Authorized, Responder};
 use super::extract::JsonBody;
-use super::{to_completion, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::domain::{Event, Incident, NewEvent, Severity, Timestamp};
 
 /// The longest message accepted, in characters.
@@ -69,8 +69,7 @@ pub async fn submit(
         actor: caller.name,
         received_at: Timestamp::now(),
     };
-    let store = state.store.clone();
-    let ingested = to_completion(async move { store.ingest(event).await }).await?;
+    let ingested = state.ingest.ingest(event).await?;
     tracing::info!(
         event_id = %ingested.event.id,
         incident_id = %ingested.incident.id,

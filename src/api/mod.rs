@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod token_cache;
 pub mod tokens;
 
 use std::future::Future;
@@ -24,16 +25,20 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use error::ApiError;
+use token_cache::TokenCache;
 
 use crate::domain::EscalationPolicy;
 use crate::engine::{Scheduler, WorkerStatus};
 use crate::metrics::Metrics;
+use crate::store::batch::IngestQueue;
 use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Messages are stored through this, many to a transaction under load.
+    pub ingest: IngestQueue,
     /// The policy an incident snapshots when it starts escalating.
     pub policy: Arc<EscalationPolicy>,
     /// Told about every commit that schedules or cancels escalations.
@@ -41,6 +46,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// This process's worker, for `/health`.
     pub worker: Arc<WorkerStatus>,
+    pub tokens: Arc<TokenCache>,
 }
 
 /// Runs a write to completion on a task of its own. When a client disconnects, axum drops the

@@ -9,6 +9,7 @@
 //!   exactly one wins, the others get [`StoreError::InvalidTransition`].
 //! - Nothing is deleted (SPEC §6.3): there is no method that deletes.
 
+pub mod batch;
 pub mod postgres;
 pub mod sqlite;
 
@@ -19,7 +20,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, TimelineEntry, Timestamp, Token,
+    NewEvent, NewToken, TimelineEntry, TimelineKind, Timestamp, Token,
 };
 
 /// The most incidents one page of `GET /incidents` may hold.
@@ -40,6 +41,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for another waiter of a failed batch (driver errors are not `Clone`; the
+    /// kind is kept, the source becomes its message).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::NotFound => Self::NotFound,
+            Self::InvalidTransition(refused) => Self::InvalidTransition(*refused),
+            Self::Unavailable(error) => Self::Unavailable(sqlx::Error::Protocol(error.to_string())),
+            Self::Internal(error) => Self::internal(error.to_string()),
+        }
+    }
+
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(error.into())
     }
@@ -86,6 +98,9 @@ impl IncidentQuery {
     }
 }
 
+/// At most this many rows go into one multi-row insert.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -104,6 +119,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `event`, opening a new `OPEN` incident, or joining the non-terminal incident that
     /// has the same `dedup_key`.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
+
+    /// Stores several events as `ingest` would, in one transaction where the backend can (the
+    /// way to ingest under load; see [`batch::IngestQueue`]). Results come back in the order of
+    /// `events`; events sharing a `dedup_key` apply in that order. The default stores them one
+    /// by one.
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        let mut ingested = Vec::with_capacity(events.len());
+        for event in events {
+            ingested.push(self.ingest(event.clone()).await?);
+        }
+        Ok(ingested)
+    }
 
     async fn incident(&self, id: Uuid) -> Result<Incident, StoreError>;
 
@@ -251,6 +278,116 @@ fn next_level(
         .map(|level| (level.level, at.after(level.delay))))
 }
 
+/// Splits `count` events into the groups one multi-row statement can take: at most `max_rows`
+/// each, no `dedup_key` twice in a group (a statement cannot insert and then update one row),
+/// keeping the order of events that share a key. Within a group, rows are ordered by key, so
+/// concurrent batches lock live incidents in one order and cannot deadlock. Returns indices
+/// into `events`.
+fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Vec<usize>, std::collections::HashSet<&str>)> = Vec::new();
+    let mut next_group_of_key: std::collections::HashMap<&str, usize> = Default::default();
+    let mut first_open = 0;
+    for (index, event) in events.iter().enumerate() {
+        let start = match event.dedup_key.as_deref() {
+            Some(key) => next_group_of_key
+                .get(key)
+                .copied()
+                .unwrap_or(first_open)
+                .max(first_open),
+            None => first_open,
+        };
+        let mut group = start;
+        while group < groups.len()
+            && (groups[group].0.len() >= max_rows
+                || event
+                    .dedup_key
+                    .as_deref()
+                    .is_some_and(|k| groups[group].1.contains(k)))
+        {
+            group += 1;
+        }
+        if group == groups.len() {
+            groups.push((Vec::new(), Default::default()));
+        }
+        groups[group].0.push(index);
+        if let Some(key) = event.dedup_key.as_deref() {
+            groups[group].1.insert(key);
+            next_group_of_key.insert(key, group + 1);
+        }
+        while first_open < groups.len() && groups[first_open].0.len() >= max_rows {
+            first_open += 1;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(mut indices, _)| {
+            indices.sort_by(|a, b| events[*a].dedup_key.cmp(&events[*b].dedup_key));
+            indices
+        })
+        .collect()
+}
+
+/// The event `new` becomes once it is known which incident it belongs to.
+fn new_event(new: &NewEvent, incident_id: Uuid) -> Event {
+    Event {
+        id: Uuid::now_v7(),
+        incident_id,
+        source: new.source.clone(),
+        summary: new.summary.clone(),
+        severity: new.severity,
+        dedup_key: new.dedup_key.clone(),
+        payload: new.payload.clone(),
+        received_at: new.received_at,
+    }
+}
+
+/// The timeline entry an ingested event writes.
+fn ingest_entry(event: &Event, deduplicated: bool) -> (TimelineKind, serde_json::Value) {
+    let kind = if deduplicated {
+        TimelineKind::EventAppended
+    } else {
+        TimelineKind::IncidentCreated
+    };
+    (
+        kind,
+        serde_json::json!({ "event_id": event.id, "source": event.source }),
+    )
+}
+
+/// Pairs each event of a multi-row upsert (`group`, with the `fresh` ids it proposed) with the
+/// incident it opened or joined, from the rows the upsert returned in any order: a returned id
+/// that was proposed is a new incident; any other row joined the live incident of its key.
+fn match_incidents(
+    events: &[NewEvent],
+    group: &[usize],
+    fresh: &[Uuid],
+    incidents: Vec<Incident>,
+) -> Result<Vec<(Incident, bool)>, StoreError> {
+    let mut matched: Vec<Option<(Incident, bool)>> = vec![None; group.len()];
+    for incident in incidents {
+        let position = match fresh.iter().position(|id| *id == incident.id) {
+            Some(position) => Some((position, false)),
+            None => group
+                .iter()
+                .position(|index| {
+                    events[*index].dedup_key.is_some()
+                        && events[*index].dedup_key == incident.dedup_key
+                })
+                .map(|position| (position, true)),
+        };
+        let Some((position, deduplicated)) = position else {
+            return Err(StoreError::internal(
+                "an upserted incident matches no event",
+            ));
+        };
+        matched[position] = Some((incident, deduplicated));
+    }
+    matched
+        .into_iter()
+        .map(|m| m.ok_or_else(|| StoreError::internal("an event got no incident")))
+        .collect()
+}
+
 /// Fetch one more than asked, to know whether a next page exists.
 fn into_page(mut items: Vec<Incident>, limit: u32) -> Page<Incident> {
     let limit = limit as usize;
@@ -329,5 +466,66 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
             sqlx::migrate::MigrateError::Execute(inner) => classify(inner),
             other => StoreError::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Severity;
+
+    fn event(key: Option<&str>) -> NewEvent {
+        NewEvent {
+            source: "test".into(),
+            summary: "x".into(),
+            severity: Severity::Error,
+            dedup_key: key.map(str::to_owned),
+            payload: serde_json::Value::Null,
+            actor: "test".into(),
+            received_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn groups_never_repeat_a_key_and_keep_each_keys_order() {
+        let events: Vec<_> = [
+            Some("b"),
+            Some("a"),
+            None,
+            Some("b"),
+            Some("b"),
+            None,
+            Some("a"),
+        ]
+        .into_iter()
+        .map(event)
+        .collect();
+        let groups = statement_groups(&events, 3);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..events.len()).collect::<Vec<_>>(),
+            "every event once"
+        );
+        let position = |index: usize| groups.iter().position(|g| g.contains(&index)).unwrap();
+        for group in &groups {
+            assert!(group.len() <= 3);
+            let keys: Vec<_> = group
+                .iter()
+                .filter_map(|i| events[*i].dedup_key.as_deref())
+                .collect();
+            let mut unique = keys.clone();
+            unique.dedup();
+            assert_eq!(keys, unique, "no key twice in {group:?}");
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "rows ordered by key");
+        }
+        assert!(
+            position(0) < position(3) && position(3) < position(4),
+            "b's events in order"
+        );
+        assert!(position(1) < position(6), "a's events in order");
     }
 }

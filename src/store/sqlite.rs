@@ -14,14 +14,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    cancelled_detail, executed_detail, into_page, next_level, scheduled_detail, transition_detail,
-    Backlog, IncidentQuery, Ingested, Page, Scheduled, Settled, Store, StoreError,
-    TransitionOutcome, TransitionRequest, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, ingest_entry, into_page, match_incidents, new_event,
+    next_level, scheduled_detail, statement_groups, transition_detail, Backlog, IncidentQuery,
+    Ingested, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
+    MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
 };
+use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
 use crate::domain::{
     Escalation, EscalationStatus, Event, Incident, IncidentStatus, NewEvent, NewToken, Role,
@@ -76,72 +78,92 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let fresh_id = Uuid::now_v7();
-        let at = new.received_at.as_millis();
-        let row = sqlx::query(&format!(
-            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
-             values ($1, $2, $3, 'OPEN', $4, 1, $5, $5)
-             on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
-             do update set event_count = event_count + 1, updated_at = excluded.updated_at
-             returning *"
-        ))
-        .bind(fresh_id.to_string())
-        .bind(crate::domain::incident::title_from_text(&new.summary))
-        .bind(new.severity.as_str())
-        .bind(&new.dedup_key)
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let incident = incident_from_row(&row)?;
-        let deduplicated = incident.id != fresh_id;
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        let mut ingested = self.ingest_batch(std::slice::from_ref(&event)).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| StoreError::internal("an ingest stored nothing"))
+    }
 
-        let event = Event {
-            id: Uuid::now_v7(),
-            incident_id: incident.id,
-            source: new.source,
-            summary: new.summary,
-            severity: new.severity,
-            dedup_key: new.dedup_key,
-            payload: new.payload,
-            received_at: new.received_at,
-        };
-        sqlx::query(
-            "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(event.id.to_string())
-        .bind(event.incident_id.to_string())
-        .bind(&event.source)
-        .bind(&event.summary)
-        .bind(event.severity.as_str())
-        .bind(&event.dedup_key)
-        .bind(event.payload.to_string())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let kind = if deduplicated {
-            TimelineKind::EventAppended
-        } else {
-            TimelineKind::IncidentCreated
-        };
-        let detail = serde_json::json!({ "event_id": event.id, "source": event.source });
-        append_timeline(
-            &mut tx,
-            incident.id,
-            new.received_at,
-            kind,
-            &new.actor,
-            &detail,
-        )
-        .await?;
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
+        for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
+            let fresh: Vec<Uuid> = group.iter().map(|_| Uuid::now_v7()).collect();
+            let mut upsert = QueryBuilder::<Sqlite>::new(
+                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
+            );
+            upsert.push_values(group.iter().zip(&fresh), |mut row, (index, id)| {
+                let event = &events[*index];
+                let at = event.received_at.as_millis();
+                row.push_bind(id.to_string())
+                    .push_bind(title_from_text(&event.summary))
+                    .push_bind(event.severity.as_str())
+                    .push_bind("OPEN")
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(1)
+                    .push_bind(at)
+                    .push_bind(at);
+            });
+            upsert.push(format_args!(
+                " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
+                  do update set event_count = event_count + 1, updated_at = excluded.updated_at
+                  returning *"
+            ));
+            let rows = upsert.build().fetch_all(&mut *tx).await?;
+            let incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let joined = match_incidents(events, &group, &fresh, incidents)?;
+
+            let mut inserted = QueryBuilder::<Sqlite>::new(
+                "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
+            );
+            let group_events: Vec<(usize, Event)> = group
+                .iter()
+                .zip(&joined)
+                .map(|(index, (incident, _))| (*index, new_event(&events[*index], incident.id)))
+                .collect();
+            inserted.push_values(&group_events, |mut row, (_, event)| {
+                row.push_bind(event.id.to_string())
+                    .push_bind(event.incident_id.to_string())
+                    .push_bind(event.source.clone())
+                    .push_bind(event.summary.clone())
+                    .push_bind(event.severity.as_str())
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(event.payload.to_string())
+                    .push_bind(event.received_at.as_millis());
+            });
+            inserted.build().execute(&mut *tx).await?;
+
+            let mut timeline = QueryBuilder::<Sqlite>::new(
+                "insert into timeline (id, incident_id, at, kind, actor, detail) ",
+            );
+            timeline.push_values(
+                group_events.iter().zip(&joined),
+                |mut row, ((index, event), (_, deduplicated))| {
+                    let (kind, detail) = ingest_entry(event, *deduplicated);
+                    row.push_bind(Uuid::now_v7().to_string())
+                        .push_bind(event.incident_id.to_string())
+                        .push_bind(event.received_at.as_millis())
+                        .push_bind(kind.as_str())
+                        .push_bind(events[*index].actor.clone())
+                        .push_bind(detail.to_string());
+                },
+            );
+            timeline.build().execute(&mut *tx).await?;
+
+            for ((index, event), (incident, deduplicated)) in group_events.into_iter().zip(joined) {
+                ingested[index] = Some(Ingested {
+                    event,
+                    incident,
+                    deduplicated,
+                });
+            }
+        }
         tx.commit().await?;
-        Ok(Ingested {
-            event,
-            incident,
-            deduplicated,
-        })
+        Ok(ingested.into_iter().flatten().collect())
     }
 
     async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {

@@ -17,6 +17,7 @@ crate::on_every_backend!(
     fifty_identical_actions_have_one_winner,
     fifty_mixed_actions_follow_the_state_machine,
     fifty_messages_with_one_dedup_key_make_one_incident,
+    concurrent_messages_with_mixed_keys_group_exactly,
 );
 
 async fn fifty_identical_actions_have_one_winner(backend: Backend) {
@@ -123,4 +124,60 @@ async fn fifty_messages_with_one_dedup_key_make_one_incident(backend: Backend) {
         .get(&format!("/incidents/{}", id.as_str().unwrap()))
         .await;
     assert_eq!(incident["event_count"], RACERS);
+}
+
+/// Messages arriving together are stored together (many to a transaction): keys still group
+/// exactly, keyless messages still open one incident each, and every answer is its own.
+async fn concurrent_messages_with_mixed_keys_group_exactly(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let keys = ["k0", "k1", "k2", "k3", "k4"];
+    let bodies: Vec<_> = (0..200)
+        .map(|n| match n % 6 {
+            5 => json!({ "text": format!("keyless {n}") }),
+            k => json!({ "text": format!("keyed {n}"), "dedup_key": keys[k] }),
+        })
+        .collect();
+    let outcomes = join_all(bodies.iter().map(|body| app.post("/message", body.clone()))).await;
+    let mut incident_of_key: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut keyless_incidents = std::collections::HashSet::new();
+    for (body, (status, reply)) in bodies.iter().zip(&outcomes) {
+        assert!(status.is_success(), "{status}: {reply}");
+        assert_eq!(
+            reply["event"]["summary"], body["text"],
+            "each answer is its own"
+        );
+        assert_eq!(reply["event"]["incident_id"], reply["incident"]["id"]);
+        match body["dedup_key"].as_str() {
+            Some(key) => {
+                let incident = incident_of_key
+                    .entry(key.to_owned())
+                    .or_insert(reply["incident"]["id"].clone());
+                assert_eq!(*incident, reply["incident"]["id"], "one incident per key");
+            }
+            None => {
+                assert_eq!(*status, StatusCode::CREATED);
+                assert!(
+                    keyless_incidents.insert(reply["incident"]["id"].clone()),
+                    "a new incident each"
+                );
+            }
+        }
+    }
+    let created = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, keys.len() + keyless_incidents.len());
+    for (key, id) in incident_of_key {
+        let expected = bodies
+            .iter()
+            .filter(|b| b["dedup_key"] == key.as_str())
+            .count();
+        let (_, incident) = app
+            .get(&format!("/incidents/{}", id.as_str().unwrap()))
+            .await;
+        assert_eq!(incident["event_count"], expected, "{key}");
+    }
 }

@@ -1,0 +1,92 @@
+//! Group commit for ingest. Under load, committing one transaction per message spends most of
+//! its time waiting for the disk (SQLite) or for a WAL flush per commit (PostgreSQL). The
+//! [`IngestQueue`] hands messages to writer tasks that each take every message waiting at that
+//! moment, up to [`MAX_BATCH`], and store them with one [`Store::ingest_batch`]: one commit for
+//! all. A lone message is stored at once, so there is no added delay when idle.
+//!
+//! A caller gets its answer only after the commit that made its event durable. The writer tasks
+//! own the transactions, so a caller that goes away (a client disconnecting) cannot abandon one.
+//! If a batch fails for a reason other than the database being unavailable, its messages are
+//! retried one by one, so that one bad message fails alone.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{Ingested, Store, StoreError};
+use crate::domain::NewEvent;
+
+/// The most messages one transaction stores.
+pub const MAX_BATCH: usize = 1024;
+/// Messages that may wait for a writer before callers wait to enqueue.
+const QUEUE_CAPACITY: usize = 16 * 1024;
+
+type Reply = oneshot::Sender<Result<Ingested, StoreError>>;
+
+#[derive(Clone)]
+pub struct IngestQueue {
+    sender: mpsc::Sender<(NewEvent, Reply)>,
+}
+
+impl IngestQueue {
+    /// Starts `writers` writer tasks (one for SQLite, which has a single writer anyway; a few
+    /// for PostgreSQL, which commits several transactions at once).
+    pub fn start(store: Arc<dyn Store>, writers: usize) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(store.clone(), receiver.clone()));
+        }
+        Self { sender }
+    }
+
+    /// Stores `event` and returns once it is committed.
+    pub async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::internal("the ingest queue has stopped");
+        self.sender
+            .send((event, reply))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+async fn write_batches(
+    store: Arc<dyn Store>,
+    receiver: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
+        match store.ingest_batch(&events).await {
+            Ok(ingested) => {
+                for (reply, ingested) in replies.into_iter().zip(ingested) {
+                    let _ = reply.send(Ok(ingested));
+                }
+            }
+            Err(error @ StoreError::Unavailable(_)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.duplicate()));
+                }
+            }
+            Err(error) if events.len() > 1 => {
+                tracing::warn!(%error, size = events.len(), "ingest batch failed; storing its messages one by one");
+                for (event, reply) in events.into_iter().zip(replies) {
+                    let _ = reply.send(store.ingest(event).await);
+                }
+            }
+            Err(error) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
