@@ -969,10 +969,8 @@ async fn a_due_escalation_of_an_incident_no_longer_escalating_is_cancelled(backe
             (Some(minute(2)), None)
         );
         assert_eq!(settled.next, None);
-        assert_eq!(
-            store.escalations(incident.id).await.unwrap(),
-            [cancelled.clone()]
-        );
+        let escalations = store.escalations(incident.id).await.unwrap();
+        assert_eq!(escalations, std::slice::from_ref(cancelled));
         let stored = store.incident(incident.id).await.unwrap();
         assert_eq!((stored.status, stored.escalation_level), (status, 0));
 

@@ -8,7 +8,6 @@
 //!   concurrent events with one key either open the incident or wait for its row lock and join it,
 //!   never fail and never open two. One that waits on an incident being resolved retries the insert
 //!   and opens a new incident.
-//!
 //! - `settle_due` claims due escalations with one `select … for update of e, i skip locked` that
 //!   locks each escalation *and* its incident up front and skips rows another transaction holds.
 //!   It never waits for a lock, so it cannot deadlock with a transition, and concurrent workers
@@ -18,7 +17,8 @@
 //!   earliest due time it scheduled; PostgreSQL delivers it at commit, so a listener that wakes
 //!   always finds the rows.
 //!
-//! Row locks are always taken on the incident first, then on its escalations.
+//! A transition takes row locks on the incident first, then on its escalations; the worker takes
+//! both at once and never waits for either.
 
 use std::time::Duration;
 
