@@ -211,6 +211,14 @@ pub struct Settled {
     pub next: Option<Scheduled>,
 }
 
+/// A level to schedule: the next one after an execution, or level 1 on escalate.
+#[derive(Debug, Clone, Copy)]
+struct NextLevel {
+    incident_id: Uuid,
+    level: i32,
+    due: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
     pub pending: i64,

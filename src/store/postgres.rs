@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     cancelled_detail, executed_detail, into_page, next_level, scheduled_detail, transition_detail,
-    Backlog, IncidentQuery, Ingested, Page, Scheduled, Settled, Store, StoreError,
+    Backlog, IncidentQuery, Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError,
     TransitionOutcome, TransitionRequest, NON_TERMINAL_SQL,
 };
 use crate::domain::incident::title_from_text;
@@ -500,13 +500,6 @@ async fn exists(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), StoreErro
         .await?
         .map(|_| ())
         .ok_or(StoreError::NotFound)
-}
-
-/// One level of an incident's policy to schedule.
-struct NextLevel {
-    incident_id: Uuid,
-    level: i32,
-    due: Timestamp,
 }
 
 /// Schedules each level as a `PENDING` escalation with its `escalation.scheduled` entry, in one

@@ -6,6 +6,7 @@
 //! reads cannot change before its compare-and-set, which is kept all the same as the guard the
 //! SPEC asks for. `synchronous = FULL`: a `201` means the event is on disk.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ use uuid::Uuid;
 use super::{
     cancelled_detail, executed_detail, ingest_entry, into_page, match_incidents, new_event,
     next_level, scheduled_detail, statement_groups, transition_detail, Backlog, IncidentQuery,
-    Ingested, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
-    MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
+    Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome,
+    TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
 };
 use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
@@ -249,7 +250,7 @@ impl Store for SqliteStore {
 
         let kind = TimelineKind::for_transition(request.action);
         let detail = transition_detail(&request, plan.from);
-        append_timeline(&mut tx, incident.id, at, kind, &request.actor, &detail).await?;
+        let mut entries = vec![(incident.id, kind, detail)];
         let mut cancelled = Vec::new();
         if plan.cancels_pending {
             let rows = sqlx::query(
@@ -265,14 +266,19 @@ impl Store for SqliteStore {
                 let escalation_id = uuid(&row, "id")?;
                 let level: i32 = row.try_get("escalation_level")?;
                 let detail = cancelled_detail(escalation_id, level, request.action.as_str());
-                let kind = TimelineKind::EscalationCancelled;
-                append_timeline(&mut tx, incident.id, at, kind, &request.actor, &detail).await?;
+                entries.push((incident.id, TimelineKind::EscalationCancelled, detail));
                 cancelled.push(escalation_id);
             }
         }
+        append_timeline(&mut tx, at, &request.actor, &entries).await?;
         let scheduled = if plan.schedules_first_level {
             let level = request.policy.first();
-            Some(schedule(&mut tx, incident.id, level.level, at.after(level.delay), at).await?)
+            let first = NextLevel {
+                incident_id: incident.id,
+                level: level.level,
+                due: at.after(level.delay),
+            };
+            schedule(&mut tx, &[first], at).await?.pop()
         } else {
             None
         };
@@ -318,55 +324,83 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut settled = Vec::with_capacity(rows.len());
-        for row in rows {
-            let escalation = escalation_from_row(&row)?;
-            let incident_id = escalation.incident_id;
-            let next = if escalation.status == EscalationStatus::Executed {
-                let snapshot: Option<String> = sqlx::query_scalar(
-                    "update incidents set escalation_level = max(escalation_level, $1), updated_at = $2
-                     where id = $3 returning escalation_policy",
+        let mut statuses = Vec::with_capacity(rows.len());
+        for row in &rows {
+            settled.push(Settled {
+                escalation: escalation_from_row(row)?,
+                next: None,
+            });
+            statuses.push(row.try_get::<String, _>("incident_status")?);
+        }
+        let executed: Vec<(String, i32)> = settled
+            .iter()
+            .filter(|s| s.escalation.status == EscalationStatus::Executed)
+            .map(|s| {
+                (
+                    s.escalation.incident_id.to_string(),
+                    s.escalation.escalation_level,
                 )
-                .bind(escalation.escalation_level)
-                .bind(now.as_millis())
-                .bind(incident_id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+            })
+            .collect();
+        let mut snapshots = HashMap::new();
+        if !executed.is_empty() {
+            let raised = serde_json::to_string(&executed).map_err(StoreError::internal)?;
+            let rows = sqlx::query(
+                "update incidents set escalation_level = max(incidents.escalation_level, raised.level),
+                     updated_at = $1
+                 from (select json_extract(value, '$[0]') as id, max(json_extract(value, '$[1]')) as level
+                       from json_each($2) group by 1) as raised
+                 where incidents.id = raised.id
+                 returning incidents.id, incidents.escalation_policy",
+            )
+            .bind(now.as_millis())
+            .bind(raised)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let snapshot: Option<String> = row.try_get("escalation_policy")?;
                 let snapshot = snapshot
                     .map(|text| serde_json::from_str(&text))
                     .transpose()
                     .map_err(StoreError::internal)?;
-                let detail = executed_detail(&escalation);
-                append_timeline(
-                    &mut tx,
+                snapshots.insert(uuid(&row, "id")?, snapshot);
+            }
+        }
+        let mut entries = Vec::with_capacity(settled.len());
+        let mut next = Vec::new();
+        let mut next_of = Vec::new();
+        for (position, (Settled { escalation, .. }, status)) in
+            settled.iter().zip(&statuses).enumerate()
+        {
+            let incident_id = escalation.incident_id;
+            if escalation.status == EscalationStatus::Executed {
+                entries.push((
                     incident_id,
-                    now,
                     TimelineKind::EscalationExecuted,
-                    SYSTEM_ACTOR,
-                    &detail,
-                )
-                .await?;
-                match next_level(snapshot, escalation.escalation_level, now)? {
-                    Some((level, due)) => {
-                        Some(schedule(&mut tx, incident_id, level, due, now).await?)
-                    }
-                    None => None,
+                    executed_detail(escalation),
+                ));
+                let snapshot = snapshots.get(&incident_id).cloned().flatten();
+                if let Some((level, due)) = next_level(snapshot, escalation.escalation_level, now)?
+                {
+                    next.push(NextLevel {
+                        incident_id,
+                        level,
+                        due,
+                    });
+                    next_of.push(position);
                 }
             } else {
-                let status: String = row.try_get("incident_status")?;
                 let reason = format!("incident is {status}");
                 let detail = cancelled_detail(escalation.id, escalation.escalation_level, &reason);
-                append_timeline(
-                    &mut tx,
-                    incident_id,
-                    now,
-                    TimelineKind::EscalationCancelled,
-                    SYSTEM_ACTOR,
-                    &detail,
-                )
-                .await?;
-                None
-            };
-            settled.push(Settled { escalation, next });
+                entries.push((incident_id, TimelineKind::EscalationCancelled, detail));
+            }
+        }
+        append_timeline(&mut tx, now, SYSTEM_ACTOR, &entries).await?;
+        for (position, scheduled) in next_of
+            .into_iter()
+            .zip(schedule(&mut tx, &next, now).await?)
+        {
+            settled[position].next = Some(scheduled);
         }
         tx.commit().await?;
         Ok(settled)
@@ -483,39 +517,50 @@ impl Store for SqliteStore {
     }
 }
 
-/// Schedules `level` of the incident's policy at `due`, with its timeline entry.
+/// Schedules each level as a `PENDING` escalation with its `escalation.scheduled` entry.
 async fn schedule(
     tx: &mut Transaction<'_, Sqlite>,
-    incident_id: Uuid,
-    level: i32,
-    due: Timestamp,
+    levels: &[NextLevel],
     now: Timestamp,
-) -> Result<Scheduled, StoreError> {
-    let scheduled = Scheduled {
-        id: Uuid::now_v7(),
-        due,
-    };
-    sqlx::query(
-        "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)
-         values ($1, $2, $3, 'PENDING', $4, $5)",
-    )
-    .bind(scheduled.id.to_string())
-    .bind(incident_id.to_string())
-    .bind(level)
-    .bind(due.as_millis())
-    .bind(now.as_millis())
-    .execute(&mut **tx)
-    .await?;
-    let detail = scheduled_detail(scheduled, level);
-    append_timeline(
-        tx,
-        incident_id,
-        now,
-        TimelineKind::EscalationScheduled,
-        SYSTEM_ACTOR,
-        &detail,
-    )
-    .await?;
+) -> Result<Vec<Scheduled>, StoreError> {
+    let scheduled: Vec<Scheduled> = levels
+        .iter()
+        .map(|l| Scheduled {
+            id: Uuid::now_v7(),
+            due: l.due,
+        })
+        .collect();
+    for chunk in levels
+        .iter()
+        .zip(&scheduled)
+        .collect::<Vec<_>>()
+        .chunks(MAX_ROWS_PER_STATEMENT)
+    {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, (level, scheduled)| {
+            row.push_bind(scheduled.id.to_string())
+                .push_bind(level.incident_id.to_string())
+                .push_bind(level.level)
+                .push_bind("PENDING")
+                .push_bind(scheduled.due.as_millis())
+                .push_bind(now.as_millis());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let entries: Vec<_> = levels
+        .iter()
+        .zip(&scheduled)
+        .map(|(level, scheduled)| {
+            (
+                level.incident_id,
+                TimelineKind::EscalationScheduled,
+                scheduled_detail(*scheduled, level.level),
+            )
+        })
+        .collect();
+    append_timeline(tx, now, SYSTEM_ACTOR, &entries).await?;
     Ok(scheduled)
 }
 
@@ -528,25 +573,27 @@ async fn exists(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<(), Store
         .ok_or(StoreError::NotFound)
 }
 
+/// Appends `entries` (incident, kind, detail) to the timeline, in order, all at `at` by `actor`.
 async fn append_timeline(
     tx: &mut Transaction<'_, Sqlite>,
-    incident_id: Uuid,
     at: Timestamp,
-    kind: TimelineKind,
     actor: &str,
-    detail: &serde_json::Value,
+    entries: &[(Uuid, TimelineKind, serde_json::Value)],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "insert into timeline (id, incident_id, at, kind, actor, detail) values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(Uuid::now_v7().to_string())
-    .bind(incident_id.to_string())
-    .bind(at.as_millis())
-    .bind(kind.as_str())
-    .bind(actor)
-    .bind(detail.to_string())
-    .execute(&mut **tx)
-    .await?;
+    for chunk in entries.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into timeline (id, incident_id, at, kind, actor, detail) ",
+        );
+        insert.push_values(chunk, |mut row, (incident_id, kind, detail)| {
+            row.push_bind(Uuid::now_v7().to_string())
+                .push_bind(incident_id.to_string())
+                .push_bind(at.as_millis())
+                .push_bind(kind.as_str())
+                .push_bind(actor.to_owned())
+                .push_bind(detail.to_string());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
