@@ -14,10 +14,12 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::{NewToken, Role, Timestamp, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
-use crate::engine::{listener, Scheduler, Worker, WorkerStatus};
+use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
-use crate::store::{self, Store, StoreError};
+use crate::store::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
+use crate::store::{self, listen, Store, StoreError};
+use uuid::Uuid;
 
 /// Concurrent ingest transactions per process on PostgreSQL (SQLite has one writer).
 const POSTGRES_INGEST_WRITERS: usize = 4;
@@ -149,15 +151,17 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let scheduler = Scheduler::new(redis);
     let metrics = Arc::new(Metrics::default());
     let worker_status = Arc::new(WorkerStatus::default());
+    let sqlite = config.database_url.starts_with("sqlite:");
+    let tokens = Arc::new(TokenCache::new(sqlite));
+    if !sqlite {
+        tasks.push(background(listen::listen(
+            config.database_url.clone(),
+            notification_handlers(roles, &scheduler, &tokens),
+            connection_handler(&scheduler, &tokens),
+            stopping.clone(),
+        )));
+    }
     if roles.worker {
-        if !config.database_url.starts_with("sqlite:") {
-            let listen = listener::listen(
-                config.database_url.clone(),
-                scheduler.wakeup().clone(),
-                stopping.clone(),
-            );
-            tasks.push(background(listen));
-        }
         let worker = Worker {
             store: store.clone(),
             scheduler: scheduler.clone(),
@@ -169,11 +173,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     }
     let mut api_addr = None;
     if roles.api {
-        let writers = if config.database_url.starts_with("sqlite:") {
-            1
-        } else {
-            POSTGRES_INGEST_WRITERS
-        };
+        let writers = if sqlite { 1 } else { POSTGRES_INGEST_WRITERS };
         let state = AppState {
             ingest: IngestQueue::start(store.clone(), writers),
             store,
@@ -181,8 +181,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             scheduler,
             metrics,
             worker: worker_status.clone(),
-            // PostgreSQL revocations made elsewhere cannot reach the cache yet: bypass it.
-            tokens: Arc::new(TokenCache::new(config.database_url.starts_with("sqlite:"))),
+            tokens,
         };
         let bind_error = |source| StartError::Bind {
             addr: config.listen,
@@ -209,6 +208,49 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         worker,
         shutdown,
         tasks,
+    })
+}
+
+/// On PostgreSQL, what other instances announce: escalations scheduled (wake the worker, if this
+/// process runs one) and tokens revoked (forget them).
+fn notification_handlers(
+    roles: Roles,
+    scheduler: &Scheduler,
+    tokens: &Arc<TokenCache>,
+) -> Vec<(&'static str, listen::Handler)> {
+    let mut handlers: Vec<(&'static str, listen::Handler)> = Vec::new();
+    if roles.worker {
+        let wakeup = scheduler.wakeup().clone();
+        handlers.push((
+            ESCALATION_CHANNEL,
+            Box::new(move |payload| {
+                if let Ok(millis) = payload.parse::<i64>() {
+                    wakeup.due_at(Timestamp::from_millis(millis));
+                }
+            }),
+        ));
+    }
+    let tokens = tokens.clone();
+    handlers.push((
+        TOKEN_CHANNEL,
+        Box::new(move |payload| {
+            if let Ok(id) = Uuid::parse_str(payload) {
+                tokens.evict(id);
+            }
+        }),
+    ));
+    handlers
+}
+
+/// While not listening, announcements may be missed: the token cache is bypassed, and on
+/// (re)connecting the worker looks at the database itself.
+fn connection_handler(scheduler: &Scheduler, tokens: &Arc<TokenCache>) -> listen::OnConnection {
+    let (wakeup, tokens) = (scheduler.wakeup().clone(), tokens.clone());
+    Box::new(move |connected| {
+        tokens.set_trusted(connected);
+        if connected {
+            wakeup.now();
+        }
     })
 }
 

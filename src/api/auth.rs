@@ -86,12 +86,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     let token = match state.tokens.get(&hash) {
         Some(token) => token,
         None => {
+            let generation = state.tokens.generation();
             let token = state
                 .store
                 .token_by_hash(&hash)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
-            state.tokens.insert(hash, token.clone());
+            state.tokens.insert(hash, token.clone(), generation);
             token
         }
     };

@@ -8,7 +8,7 @@
 //! as before: a revoked token stops working at once, on every instance.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use uuid::Uuid;
@@ -22,14 +22,22 @@ const MAX_CACHED_TOKENS: usize = 10_000;
 pub struct TokenCache {
     tokens: RwLock<HashMap<String, Token>>,
     trusted: AtomicBool,
+    /// Bumped by every eviction: a token read from the database before a revocation was
+    /// announced must not be cached after it.
+    generation: AtomicU64,
 }
 
 impl TokenCache {
     pub fn new(trusted: bool) -> Self {
         Self {
-            tokens: RwLock::default(),
             trusted: AtomicBool::new(trusted),
+            ..Self::default()
         }
+    }
+
+    /// Read before looking a token up in the database, and handed back to [`TokenCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The live token with this secret hash, if it is cached and the cache can be trusted.
@@ -40,12 +48,16 @@ impl TokenCache {
         self.tokens.read().ok()?.get(secret_hash).cloned()
     }
 
-    /// Remembers a live token just read from the database.
-    pub fn insert(&self, secret_hash: String, token: Token) {
+    /// Remembers a live token read from the database, unless something was evicted since
+    /// `generation` was read (that read may predate a revocation).
+    pub fn insert(&self, secret_hash: String, token: Token, generation: u64) {
         if token.is_revoked() || !self.trusted.load(Ordering::SeqCst) {
             return;
         }
         if let Ok(mut tokens) = self.tokens.write() {
+            if self.generation() != generation {
+                return;
+            }
             if tokens.len() >= MAX_CACHED_TOKENS {
                 tokens.clear();
             }
@@ -56,6 +68,7 @@ impl TokenCache {
     /// Forgets the token `id`: it has just been revoked, here or on another instance.
     pub fn evict(&self, id: Uuid) {
         if let Ok(mut tokens) = self.tokens.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             tokens.retain(|_, token| token.id != id);
         }
     }
@@ -64,6 +77,7 @@ impl TokenCache {
     pub fn set_trusted(&self, trusted: bool) {
         if !trusted {
             if let Ok(mut tokens) = self.tokens.write() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 tokens.clear();
             }
         }
@@ -90,7 +104,7 @@ mod tests {
     fn serves_live_tokens_only_while_trusted() {
         let cache = TokenCache::new(true);
         let live = token();
-        cache.insert("h".into(), live.clone());
+        cache.insert("h".into(), live.clone(), cache.generation());
         assert_eq!(cache.get("h"), Some(live.clone()));
         cache.evict(live.id);
         assert_eq!(cache.get("h"), None);
@@ -99,13 +113,13 @@ mod tests {
             revoked_at: Some(Timestamp::now()),
             ..token()
         };
-        cache.insert("r".into(), revoked);
+        cache.insert("r".into(), revoked, cache.generation());
         assert_eq!(cache.get("r"), None, "revoked tokens are never cached");
 
-        cache.insert("h".into(), live.clone());
+        cache.insert("h".into(), live.clone(), cache.generation());
         cache.set_trusted(false);
         assert_eq!(cache.get("h"), None);
-        cache.insert("h".into(), live);
+        cache.insert("h".into(), live.clone(), cache.generation());
         cache.set_trusted(true);
         assert_eq!(
             cache.get("h"),

@@ -3,12 +3,10 @@
 //!
 //! - [`worker`]: the loop that sleeps until something is due and settles it in batches.
 //! - [`wakeup`]: wakes the worker when a commit schedules something sooner.
-//! - [`listener`]: carries wake-ups between instances over PostgreSQL `LISTEN/NOTIFY`.
 //! - [`redis_index`]: the optional Redis sorted set of pending escalations.
 //! - [`scheduler`]: the handle through which committed changes reach all of the above.
 
 pub mod backoff;
-pub mod listener;
 pub mod redis_index;
 pub mod scheduler;
 pub mod wakeup;

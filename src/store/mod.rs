@@ -10,6 +10,7 @@
 //! - Nothing is deleted (SPEC §6.3): there is no method that deletes.
 
 pub mod batch;
+pub mod listen;
 pub mod postgres;
 pub mod sqlite;
 

@@ -26,13 +26,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    cancelled_detail, executed_detail, into_page, next_level, scheduled_detail, transition_detail,
-    Backlog, IncidentQuery, Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError,
-    TransitionOutcome, TransitionRequest, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, ingest_entry, into_page, match_incidents, new_event,
+    next_level, scheduled_detail, statement_groups, transition_detail, Backlog, IncidentQuery,
+    Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome,
+    TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
 };
 use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
@@ -40,6 +41,9 @@ use crate::domain::{
     Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition, NewEvent,
     NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp, Token, Transition,
 };
+
+/// How many times an ingest batch chosen as a deadlock victim runs before its error is returned.
+const DEADLOCK_ATTEMPTS: u32 = 5;
 
 /// Connections one instance holds at most; several instances share the server's limit.
 const MAX_CONNECTIONS: u32 = 16;
@@ -50,6 +54,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel every transaction that schedules escalations notifies, with the earliest due time
 /// it scheduled as epoch milliseconds in text: workers of every instance listen to it.
 pub const ESCALATION_CHANNEL: &str = "klaxon_escalations";
+/// The channel every token revocation is announced on (payload: the token's id), so that each
+/// instance's token cache forgets it at once.
+pub const TOKEN_CHANNEL: &str = "klaxon_tokens";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -63,6 +70,90 @@ impl PostgresStore {
             .connect(url)
             .await?;
         Ok(Self { pool })
+    }
+}
+
+impl PostgresStore {
+    async fn try_ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+
+        let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
+        for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
+            let fresh: Vec<Uuid> = group.iter().map(|_| Uuid::now_v7()).collect();
+            let mut upsert = QueryBuilder::<Postgres>::new(
+                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
+            );
+            upsert.push_values(group.iter().zip(&fresh), |mut row, (index, id)| {
+                let event = &events[*index];
+                let at = event.received_at.as_datetime();
+                row.push_bind(*id)
+                    .push_bind(title_from_text(&event.summary))
+                    .push_bind(event.severity.as_str())
+                    .push_bind("OPEN")
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(1_i64)
+                    .push_bind(at)
+                    .push_bind(at);
+            });
+            upsert.push(format_args!(
+                " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
+                  do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
+                  returning *"
+            ));
+            let rows = upsert.build().fetch_all(&mut *tx).await?;
+            let incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let joined = match_incidents(events, &group, &fresh, incidents)?;
+
+            let group_events: Vec<(usize, Event)> = group
+                .iter()
+                .zip(&joined)
+                .map(|(index, (incident, _))| (*index, new_event(&events[*index], incident.id)))
+                .collect();
+            let mut inserted = QueryBuilder::<Postgres>::new(
+                "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
+            );
+            inserted.push_values(&group_events, |mut row, (_, event)| {
+                row.push_bind(event.id)
+                    .push_bind(event.incident_id)
+                    .push_bind(event.source.clone())
+                    .push_bind(event.summary.clone())
+                    .push_bind(event.severity.as_str())
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(Json(event.payload.clone()))
+                    .push_bind(event.received_at.as_datetime());
+            });
+            inserted.build().execute(&mut *tx).await?;
+
+            let mut timeline = QueryBuilder::<Postgres>::new(
+                "insert into timeline (id, incident_id, at, kind, actor, detail) ",
+            );
+            timeline.push_values(
+                group_events.iter().zip(&joined),
+                |mut row, ((index, event), (_, deduplicated))| {
+                    let (kind, detail) = ingest_entry(event, *deduplicated);
+                    row.push_bind(Uuid::now_v7())
+                        .push_bind(event.incident_id)
+                        .push_bind(event.received_at.as_datetime())
+                        .push_bind(kind.as_str())
+                        .push_bind(events[*index].actor.clone())
+                        .push_bind(Json(detail));
+                },
+            );
+            timeline.build().execute(&mut *tx).await?;
+
+            for ((index, event), (incident, deduplicated)) in group_events.into_iter().zip(joined) {
+                ingested[index] = Some(Ingested {
+                    event,
+                    incident,
+                    deduplicated,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(ingested.into_iter().flatten().collect())
     }
 }
 
@@ -80,70 +171,28 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let fresh_id = Uuid::now_v7();
-        let at = new.received_at.as_datetime();
-        let row = sqlx::query(&format!(
-            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
-             values ($1, $2, $3, 'OPEN', $4, 1, $5, $5)
-             on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
-             do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
-             returning *"
-        ))
-        .bind(fresh_id)
-        .bind(title_from_text(&new.summary))
-        .bind(new.severity.as_str())
-        .bind(&new.dedup_key)
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let incident = incident_from_row(&row)?;
-        let deduplicated = incident.id != fresh_id;
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        let mut ingested = self.ingest_batch(std::slice::from_ref(&event)).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| StoreError::internal("an ingest stored nothing"))
+    }
 
-        let event = Event {
-            id: Uuid::now_v7(),
-            incident_id: incident.id,
-            source: new.source,
-            summary: new.summary,
-            severity: new.severity,
-            dedup_key: new.dedup_key,
-            payload: new.payload,
-            received_at: new.received_at,
-        };
-        sqlx::query(
-            "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(event.id)
-        .bind(event.incident_id)
-        .bind(&event.source)
-        .bind(&event.summary)
-        .bind(event.severity.as_str())
-        .bind(&event.dedup_key)
-        .bind(&event.payload)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let kind = if deduplicated {
-            TimelineKind::EventAppended
-        } else {
-            TimelineKind::IncidentCreated
-        };
-        let detail = serde_json::json!({ "event_id": event.id, "source": event.source });
-        append_timeline(
-            &mut tx,
-            new.received_at,
-            &new.actor,
-            vec![(incident.id, kind, detail)],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Ingested {
-            event,
-            incident,
-            deduplicated,
-        })
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        // Rows are locked in key order within a statement, but a batch that repeats a key spans
+        // several statements, and two such batches can deadlock; the victim is rolled back whole
+        // and simply runs again.
+        let mut attempt = 1;
+        loop {
+            match self.try_ingest_batch(events).await {
+                Err(StoreError::Unavailable(error))
+                    if is_deadlock(&error) && attempt < DEADLOCK_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {
@@ -481,11 +530,16 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError> {
+        // The notification is delivered on commit, to every instance's token cache.
         let row = sqlx::query(
-            "update tokens set revoked_at = coalesce(revoked_at, $1) where id = $2 returning *",
+            "with revoked as (
+                 update tokens set revoked_at = coalesce(revoked_at, $1) where id = $2 returning *
+             )
+             select revoked.*, pg_notify($3, revoked.id::text) from revoked",
         )
         .bind(at.as_datetime())
         .bind(id)
+        .bind(TOKEN_CHANNEL)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -651,4 +705,8 @@ fn token_from_row(row: &PgRow) -> Result<Token, StoreError> {
         created_at: timestamp(row, "created_at")?,
         revoked_at: optional_timestamp(row, "revoked_at")?,
     })
+}
+
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }

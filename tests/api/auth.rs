@@ -215,3 +215,39 @@ async fn token_secrets_are_shown_only_at_creation(backend: Backend) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
 }
+
+/// Two API instances share PostgreSQL: a token cached by one stops working there as soon as the
+/// other revokes it (the revocation is announced with NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_other_instances_on_postgresql() {
+    let Some(first) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let second = klaxon::server::start(&first.config).await.unwrap();
+    let second_base = format!("http://{}", second.api_addr.unwrap());
+    let (secret, id) = first.token("shared", "viewer").await;
+    let on_second = || {
+        first
+            .client
+            .get(format!("{second_base}/incidents"))
+            .bearer_auth(&secret)
+            .send()
+    };
+    assert_eq!(
+        on_second().await.unwrap().status(),
+        StatusCode::OK,
+        "cached on the second instance now"
+    );
+
+    let (status, _) =
+        TestApp::send(first.request(Method::DELETE, &format!("/tokens/{id}"), Some(ADMIN_TOKEN)))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    crate::common::eventually(
+        "the second instance to refuse the token",
+        std::time::Duration::from_secs(2),
+        || async { on_second().await.unwrap().status() == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    second.stop().await.unwrap();
+}
