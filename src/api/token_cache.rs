@@ -127,4 +127,14 @@ mod tests {
             "nothing cached while untrusted survives"
         );
     }
+
+    #[test]
+    fn a_read_that_predates_a_revocation_is_not_cached() {
+        let cache = TokenCache::new(true);
+        let token = token();
+        let before_the_read = cache.generation();
+        cache.evict(token.id); // the revocation is announced while the read is in flight
+        cache.insert("h".into(), token, before_the_read);
+        assert_eq!(cache.get("h"), None);
+    }
 }
