@@ -36,6 +36,7 @@ crate::on_every_backend!(
     acting_at_each_stage_stops_the_walk,
     a_due_escalation_of_a_closed_incident_is_cancelled_not_executed,
     metrics_count_executions_and_lag,
+    a_changed_policy_applies_only_to_incidents_escalated_later,
 );
 
 async fn levels_run_in_order_on_time_and_stop_after_the_last(backend: Backend) {
@@ -294,4 +295,43 @@ async fn a_worker_elsewhere_is_woken_through_postgresql() {
     )
     .await;
     worker.stop().await.unwrap();
+}
+
+async fn a_changed_policy_applies_only_to_incidents_escalated_later(backend: Backend) {
+    let Some(mut app) = TestApp::spawn_with(backend, |config| {
+        config.escalation.policy = policy(&[500, 300]);
+    })
+    .await
+    else {
+        return;
+    };
+    let before = app
+        .open_incident("escalated under the two-level policy")
+        .await;
+    app.act(&before, "escalate").await;
+
+    app.config.escalation.policy = policy(&[100, 100, 100]);
+    app.restart().await;
+    let after = app
+        .open_incident("escalated under the three-level policy")
+        .await;
+    app.act(&after, "escalate").await;
+
+    eventually("both walks to finish", DEADLINE, || async {
+        statuses(&app.escalations(&before).await) == ["EXECUTED", "EXECUTED"]
+            && statuses(&app.escalations(&after).await) == ["EXECUTED", "EXECUTED", "EXECUTED"]
+    })
+    .await;
+    let first = app.escalations(&before).await;
+    let gap = at(&first[1]["scheduled_at"]) - at(&first[0]["executed_at"]);
+    assert_eq!(
+        gap.num_milliseconds(),
+        300,
+        "level 2 keeps the delay of the policy it started with"
+    );
+    let (_, health) = app.get("/health").await;
+    assert_eq!(
+        health["worker"]["pending"], 0,
+        "the old incident got no third level"
+    );
 }
