@@ -21,9 +21,6 @@ use crate::store::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
 use crate::store::{self, listen, Store, StoreError};
 use uuid::Uuid;
 
-/// Concurrent ingest transactions per process on PostgreSQL (SQLite has one writer).
-const POSTGRES_INGEST_WRITERS: usize = 4;
-
 /// The name of the admin token made from `admin_token` or generated on first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 
@@ -173,9 +170,8 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     }
     let mut api_addr = None;
     if roles.api {
-        let writers = if sqlite { 1 } else { POSTGRES_INGEST_WRITERS };
         let state = AppState {
-            ingest: IngestQueue::start(store.clone(), writers),
+            ingest: IngestQueue::start(store.clone()),
             store,
             policy: Arc::new(config.escalation.policy.clone()),
             scheduler,

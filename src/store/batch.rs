@@ -1,17 +1,18 @@
 //! Group commit for ingest. Under load, committing one transaction per message spends most of
 //! its time waiting for the disk (SQLite) or for a WAL flush per commit (PostgreSQL). The
-//! [`IngestQueue`] hands messages to writer tasks that each take every message waiting at that
-//! moment, up to [`MAX_BATCH`], and store them with one [`Store::ingest_batch`]: one commit for
-//! all. A lone message is stored at once, so there is no added delay when idle.
+//! [`IngestQueue`] hands messages to one writer task, which takes every message waiting at that
+//! moment, up to [`MAX_BATCH`], and stores them with one [`Store::ingest_batch`]: one commit for
+//! all. A lone message is stored at once, so there is no added delay when idle. One writer per
+//! process beat several on both backends (docs/PERFORMANCE.md): fewer, larger commits.
 //!
-//! A caller gets its answer only after the commit that made its event durable. The writer tasks
-//! own the transactions, so a caller that goes away (a client disconnecting) cannot abandon one.
+//! A caller gets its answer only after the commit that made its event durable. The writer task
+//! owns the transactions, so a caller that goes away (a client disconnecting) cannot abandon one.
 //! If a batch fails for a reason other than the database being unavailable, its messages are
 //! retried one by one, so that one bad message fails alone.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Ingested, Store, StoreError};
 use crate::domain::NewEvent;
@@ -29,14 +30,10 @@ pub struct IngestQueue {
 }
 
 impl IngestQueue {
-    /// Starts `writers` writer tasks (one for SQLite, which has a single writer anyway; a few
-    /// for PostgreSQL, which commits several transactions at once).
-    pub fn start(store: Arc<dyn Store>, writers: usize) -> Self {
+    /// Starts the writer task.
+    pub fn start(store: Arc<dyn Store>) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_batches(store.clone(), receiver.clone()));
-        }
+        tokio::spawn(write_batches(store, receiver));
         Self { sender }
     }
 
@@ -52,17 +49,11 @@ impl IngestQueue {
     }
 }
 
-async fn write_batches(
-    store: Arc<dyn Store>,
-    receiver: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>,
-) {
+async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<(NewEvent, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
         match store.ingest_batch(&events).await {
