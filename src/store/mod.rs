@@ -363,33 +363,47 @@ fn ingest_entry(event: &Event, deduplicated: bool) -> (TimelineKind, serde_json:
     )
 }
 
-/// Pairs each event of a multi-row upsert (`group`, with the `fresh` ids it proposed) with the
-/// incident it opened or joined, from the rows the upsert returned in any order: a returned id
-/// that was proposed is a new incident; any other row joined the live incident of its key.
-fn match_incidents(
-    events: &[NewEvent],
-    group: &[usize],
-    fresh: &[Uuid],
-    incidents: Vec<Incident>,
+/// The incident `new` opens if it does not join one.
+fn opened_incident(new: &NewEvent) -> Incident {
+    Incident {
+        id: Uuid::now_v7(),
+        title: crate::domain::incident::title_from_text(&new.summary),
+        severity: new.severity,
+        status: IncidentStatus::Open,
+        dedup_key: new.dedup_key.clone(),
+        event_count: 1,
+        escalation_level: 0,
+        resolution_note: None,
+        created_at: new.received_at,
+        updated_at: new.received_at,
+        acknowledged_at: None,
+        resolved_at: None,
+        cancelled_at: None,
+    }
+}
+
+/// Pairs each `proposed` incident of a multi-row upsert with the row it produced, from the rows
+/// the upsert returned in any order: a returned id that was proposed opened that incident; any
+/// other row is the live incident its key joined (`true`).
+fn match_upserted(
+    proposed: &[Incident],
+    returned: Vec<Incident>,
 ) -> Result<Vec<(Incident, bool)>, StoreError> {
-    let mut matched: Vec<Option<(Incident, bool)>> = vec![None; group.len()];
-    for incident in incidents {
-        let position = match fresh.iter().position(|id| *id == incident.id) {
+    let mut matched: Vec<Option<(Incident, bool)>> = vec![None; proposed.len()];
+    for incident in returned {
+        let position = match proposed.iter().position(|p| p.id == incident.id) {
             Some(position) => Some((position, false)),
-            None => group
+            None => proposed
                 .iter()
-                .position(|index| {
-                    events[*index].dedup_key.is_some()
-                        && events[*index].dedup_key == incident.dedup_key
-                })
+                .position(|p| p.dedup_key.is_some() && p.dedup_key == incident.dedup_key)
                 .map(|position| (position, true)),
         };
-        let Some((position, deduplicated)) = position else {
+        let Some((position, joined)) = position else {
             return Err(StoreError::internal(
                 "an upserted incident matches no event",
             ));
         };
-        matched[position] = Some((incident, deduplicated));
+        matched[position] = Some((incident, joined));
     }
     matched
         .into_iter()

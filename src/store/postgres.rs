@@ -30,12 +30,11 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    cancelled_detail, executed_detail, ingest_entry, into_page, match_incidents, new_event,
-    next_level, scheduled_detail, statement_groups, transition_detail, Backlog, IncidentQuery,
-    Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome,
-    TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, ingest_entry, into_page, match_upserted, new_event,
+    next_level, opened_incident, scheduled_detail, statement_groups, transition_detail, Backlog,
+    IncidentQuery, Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError,
+    TransitionOutcome, TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
 };
-use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
 use crate::domain::{
     Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition, NewEvent,
@@ -79,34 +78,11 @@ impl PostgresStore {
 
         let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
         for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
-            let fresh: Vec<Uuid> = group.iter().map(|_| Uuid::now_v7()).collect();
-            let mut upsert = QueryBuilder::<Postgres>::new(
-                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
-            );
-            upsert.push_values(group.iter().zip(&fresh), |mut row, (index, id)| {
-                let event = &events[*index];
-                let at = event.received_at.as_datetime();
-                row.push_bind(*id)
-                    .push_bind(title_from_text(&event.summary))
-                    .push_bind(event.severity.as_str())
-                    .push_bind("OPEN")
-                    .push_bind(event.dedup_key.clone())
-                    .push_bind(1_i64)
-                    .push_bind(at)
-                    .push_bind(at);
-            });
-            upsert.push(format_args!(
-                " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
-                  do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
-                  returning *"
-            ));
-            let rows = upsert.build().fetch_all(&mut *tx).await?;
-            let incidents = rows
+            let proposed: Vec<Incident> = group
                 .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let joined = match_incidents(events, &group, &fresh, incidents)?;
-
+                .map(|index| opened_incident(&events[*index]))
+                .collect();
+            let joined = store_incidents(&mut tx, &proposed).await?;
             let group_events: Vec<(usize, Event)> = group
                 .iter()
                 .zip(&joined)
@@ -336,13 +312,15 @@ impl Store for PostgresStore {
              limit $2
              for update of e, i skip locked"
         );
+        let mut tx = self.pool.begin().await?;
+        // Stamped once a connection is ours: the lag includes any wait for one.
+        let now = now.max(Timestamp::now());
         let mut query = sqlx::query(&claim)
             .bind(now.as_datetime())
             .bind(i64::from(limit));
         if let Some(ids) = only {
             query = query.bind(ids);
         }
-        let mut tx = self.pool.begin().await?;
         let rows = query.fetch_all(&mut *tx).await?;
 
         let mut settled = Vec::with_capacity(rows.len());
@@ -601,6 +579,67 @@ async fn schedule(
         .execute(&mut **tx)
         .await?;
     Ok(scheduled)
+}
+
+/// Stores the incidents a group of events opens or joins: keyless ones with a plain insert
+/// (nothing can conflict, nothing needs reading back), keyed ones with an upsert that returns the
+/// incident each opened or joined. Returns, in the order of `proposed`, each event's incident
+/// and whether it joined a live one.
+async fn store_incidents(
+    tx: &mut Transaction<'_, Postgres>,
+    proposed: &[Incident],
+) -> Result<Vec<(Incident, bool)>, StoreError> {
+    let (keyed, keyless): (Vec<&Incident>, Vec<&Incident>) = proposed
+        .iter()
+        .partition(|incident| incident.dedup_key.is_some());
+    let columns = "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ";
+    let values = |incidents: Vec<&Incident>| {
+        let mut insert = QueryBuilder::<Postgres>::new(columns);
+        insert.push_values(incidents, |mut row, incident| {
+            row.push_bind(incident.id)
+                .push_bind(incident.title.clone())
+                .push_bind(incident.severity.as_str())
+                .push_bind(incident.status.as_str())
+                .push_bind(incident.dedup_key.clone())
+                .push_bind(incident.event_count)
+                .push_bind(incident.created_at.as_datetime())
+                .push_bind(incident.updated_at.as_datetime());
+        });
+        insert
+    };
+    if !keyless.is_empty() {
+        values(keyless).build().execute(&mut **tx).await?;
+    }
+    let mut upserted = Vec::new();
+    if !keyed.is_empty() {
+        let mut upsert = values(keyed);
+        upsert.push(format_args!(
+            " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
+              do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
+              returning *"
+        ));
+        let rows = upsert.build().fetch_all(&mut **tx).await?;
+        let returned = rows
+            .iter()
+            .map(incident_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let keyed: Vec<Incident> = proposed
+            .iter()
+            .filter(|i| i.dedup_key.is_some())
+            .cloned()
+            .collect();
+        upserted = match_upserted(&keyed, returned)?;
+    }
+    let mut upserted = upserted.into_iter();
+    proposed
+        .iter()
+        .map(|incident| match incident.dedup_key {
+            Some(_) => upserted
+                .next()
+                .ok_or_else(|| StoreError::internal("an event got no incident")),
+            None => Ok((incident.clone(), false)),
+        })
+        .collect()
 }
 
 /// Appends `entries` (incident, kind, detail), all `at` by `actor`, in one statement and in their

@@ -19,12 +19,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    cancelled_detail, executed_detail, ingest_entry, into_page, match_incidents, new_event,
-    next_level, scheduled_detail, statement_groups, transition_detail, Backlog, IncidentQuery,
-    Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError, TransitionOutcome,
-    TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
+    cancelled_detail, executed_detail, ingest_entry, into_page, match_upserted, new_event,
+    next_level, opened_incident, scheduled_detail, statement_groups, transition_detail, Backlog,
+    IncidentQuery, Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError,
+    TransitionOutcome, TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
 };
-use crate::domain::incident::title_from_text;
 use crate::domain::timeline::SYSTEM_ACTOR;
 use crate::domain::{
     Escalation, EscalationStatus, Event, Incident, IncidentStatus, NewEvent, NewToken, Role,
@@ -90,34 +89,11 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
         for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
-            let fresh: Vec<Uuid> = group.iter().map(|_| Uuid::now_v7()).collect();
-            let mut upsert = QueryBuilder::<Sqlite>::new(
-                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
-            );
-            upsert.push_values(group.iter().zip(&fresh), |mut row, (index, id)| {
-                let event = &events[*index];
-                let at = event.received_at.as_millis();
-                row.push_bind(id.to_string())
-                    .push_bind(title_from_text(&event.summary))
-                    .push_bind(event.severity.as_str())
-                    .push_bind("OPEN")
-                    .push_bind(event.dedup_key.clone())
-                    .push_bind(1)
-                    .push_bind(at)
-                    .push_bind(at);
-            });
-            upsert.push(format_args!(
-                " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
-                  do update set event_count = event_count + 1, updated_at = excluded.updated_at
-                  returning *"
-            ));
-            let rows = upsert.build().fetch_all(&mut *tx).await?;
-            let incidents = rows
+            let proposed: Vec<Incident> = group
                 .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let joined = match_incidents(events, &group, &fresh, incidents)?;
-
+                .map(|index| opened_incident(&events[*index]))
+                .collect();
+            let joined = store_incidents(&mut tx, &proposed).await?;
             let mut inserted = QueryBuilder::<Sqlite>::new(
                 "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
             );
@@ -301,6 +277,8 @@ impl Store for SqliteStore {
             .transpose()
             .map_err(StoreError::internal)?;
         let mut tx = self.writer.begin().await?;
+        // Stamped once the writer is ours: the lag includes any wait for it.
+        let now = now.max(Timestamp::now());
         // Writing first takes SQLite's write lock at once, so another process sharing the file
         // cannot settle the same rows between this read and its update.
         let rows = sqlx::query(
@@ -432,7 +410,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Scheduled>, StoreError> {
         let rows = sqlx::query(
-            "select id, scheduled_at from escalations
+            // The planner would take the status index and sort; this one is already in order.
+            "select id, scheduled_at from escalations indexed by escalations_pending_id
              where status = 'PENDING' and ($1 is null or id > $1)
              order by id limit $2",
         )
@@ -571,6 +550,67 @@ async fn exists(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<(), Store
         .await?
         .map(|_| ())
         .ok_or(StoreError::NotFound)
+}
+
+/// Stores the incidents a group of events opens or joins: keyless ones with a plain insert
+/// (nothing can conflict, nothing needs reading back), keyed ones with an upsert that returns the
+/// incident each opened or joined. Returns, in the order of `proposed`, each event's incident
+/// and whether it joined a live one.
+async fn store_incidents(
+    tx: &mut Transaction<'_, Sqlite>,
+    proposed: &[Incident],
+) -> Result<Vec<(Incident, bool)>, StoreError> {
+    let (keyed, keyless): (Vec<&Incident>, Vec<&Incident>) = proposed
+        .iter()
+        .partition(|incident| incident.dedup_key.is_some());
+    let columns = "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ";
+    let values = |incidents: Vec<&Incident>| {
+        let mut insert = QueryBuilder::<Sqlite>::new(columns);
+        insert.push_values(incidents, |mut row, incident| {
+            row.push_bind(incident.id.to_string())
+                .push_bind(incident.title.clone())
+                .push_bind(incident.severity.as_str())
+                .push_bind(incident.status.as_str())
+                .push_bind(incident.dedup_key.clone())
+                .push_bind(incident.event_count)
+                .push_bind(incident.created_at.as_millis())
+                .push_bind(incident.updated_at.as_millis());
+        });
+        insert
+    };
+    if !keyless.is_empty() {
+        values(keyless).build().execute(&mut **tx).await?;
+    }
+    let mut upserted = Vec::new();
+    if !keyed.is_empty() {
+        let mut upsert = values(keyed);
+        upsert.push(format_args!(
+            " on conflict (dedup_key) where status in {NON_TERMINAL_SQL}
+              do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
+              returning *"
+        ));
+        let rows = upsert.build().fetch_all(&mut **tx).await?;
+        let returned = rows
+            .iter()
+            .map(incident_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let keyed: Vec<Incident> = proposed
+            .iter()
+            .filter(|i| i.dedup_key.is_some())
+            .cloned()
+            .collect();
+        upserted = match_upserted(&keyed, returned)?;
+    }
+    let mut upserted = upserted.into_iter();
+    proposed
+        .iter()
+        .map(|incident| match incident.dedup_key {
+            Some(_) => upserted
+                .next()
+                .ok_or_else(|| StoreError::internal("an event got no incident")),
+            None => Ok((incident.clone(), false)),
+        })
+        .collect()
 }
 
 /// Appends `entries` (incident, kind, detail) to the timeline, in order, all at `at` by `actor`.
