@@ -973,7 +973,8 @@ def main() -> int:
           f"{args.probe_seconds:.0f} s through `klaxon serve`'s API, each due {PROBE_DELAY} after "
           "its escalate. *Committed*: when the probe's execution became visible − scheduled_at, "
           f"bounded by the reads of a poller looking every {OBSERVE_INTERVAL_S * 1000:.0f} ms "
-          "(executed_at is stamped before the batch's transaction starts):\n")
+          "(executed_at is stamped when the batch's transaction has its connection, before it "
+          "commits):\n")
     print(lag_table(lags))
     print(f"\nStorm: {args.storm:,} escalations overdue when a `klaxon worker` starts:\n")
     print(storm_table(storms))
