@@ -1,6 +1,8 @@
 //! Structured logs with `tracing`. The level comes from `RUST_LOG` (default `info`); info logs
 //! name ids only, message text appears at debug level, secrets never.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `RUST_LOG` is not set: our own info lines, the libraries' warnings.
@@ -19,6 +21,7 @@ pub fn init(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -666,7 +666,11 @@ async fn json_logs_are_json_objects_without_secrets_or_message_text() {
 
 #[tokio::test]
 async fn text_logs_hold_no_secrets_or_message_text() {
-    logs_of_a_session("text").await;
+    let stderr = logs_of_a_session("text").await;
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal colour codes when stderr is not a terminal:\n{stderr}"
+    );
 }
 
 #[tokio::test]
