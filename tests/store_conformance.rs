@@ -821,7 +821,7 @@ async fn settling_walks_the_levels_of_the_policy(backend: Backend) {
     let mut due = minute(6);
     for level in 1..=3 {
         let now = due.after(Duration::from_secs(60));
-        let settled = store.settle_due(now, 10, None).await.unwrap();
+        let settled = store.settle_due(&move || now, 10, None).await.unwrap();
         let [settled] = settled.as_slice() else {
             panic!("level {level}: {settled:?}")
         };
@@ -869,7 +869,7 @@ async fn settling_walks_the_levels_of_the_policy(backend: Backend) {
             assert_eq!(store.next_due().await.unwrap(), None);
             let much_later = now.after(Duration::from_secs(86_400));
             assert!(store
-                .settle_due(much_later, 10, None)
+                .settle_due(&move || much_later, 10, None)
                 .await
                 .unwrap()
                 .is_empty());
@@ -929,14 +929,17 @@ async fn escalations_not_yet_due_are_left_pending(backend: Backend) {
     let timeline = store.timeline(incident.id).await.unwrap();
     let just_before = Timestamp::from_millis(minute(6).as_millis() - 1);
     assert!(store
-        .settle_due(just_before, 10, None)
+        .settle_due(&move || just_before, 10, None)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(store.incident(incident.id).await.unwrap(), incident);
     assert_eq!(store.escalations(incident.id).await.unwrap(), escalations);
     assert_eq!(store.timeline(incident.id).await.unwrap(), timeline);
-    let on_time = store.settle_due(minute(6), 10, None).await.unwrap();
+    let on_time = store
+        .settle_due(&move || minute(6), 10, None)
+        .await
+        .unwrap();
     assert_eq!(on_time.len(), 1, "due at its scheduled instant");
 }
 
@@ -955,7 +958,10 @@ async fn a_due_escalation_of_an_incident_no_longer_escalating_is_cancelled(backe
         );
         assert_eq!(raw(backend, &db.url, &statement).await.unwrap(), 1);
 
-        let settled = store.settle_due(minute(2), 10, None).await.unwrap();
+        let settled = store
+            .settle_due(&move || minute(2), 10, None)
+            .await
+            .unwrap();
         let [settled] = settled.as_slice() else {
             panic!("{settled:?}")
         };
@@ -994,12 +1000,15 @@ async fn only_the_given_escalations_are_settled(backend: Backend) {
     let (_, second) = escalated(store.as_ref(), minute(2), policy(&[0])).await;
     let (_, not_due) = escalated(store.as_ref(), minute(1), policy(&[600_000])).await;
     assert!(store
-        .settle_due(minute(5), 10, Some(&[]))
+        .settle_due(&move || minute(5), 10, Some(&[]))
         .await
         .unwrap()
         .is_empty());
     let only = [not_due.id, Uuid::now_v7(), second.id];
-    let settled = store.settle_due(minute(5), 10, Some(&only)).await.unwrap();
+    let settled = store
+        .settle_due(&move || minute(5), 10, Some(&only))
+        .await
+        .unwrap();
     let ids: Vec<_> = settled.iter().map(|s| s.escalation.id).collect();
     assert_eq!(ids, [second.id], "only the due ones of those given");
     let pending: Vec<_> = store.pending_page(None, 10).await.unwrap();
@@ -1019,7 +1028,7 @@ async fn the_earliest_due_are_settled_first_up_to_the_limit(backend: Backend) {
     }
     due_order.sort_by_key(|scheduled| scheduled.due);
     let settle = || async {
-        let settled = store.settle_due(minute(5), 2, None).await.unwrap();
+        let settled = store.settle_due(&move || minute(5), 2, None).await.unwrap();
         settled
             .iter()
             .map(|s| Scheduled {
@@ -1074,7 +1083,10 @@ async fn pending_escalations_are_counted_and_paged(backend: Backend) {
         assert_eq!(seen, pending, "limit {limit}");
     }
 
-    let settled = store.settle_due(minute(5), 10, None).await.unwrap();
+    let settled = store
+        .settle_due(&move || minute(5), 10, None)
+        .await
+        .unwrap();
     let [executed] = settled.as_slice() else {
         panic!("{settled:?}")
     };
@@ -1103,7 +1115,7 @@ async fn scheduling_notifies_other_instances(backend: Backend) {
     let now = Timestamp::now();
     let (_, level_1) = escalated(store.as_ref(), now, policy(&[0, 60_000])).await;
     expect_notification(&mut listener, level_1.due).await;
-    let settled = store.settle_due(now, 10, None).await.unwrap();
+    let settled = store.settle_due(&move || now, 10, None).await.unwrap();
     let next = settled[0].next.expect("level 2 is scheduled");
     expect_notification(&mut listener, next.due).await;
 }
@@ -1146,7 +1158,9 @@ async fn concurrent_workers_settle_each_escalation_once(backend: Backend) {
         workers.push(tokio::spawn(async move {
             let mut settled = Vec::new();
             loop {
-                let batch = worker.settle_due(minute(2), WORKER_BATCH, None).await;
+                let batch = worker
+                    .settle_due(&move || minute(2), WORKER_BATCH, None)
+                    .await;
                 let batch = batch.expect("a worker never fails");
                 if batch.is_empty() {
                     return settled;

@@ -124,7 +124,10 @@ impl Worker {
                 if ids.is_empty() {
                     break;
                 }
-                let settled = self.store.settle_due(now, BATCH_SIZE, Some(&ids)).await?;
+                let settled = self
+                    .store
+                    .settle_due(&Timestamp::now, BATCH_SIZE, Some(&ids))
+                    .await?;
                 self.record(&settled, &ids).await;
                 if *shutdown.borrow() {
                     return Ok(None);
@@ -135,7 +138,7 @@ impl Worker {
             loop {
                 let settled = self
                     .store
-                    .settle_due(Timestamp::now(), BATCH_SIZE, None)
+                    .settle_due(&Timestamp::now, BATCH_SIZE, None)
                     .await?;
                 self.record(&settled, &[]).await;
                 if settled.len() < BATCH_SIZE as usize || *shutdown.borrow() {

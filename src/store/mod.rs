@@ -159,15 +159,16 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the token revoked (once; revoking again keeps the first time).
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError>;
 
-    /// Claims up to `limit` `PENDING` escalations due at `now` (earliest first; only those in
+    /// Claims up to `limit` `PENDING` escalations due at `clock()` (earliest first; only those in
     /// `only`, when given) and settles each in one transaction: `CANCELLED` if its incident is no
-    /// longer `ESCALATING`, otherwise `EXECUTED` at `now`, with the incident's `escalation_level`
-    /// raised and the next level of its policy snapshot scheduled at `now` + that level's delay.
-    /// Rows another worker holds are skipped, never waited for, so concurrent workers claim
-    /// disjoint sets and each escalation is settled once.
+    /// longer `ESCALATING`, otherwise `EXECUTED` at `clock()`, with the incident's
+    /// `escalation_level` raised and the next level of its policy snapshot scheduled at that time
+    /// + the level's delay. The clock is read once, when the transaction holds its connection, so
+    /// the lag recorded includes any wait for it. Rows another worker holds are skipped, never
+    /// waited for, so concurrent workers claim disjoint sets and each escalation is settled once.
     async fn settle_due(
         &self,
-        now: Timestamp,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
         limit: u32,
         only: Option<&[Uuid]>,
     ) -> Result<Vec<Settled>, StoreError>;

@@ -292,7 +292,7 @@ impl Store for PostgresStore {
 
     async fn settle_due(
         &self,
-        now: Timestamp,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
         limit: u32,
         only: Option<&[Uuid]>,
     ) -> Result<Vec<Settled>, StoreError> {
@@ -314,7 +314,7 @@ impl Store for PostgresStore {
         );
         let mut tx = self.pool.begin().await?;
         // Stamped once a connection is ours: the lag includes any wait for one.
-        let now = now.max(Timestamp::now());
+        let now = clock();
         let mut query = sqlx::query(&claim)
             .bind(now.as_datetime())
             .bind(i64::from(limit));

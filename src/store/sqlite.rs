@@ -268,7 +268,7 @@ impl Store for SqliteStore {
 
     async fn settle_due(
         &self,
-        now: Timestamp,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
         limit: u32,
         only: Option<&[Uuid]>,
     ) -> Result<Vec<Settled>, StoreError> {
@@ -278,7 +278,7 @@ impl Store for SqliteStore {
             .map_err(StoreError::internal)?;
         let mut tx = self.writer.begin().await?;
         // Stamped once the writer is ours: the lag includes any wait for it.
-        let now = now.max(Timestamp::now());
+        let now = clock();
         // Writing first takes SQLite's write lock at once, so another process sharing the file
         // cannot settle the same rows between this read and its update.
         let rows = sqlx::query(
