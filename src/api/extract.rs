@@ -15,7 +15,8 @@ use super::ApiError;
 /// A JSON request body, required.
 pub struct JsonBody<T>(pub T);
 
-/// A JSON request body that may be left out entirely (no body, or an empty one): then `T::default()`.
+/// A JSON request body that may be left out entirely (no body, an empty one, or JSON `null`):
+/// then `T::default()`.
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -52,7 +53,7 @@ where
         if !json {
             return Err(unsupported_media_type());
         }
-        parse(&bytes).map(Self)
+        parse::<Option<T>>(&bytes).map(|body| Self(body.unwrap_or_default()))
     }
 }
 

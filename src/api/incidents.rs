@@ -110,7 +110,8 @@ pub async fn get(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteRequest {
-    /// Recorded in the timeline with the action.
+    /// Recorded in the timeline with the action; at most 10,000 characters.
+    #[schema(max_length = 10000)]
     pub note: Option<String>,
 }
 
@@ -120,6 +121,7 @@ pub struct NoteRequest {
 pub struct ResolveRequest {
     /// Kept on the incident and recorded in the timeline. `note` is accepted as another name.
     #[serde(alias = "note")]
+    #[schema(max_length = 10000)]
     pub resolution_note: Option<String>,
 }
 

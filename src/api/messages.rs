@@ -21,13 +21,17 @@ pub const DEFAULT_SOURCE: &str = "api";
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
-    /// 1 to 10,000 characters; its first line becomes the incident's title.
+    /// 1 to 10,000 characters, not blank; its first line becomes the incident's title.
+    #[schema(min_length = 1, max_length = 10000)]
     pub text: String,
     #[serde(default)]
     pub severity: Severity,
-    /// Where it came from; `api` if not given.
+    /// Where it came from, 1 to 255 characters, not blank; `api` if not given.
+    #[schema(min_length = 1, max_length = 255)]
     pub source: Option<String>,
-    /// Messages with the same key join one live incident instead of opening new ones.
+    /// Messages with the same key join one live incident instead of opening new ones. 1 to 255
+    /// characters, not blank.
+    #[schema(min_length = 1, max_length = 255)]
     pub dedup_key: Option<String>,
 }
 

@@ -41,6 +41,50 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                document_errors(operation);
+            }
+        }
+    }
+}
+
+/// The error answers every operation can give (SPEC §4), added once here rather than on each
+/// handler: 400 for bad input, 401/403 where a token is needed, 413/415 where there is a body,
+/// 503 when the database is unreachable.
+fn document_errors(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let has_input = operation.request_body.is_some()
+        || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let mut codes = vec![("503", "The database is unavailable")];
+    if secured {
+        codes.push(("401", "Missing, invalid or revoked token"));
+        codes.push(("403", "The token's role does not allow this"));
+    }
+    if has_input {
+        codes.push(("400", "Malformed JSON, an invalid field or a malformed id"));
+    }
+    if operation.request_body.is_some() {
+        codes.push(("413", "The body is too large"));
+        codes.push(("415", "The body is not JSON"));
+    }
+    for (code, description) in codes {
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        operation
+            .responses
+            .responses
+            .entry(code.to_owned())
+            .or_insert(response.into());
     }
 }
 
@@ -51,4 +95,30 @@ impl Modify for BearerAuth {
 )]
 pub async fn document(_: Authorized<Viewer>) -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document states the limits the handlers enforce.
+    #[test]
+    fn documented_limits_match_the_enforced_ones() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let max =
+            |schema: &str, field: &str| schemas[schema]["properties"][field]["maxLength"].clone();
+        assert_eq!(max("MessageRequest", "text"), messages::MAX_TEXT_CHARS);
+        assert_eq!(max("MessageRequest", "source"), messages::MAX_LABEL_CHARS);
+        assert_eq!(
+            max("MessageRequest", "dedup_key"),
+            messages::MAX_LABEL_CHARS
+        );
+        assert_eq!(max("CreateTokenRequest", "name"), tokens::MAX_NAME_CHARS);
+        assert_eq!(max("NoteRequest", "note"), incidents::MAX_NOTE_CHARS);
+        assert_eq!(
+            max("ResolveRequest", "resolution_note"),
+            incidents::MAX_NOTE_CHARS
+        );
+    }
 }

@@ -17,7 +17,8 @@ pub const MAX_NAME_CHARS: usize = 100;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Shown as the actor of everything done with the token.
+    /// Shown as the actor of everything done with the token. 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub role: Role,
 }

@@ -260,6 +260,13 @@ async fn bad_messages_are_refused_clearly(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    let other = app.open_incident("null is no body").await;
+    let (status, reply) = raw(&app, &format!("/incidents/{other}/escalate"), json, "null").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "JSON null is the same as no body: {reply}"
+    );
 }
 
 async fn bad_ids_and_queries_are_400(backend: Backend) {
