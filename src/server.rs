@@ -135,6 +135,18 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     } else {
         None
     };
+    // Bind before starting anything, so that a taken port leaves nothing running behind it.
+    let listener = if roles.api {
+        let bind_error = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        Some((listener, addr))
+    } else {
+        None
+    };
     let (shutdown, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
     let redis = match &config.redis_url {
@@ -169,7 +181,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         tasks.push(background(worker.run(stopping.clone())));
     }
     let mut api_addr = None;
-    if roles.api {
+    if let Some((listener, addr)) = listener {
         let state = AppState {
             ingest: IngestQueue::start(store.clone()),
             store,
@@ -179,12 +191,6 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             worker: worker_status.clone(),
             tokens,
         };
-        let bind_error = |source| StartError::Bind {
-            addr: config.listen,
-            source,
-        };
-        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
         let app = api::router(state, config.max_body_bytes);
         let mut stopping = stopping.clone();
         tasks.push(tokio::spawn(async move {
