@@ -709,3 +709,83 @@ async fn serve_runs_on_postgresql() {
         "serve used SQLite, not PostgreSQL"
     );
 }
+
+/// Messages are committed many to a transaction; that must not weaken durability. Clients post
+/// messages flat out, the server is killed with SIGKILL mid-stream, and after a restart every
+/// message that was answered 201 is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_kill_9_mid_stream() {
+    const CLIENTS: usize = 32;
+    let dir = fresh_dir();
+    let env = [("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let mut server = Server::start(dir.path(), &env).await;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (http, base, acknowledged) = (
+                server.client.clone(),
+                server.base.clone(),
+                acknowledged.clone(),
+            );
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let sent = http
+                        .post(format!("{base}/message"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&json!({ "text": format!("client {client} message {n}") }))
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { break };
+                    if response.status() != StatusCode::CREATED {
+                        break;
+                    }
+                    let Ok(body) = response.json::<Value>().await else {
+                        break;
+                    };
+                    let id = body["incident"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    acknowledged.lock().unwrap().push(id);
+                }
+            })
+        })
+        .collect();
+    eventually("a stream of acknowledged messages", READY_TIMEOUT, || {
+        let count = acknowledged.lock().unwrap().len();
+        async move { count >= 1_000 }
+    })
+    .await;
+    server.process.kill();
+    for client in clients {
+        client.await.expect("a client task");
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let restarted = Server::start(dir.path(), &env).await;
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = restarted
+            .get(&format!("/incidents?limit=200{cursor}"), ADMIN_TOKEN)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for incident in page["incidents"].as_array().expect("a page of incidents") {
+            stored.insert(incident["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages were lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+}
