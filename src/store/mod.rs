@@ -383,14 +383,22 @@ fn opened_incident(new: &NewEvent) -> Incident {
     }
 }
 
-/// Pairs each `proposed` incident of a multi-row upsert with the row it produced, from the rows
-/// the upsert returned in any order: a returned id that was proposed opened that incident; any
-/// other row is the live incident its key joined (`true`).
-fn match_upserted(
+/// Each `proposed` incident's outcome, in order, given the rows the keyed ones' upsert returned
+/// (in any order): a keyless incident was inserted as proposed; a returned row whose id was
+/// proposed opened that incident; any other row is the live incident a key joined (`true`).
+fn joined_incidents(
     proposed: &[Incident],
     returned: Vec<Incident>,
 ) -> Result<Vec<(Incident, bool)>, StoreError> {
-    let mut matched: Vec<Option<(Incident, bool)>> = vec![None; proposed.len()];
+    let mut outcomes: Vec<Option<(Incident, bool)>> = proposed
+        .iter()
+        .map(|incident| {
+            incident
+                .dedup_key
+                .is_none()
+                .then(|| (incident.clone(), false))
+        })
+        .collect();
     for incident in returned {
         let position = match proposed.iter().position(|p| p.id == incident.id) {
             Some(position) => Some((position, false)),
@@ -404,11 +412,11 @@ fn match_upserted(
                 "an upserted incident matches no event",
             ));
         };
-        matched[position] = Some((incident, joined));
+        outcomes[position] = Some((incident, joined));
     }
-    matched
+    outcomes
         .into_iter()
-        .map(|m| m.ok_or_else(|| StoreError::internal("an event got no incident")))
+        .map(|o| o.ok_or_else(|| StoreError::internal("an event got no incident")))
         .collect()
 }
 

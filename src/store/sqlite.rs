@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    cancelled_detail, executed_detail, ingest_entry, into_page, match_upserted, new_event,
+    cancelled_detail, executed_detail, ingest_entry, into_page, joined_incidents, new_event,
     next_level, opened_incident, scheduled_detail, statement_groups, transition_detail, Backlog,
     IncidentQuery, Ingested, NextLevel, Page, Scheduled, Settled, Store, StoreError,
     TransitionOutcome, TransitionRequest, MAX_ROWS_PER_STATEMENT, NON_TERMINAL_SQL,
@@ -581,7 +581,7 @@ async fn store_incidents(
     if !keyless.is_empty() {
         values(keyless).build().execute(&mut **tx).await?;
     }
-    let mut upserted = Vec::new();
+    let mut returned = Vec::new();
     if !keyed.is_empty() {
         let mut upsert = values(keyed);
         upsert.push(format_args!(
@@ -589,28 +589,11 @@ async fn store_incidents(
               do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
               returning *"
         ));
-        let rows = upsert.build().fetch_all(&mut **tx).await?;
-        let returned = rows
-            .iter()
-            .map(incident_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let keyed: Vec<Incident> = proposed
-            .iter()
-            .filter(|i| i.dedup_key.is_some())
-            .cloned()
-            .collect();
-        upserted = match_upserted(&keyed, returned)?;
+        for row in upsert.build().fetch_all(&mut **tx).await? {
+            returned.push(incident_from_row(&row)?);
+        }
     }
-    let mut upserted = upserted.into_iter();
-    proposed
-        .iter()
-        .map(|incident| match incident.dedup_key {
-            Some(_) => upserted
-                .next()
-                .ok_or_else(|| StoreError::internal("an event got no incident")),
-            None => Ok((incident.clone(), false)),
-        })
-        .collect()
+    joined_incidents(proposed, returned)
 }
 
 /// Appends `entries` (incident, kind, detail) to the timeline, in order, all at `at` by `actor`.
