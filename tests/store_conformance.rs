@@ -24,6 +24,7 @@ use IncidentStatus::{Acknowledged, Cancelled, Escalating, Open, Resolved};
 
 on_every_backend!(
     migrating_twice_is_a_no_op,
+    a_large_batch_stores_every_event_in_order,
     ingest_opens_an_open_incident,
     dedup_key_joins_a_live_incident,
     dedup_key_never_joins_a_terminal_incident,
@@ -321,6 +322,54 @@ async fn without_dedup_key_every_event_opens_an_incident(backend: Backend) {
     assert!(!first.deduplicated && !second.deduplicated);
     assert_ne!(first.incident.id, second.incident.id);
     assert_eq!(store.incidents(all(10)).await.unwrap().items.len(), 2);
+}
+
+/// More events than one statement takes, keyless and keyed mixed, then keyless alone (each
+/// backend has a faster path for those): every event is stored, each answer in its place.
+async fn a_large_batch_stores_every_event_in_order(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let numbered = |n: usize, key: Option<&str>| NewEvent {
+        summary: format!("event {n}"),
+        ..event(key)
+    };
+    let mixed: Vec<_> = (0..600)
+        .map(|n| numbered(n, (n % 7 == 0).then_some("shared")))
+        .collect();
+    let keyless: Vec<_> = (600..1200).map(|n| numbered(n, None)).collect();
+    for batch in [mixed, keyless] {
+        let ingested = store.ingest_batch(&batch).await.unwrap();
+        assert_eq!(ingested.len(), batch.len());
+        for (sent, stored) in batch.iter().zip(&ingested) {
+            assert_eq!(stored.event.summary, sent.summary, "answers in order");
+            assert_eq!(stored.event.incident_id, stored.incident.id);
+            let timeline = store.timeline(stored.incident.id).await.unwrap();
+            assert!(timeline
+                .iter()
+                .any(|entry| entry.detail["event_id"] == stored.event.id.to_string()));
+        }
+    }
+    let shared = (0..600).filter(|n| n % 7 == 0).count();
+    let mut incidents = 0;
+    let mut query = all(200);
+    loop {
+        let page = store.incidents(query.clone()).await.unwrap();
+        incidents += page.items.len();
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        incidents,
+        (600 - shared + 1) + 600,
+        "one per keyless event, one for the key"
+    );
+    let first_shared = store.ingest(event(Some("shared"))).await.unwrap();
+    assert!(first_shared.deduplicated);
+    assert_eq!(first_shared.incident.event_count, shared as i64 + 1);
 }
 
 async fn concurrent_ingests_with_one_dedup_key_open_one_incident(backend: Backend) {

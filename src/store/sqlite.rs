@@ -64,6 +64,76 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Events without a `dedup_key` cannot join anything: each opens an incident. The three
+    /// inserts go to the writer's thread as one query of three statements (the driver binds `?`
+    /// parameters across them in order): one hand-off where the general path takes three.
+    async fn open_incidents(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        let incidents: Vec<Incident> = events.iter().map(opened_incident).collect();
+        let stored: Vec<Event> = events
+            .iter()
+            .zip(&incidents)
+            .map(|(event, incident)| new_event(event, incident.id))
+            .collect();
+        let mut tx = self.writer.begin().await?;
+        for start in (0..events.len()).step_by(MAX_ROWS_PER_STATEMENT) {
+            let end = (start + MAX_ROWS_PER_STATEMENT).min(events.len());
+            let (incidents, stored, events) = (
+                &incidents[start..end],
+                &stored[start..end],
+                &events[start..end],
+            );
+            let mut inserts = QueryBuilder::<Sqlite>::new(
+                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
+            );
+            inserts.push_values(incidents, |mut row, incident| {
+                row.push_bind(incident.id.to_string())
+                    .push_bind(incident.title.clone())
+                    .push_bind(incident.severity.as_str())
+                    .push_bind(incident.status.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(incident.event_count)
+                    .push_bind(incident.created_at.as_millis())
+                    .push_bind(incident.updated_at.as_millis());
+            });
+            inserts.push(
+                "; insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
+            );
+            inserts.push_values(stored, |mut row, event| {
+                row.push_bind(event.id.to_string())
+                    .push_bind(event.incident_id.to_string())
+                    .push_bind(event.source.clone())
+                    .push_bind(event.summary.clone())
+                    .push_bind(event.severity.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(event.payload.to_string())
+                    .push_bind(event.received_at.as_millis());
+            });
+            inserts.push("; insert into timeline (id, incident_id, at, kind, actor, detail) ");
+            inserts.push_values(stored.iter().zip(events), |mut row, (event, new)| {
+                let (kind, detail) = ingest_entry(event, false);
+                row.push_bind(Uuid::now_v7().to_string())
+                    .push_bind(event.incident_id.to_string())
+                    .push_bind(event.received_at.as_millis())
+                    .push_bind(kind.as_str())
+                    .push_bind(new.actor.clone())
+                    .push_bind(detail.to_string());
+            });
+            inserts.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(stored
+            .into_iter()
+            .zip(incidents)
+            .map(|(event, incident)| Ingested {
+                event,
+                incident,
+                deduplicated: false,
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -86,6 +156,9 @@ impl Store for SqliteStore {
     }
 
     async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        if events.iter().all(|e| e.dedup_key.is_none()) {
+            return self.open_incidents(events).await;
+        }
         let mut tx = self.writer.begin().await?;
         let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
         for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
