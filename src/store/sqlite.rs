@@ -83,42 +83,15 @@ impl SqliteStore {
                 &stored[start..end],
                 &events[start..end],
             );
-            let mut inserts = QueryBuilder::<Sqlite>::new(
-                "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ",
+            let mut inserts = QueryBuilder::<Sqlite>::new("");
+            insert_incidents(&mut inserts, incidents);
+            inserts.push("; ");
+            insert_events(&mut inserts, stored);
+            inserts.push("; ");
+            insert_ingest_entries(
+                &mut inserts,
+                stored.iter().zip(events).map(|(e, new)| (e, false, new)),
             );
-            inserts.push_values(incidents, |mut row, incident| {
-                row.push_bind(incident.id.to_string())
-                    .push_bind(incident.title.clone())
-                    .push_bind(incident.severity.as_str())
-                    .push_bind(incident.status.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(incident.event_count)
-                    .push_bind(incident.created_at.as_millis())
-                    .push_bind(incident.updated_at.as_millis());
-            });
-            inserts.push(
-                "; insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
-            );
-            inserts.push_values(stored, |mut row, event| {
-                row.push_bind(event.id.to_string())
-                    .push_bind(event.incident_id.to_string())
-                    .push_bind(event.source.clone())
-                    .push_bind(event.summary.clone())
-                    .push_bind(event.severity.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(event.payload.to_string())
-                    .push_bind(event.received_at.as_millis());
-            });
-            inserts.push("; insert into timeline (id, incident_id, at, kind, actor, detail) ");
-            inserts.push_values(stored.iter().zip(events), |mut row, (event, new)| {
-                let (kind, detail) = ingest_entry(event, false);
-                row.push_bind(Uuid::now_v7().to_string())
-                    .push_bind(event.incident_id.to_string())
-                    .push_bind(event.received_at.as_millis())
-                    .push_bind(kind.as_str())
-                    .push_bind(new.actor.clone())
-                    .push_bind(detail.to_string());
-            });
             inserts.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -167,41 +140,20 @@ impl Store for SqliteStore {
                 .map(|index| opened_incident(&events[*index]))
                 .collect();
             let joined = store_incidents(&mut tx, &proposed).await?;
-            let mut inserted = QueryBuilder::<Sqlite>::new(
-                "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ",
-            );
             let group_events: Vec<(usize, Event)> = group
                 .iter()
                 .zip(&joined)
                 .map(|(index, (incident, _))| (*index, new_event(&events[*index], incident.id)))
                 .collect();
-            inserted.push_values(&group_events, |mut row, (_, event)| {
-                row.push_bind(event.id.to_string())
-                    .push_bind(event.incident_id.to_string())
-                    .push_bind(event.source.clone())
-                    .push_bind(event.summary.clone())
-                    .push_bind(event.severity.as_str())
-                    .push_bind(event.dedup_key.clone())
-                    .push_bind(event.payload.to_string())
-                    .push_bind(event.received_at.as_millis());
-            });
+            let mut inserted = QueryBuilder::<Sqlite>::new("");
+            insert_events(&mut inserted, group_events.iter().map(|(_, event)| event));
             inserted.build().execute(&mut *tx).await?;
-
-            let mut timeline = QueryBuilder::<Sqlite>::new(
-                "insert into timeline (id, incident_id, at, kind, actor, detail) ",
-            );
-            timeline.push_values(
-                group_events.iter().zip(&joined),
-                |mut row, ((index, event), (_, deduplicated))| {
-                    let (kind, detail) = ingest_entry(event, *deduplicated);
-                    row.push_bind(Uuid::now_v7().to_string())
-                        .push_bind(event.incident_id.to_string())
-                        .push_bind(event.received_at.as_millis())
-                        .push_bind(kind.as_str())
-                        .push_bind(events[*index].actor.clone())
-                        .push_bind(detail.to_string());
-                },
-            );
+            let mut timeline = QueryBuilder::<Sqlite>::new("");
+            let entries = group_events
+                .iter()
+                .zip(&joined)
+                .map(|((index, event), (_, deduplicated))| (event, *deduplicated, &events[*index]));
+            insert_ingest_entries(&mut timeline, entries);
             timeline.build().execute(&mut *tx).await?;
 
             for ((index, event), (incident, deduplicated)) in group_events.into_iter().zip(joined) {
@@ -636,19 +588,9 @@ async fn store_incidents(
     let (keyed, keyless): (Vec<&Incident>, Vec<&Incident>) = proposed
         .iter()
         .partition(|incident| incident.dedup_key.is_some());
-    let columns = "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ";
     let values = |incidents: Vec<&Incident>| {
-        let mut insert = QueryBuilder::<Sqlite>::new(columns);
-        insert.push_values(incidents, |mut row, incident| {
-            row.push_bind(incident.id.to_string())
-                .push_bind(incident.title.clone())
-                .push_bind(incident.severity.as_str())
-                .push_bind(incident.status.as_str())
-                .push_bind(incident.dedup_key.clone())
-                .push_bind(incident.event_count)
-                .push_bind(incident.created_at.as_millis())
-                .push_bind(incident.updated_at.as_millis());
-        });
+        let mut insert = QueryBuilder::<Sqlite>::new("");
+        insert_incidents(&mut insert, incidents);
         insert
     };
     if !keyless.is_empty() {
@@ -667,6 +609,60 @@ async fn store_incidents(
         }
     }
     joined_incidents(proposed, returned)
+}
+
+/// Appends `insert into incidents … values …` for `incidents` to `query`.
+fn insert_incidents<'i>(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    incidents: impl IntoIterator<Item = &'i Incident>,
+) {
+    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ");
+    query.push_values(incidents, |mut row, incident| {
+        row.push_bind(incident.id.to_string())
+            .push_bind(incident.title.clone())
+            .push_bind(incident.severity.as_str())
+            .push_bind(incident.status.as_str())
+            .push_bind(incident.dedup_key.clone())
+            .push_bind(incident.event_count)
+            .push_bind(incident.created_at.as_millis())
+            .push_bind(incident.updated_at.as_millis());
+    });
+}
+
+/// Appends `insert into events … values …` for `events` to `query`.
+fn insert_events<'e>(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    events: impl IntoIterator<Item = &'e Event>,
+) {
+    query.push("insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ");
+    query.push_values(events, |mut row, event| {
+        row.push_bind(event.id.to_string())
+            .push_bind(event.incident_id.to_string())
+            .push_bind(event.source.clone())
+            .push_bind(event.summary.clone())
+            .push_bind(event.severity.as_str())
+            .push_bind(event.dedup_key.clone())
+            .push_bind(event.payload.to_string())
+            .push_bind(event.received_at.as_millis());
+    });
+}
+
+/// Appends the timeline insert of ingested events (each with whether it joined a live incident,
+/// and the message it came from) to `query`.
+fn insert_ingest_entries<'e>(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    entries: impl IntoIterator<Item = (&'e Event, bool, &'e NewEvent)>,
+) {
+    query.push("insert into timeline (id, incident_id, at, kind, actor, detail) ");
+    query.push_values(entries, |mut row, (event, deduplicated, new)| {
+        let (kind, detail) = ingest_entry(event, deduplicated);
+        row.push_bind(Uuid::now_v7().to_string())
+            .push_bind(event.incident_id.to_string())
+            .push_bind(event.received_at.as_millis())
+            .push_bind(kind.as_str())
+            .push_bind(new.actor.clone())
+            .push_bind(detail.to_string());
+    });
 }
 
 /// Appends `entries` (incident, kind, detail) to the timeline, in order, all at `at` by `actor`.
