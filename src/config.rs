@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::domain::policy::PolicyError;
 use crate::domain::{Channel, EscalationLevel, EscalationPolicy};
+use crate::store::url::redact_password;
+use crate::store::DatabaseUrl;
 
 /// Where the API listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -31,7 +33,7 @@ const ENV_OVERRIDES: [(&str, &str); 4] = [
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub redis_url: Option<String>,
     /// The bootstrap admin secret. Not `Debug`-printed: see the manual impl below.
     pub admin_token: Option<String>,
@@ -49,7 +51,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &redact_password(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
@@ -64,7 +66,9 @@ impl Default for Config {
             listen: DEFAULT_LISTEN
                 .parse()
                 .expect("the default listen address parses"),
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_url: DEFAULT_DATABASE_URL
+                .parse()
+                .expect("the default database_url parses"),
             redis_url: None,
             admin_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -170,19 +174,12 @@ impl Config {
             })?,
             None => defaults.listen,
         };
-        let database_url = raw.database_url.unwrap_or(defaults.database_url);
-        if !is_supported_database_url(&database_url) {
-            return Err(invalid(
-                "database_url",
-                "must start with sqlite:// or postgres:// (or postgresql://)",
-            ));
-        }
-        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
-            return Err(invalid(
-                "database_url",
-                "an in-memory SQLite database loses every incident when Klaxon stops; name a file, like sqlite://klaxon.db",
-            ));
-        }
+        let database_url = match raw.database_url {
+            Some(text) => text
+                .parse()
+                .map_err(|message| invalid("database_url", message))?,
+            None => defaults.database_url,
+        };
         if let Some(url) = &raw.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(invalid(
@@ -292,26 +289,6 @@ fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, Config
     EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))
 }
 
-fn is_supported_database_url(url: &str) -> bool {
-    ["sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +301,7 @@ mod tests {
     fn empty_file_means_defaults() {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.database_url.as_str(), DEFAULT_DATABASE_URL);
         assert_eq!(config.escalation.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(config.escalation.policy, EscalationPolicy::standard());
     }

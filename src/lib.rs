@@ -4,6 +4,7 @@
 //! store on time. [`server`] wires them together at start-up from one [`config::Config`].
 
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod engine;

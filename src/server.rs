@@ -18,7 +18,7 @@ use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
 use crate::store::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
-use crate::store::{self, listen, Store, StoreError};
+use crate::store::{self, listen, DatabaseUrl, Store, StoreError};
 use uuid::Uuid;
 
 /// The name of the admin token made from `admin_token` or generated on first start.
@@ -160,11 +160,11 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let scheduler = Scheduler::new(redis);
     let metrics = Arc::new(Metrics::default());
     let worker_status = Arc::new(WorkerStatus::default());
-    let sqlite = config.database_url.starts_with("sqlite:");
+    let sqlite = matches!(config.database_url, DatabaseUrl::Sqlite(_));
     let tokens = Arc::new(TokenCache::new(sqlite));
-    if !sqlite {
+    if let DatabaseUrl::Postgres(url) = &config.database_url {
         tasks.push(background(listen::listen(
-            config.database_url.clone(),
+            url.clone(),
             notification_handlers(roles, &scheduler, &tokens),
             connection_handler(&scheduler, &tokens),
             stopping.clone(),

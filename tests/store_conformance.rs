@@ -71,7 +71,7 @@ const WORKERS: usize = 3;
 const WORKER_BATCH: u32 = 100;
 
 async fn open_store(db: &TestDatabase) -> Arc<dyn Store> {
-    let store = store::connect(&db.url).await.expect("connect");
+    let store = store::connect(&db.url.parse().unwrap()).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
 }
@@ -847,7 +847,7 @@ async fn an_unreachable_database_is_unavailable(backend: Backend) {
         Backend::Postgres => "postgres://postgres@127.0.0.1:1/klaxon".to_owned(),
     };
     let started = Instant::now();
-    let result = store::connect(&unreachable).await;
+    let result = store::connect(&unreachable.parse().unwrap()).await;
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),
         "{:?}",
@@ -1203,7 +1203,7 @@ async fn concurrent_workers_settle_each_escalation_once(backend: Backend) {
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let worker = store::connect(&db.url).await.expect("connect a worker");
+        let worker = store::connect(&db.url.parse().unwrap()).await.expect("connect a worker");
         workers.push(tokio::spawn(async move {
             let mut settled = Vec::new();
             loop {

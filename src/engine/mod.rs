@@ -6,7 +6,6 @@
 //! - [`redis_index`]: the optional Redis sorted set of pending escalations.
 //! - [`scheduler`]: the handle through which committed changes reach all of the above.
 
-pub mod backoff;
 pub mod redis_index;
 pub mod scheduler;
 pub mod wakeup;

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::backoff::Backoff;
 use super::scheduler::Scheduler;
+use crate::backoff::Backoff;
 use crate::domain::{EscalationStatus, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::{Settled, Store, StoreError};

@@ -10,7 +10,7 @@
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use crate::engine::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// What to do with a notification's payload on one channel.
 pub type Handler = Box<dyn Fn(&str) + Send + Sync>;

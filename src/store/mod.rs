@@ -13,6 +13,9 @@ pub mod batch;
 pub mod listen;
 pub mod postgres;
 pub mod sqlite;
+pub mod url;
+
+pub use url::DatabaseUrl;
 
 use std::sync::Arc;
 
@@ -228,14 +231,11 @@ pub struct Backlog {
 }
 
 /// Opens the backend that `database_url` names. Does not migrate.
-pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
-    } else {
-        Ok(Arc::new(
-            postgres::PostgresStore::connect(database_url).await?,
-        ))
-    }
+pub async fn connect(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match database_url {
+        DatabaseUrl::Sqlite(url) => Arc::new(sqlite::SqliteStore::connect(url).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresStore::connect(url).await?),
+    })
 }
 
 /// The statuses an incident can be in and still absorb events: the partial unique index on

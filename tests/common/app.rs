@@ -39,7 +39,7 @@ impl TestApp {
         let db = TestDatabase::create(backend).await?;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.parse().unwrap(),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             ..Config::default()
         };

@@ -20,7 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn worker_config(url: &str) -> Config {
     Config {
-        database_url: url.to_owned(),
+        database_url: url.parse().unwrap(),
         ..Config::default()
     }
 }

@@ -17,7 +17,7 @@ async fn postgres_outage_delays_escalations_without_losing_them() {
     let proxy = FlakyProxy::start(database_addr(&db.url)).await;
     let proxied = via(&db.url, proxy.addr);
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
-        config.database_url = proxied;
+        config.database_url = proxied.parse().unwrap();
         config.escalation.policy = policy(&[300, 300]);
     })
     .await

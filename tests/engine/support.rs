@@ -27,7 +27,7 @@ pub fn policy(delays_ms: &[u64]) -> EscalationPolicy {
 /// Opens `count` incidents and escalates them under `policy`, straight through the store (no
 /// worker involved); returns the incident ids.
 pub async fn seed_escalating(url: &str, count: usize, policy: &EscalationPolicy) -> Vec<Uuid> {
-    let store = store::connect(url).await.unwrap();
+    let store = store::connect(&url.parse().unwrap()).await.unwrap();
     store.migrate().await.unwrap();
     let policy = Arc::new(policy.clone());
     let mut ids = Vec::with_capacity(count);

@@ -1,4 +1,6 @@
-//! Capped exponential backoff with full jitter, for retrying a database that went away.
+//! Capped exponential backoff with equal jitter (a random delay between half and all of the
+//! current ceiling), for retrying a database, a connection or a conflicting transaction. Shared by
+//! the store, the engine and the listeners, so it sits below all of them.
 
 use std::time::Duration;
 
