@@ -11,19 +11,38 @@ pub const BASE_DELAY: Duration = Duration::from_millis(100);
 /// No retry waits longer than this, so service resumes within this long of the database's return.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backoff {
+    base: Duration,
+    cap: Duration,
     failures: u32,
 }
 
+/// From [`BASE_DELAY`] up to [`MAX_DELAY`]: for a database or connection that went away.
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(BASE_DELAY, MAX_DELAY)
+    }
+}
+
 impl Backoff {
+    /// The first retry waits up to `base`, each next one up to twice as long, none over `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
     /// Records a failure and returns how long to wait before the next attempt: a random duration
-    /// up to `BASE_DELAY × 2^failures`, capped at `MAX_DELAY` (jitter keeps several workers from
-    /// retrying in lockstep).
+    /// between half and all of `base × 2^failures`, capped at `cap` (jitter keeps several workers
+    /// from retrying in lockstep).
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = BASE_DELAY
+        let ceiling = self
+            .base
             .saturating_mul(1u32.checked_shl(self.failures).unwrap_or(u32::MAX))
-            .min(MAX_DELAY);
+            .min(self.cap);
         self.failures = self.failures.saturating_add(1);
         rand::rng().random_range(ceiling / 2..=ceiling)
     }

@@ -40,7 +40,7 @@ impl ApiError {
         match error {
             StoreError::NotFound => Self::NotFound(missing()),
             StoreError::InvalidTransition(refused) => Self::InvalidTransition(refused),
-            StoreError::Unavailable(_) => Self::Unavailable(error),
+            StoreError::Unavailable(_) | StoreError::Conflict(_) => Self::Unavailable(error),
             StoreError::Internal(_) => Self::Internal(Box::new(error)),
         }
     }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::Timestamp;
+use super::{EscalationPolicy, IncidentStatus, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -40,4 +40,107 @@ pub struct Escalation {
     pub executed_at: Option<Timestamp>,
     pub cancelled_at: Option<Timestamp>,
     pub created_at: Timestamp,
+}
+
+impl Escalation {
+    /// The `PENDING` row that schedules `next`, created `at`.
+    pub fn pending(next: &NextLevel, at: Timestamp) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            incident_id: next.incident_id,
+            escalation_level: next.level,
+            status: EscalationStatus::Pending,
+            scheduled_at: next.due,
+            executed_at: None,
+            cancelled_at: None,
+            created_at: at,
+        }
+    }
+
+    /// What a due escalation becomes when it is settled `at`: executed if its incident is still
+    /// escalating, otherwise cancelled (the incident stopped escalating after it was scheduled).
+    pub fn settled(mut self, incident: IncidentStatus, at: Timestamp) -> Self {
+        if incident == IncidentStatus::Escalating {
+            self.status = EscalationStatus::Executed;
+            self.executed_at = Some(at);
+        } else {
+            self.status = EscalationStatus::Cancelled;
+            self.cancelled_at = Some(at);
+        }
+        self
+    }
+}
+
+/// A level to schedule: level 1 when an incident starts escalating, or the level after one that
+/// executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextLevel {
+    pub incident_id: Uuid,
+    pub level: i32,
+    pub due: Timestamp,
+}
+
+impl NextLevel {
+    /// Level 1 of `policy` for an incident that starts escalating `at`.
+    pub fn first(incident_id: Uuid, policy: &EscalationPolicy, at: Timestamp) -> Self {
+        let level = policy.first();
+        Self {
+            incident_id,
+            level: level.level,
+            due: at.after(level.delay),
+        }
+    }
+
+    /// The level of `policy` that follows `executed`, which executed `at`; `None` after the last.
+    pub fn after(executed: &Escalation, policy: &EscalationPolicy, at: Timestamp) -> Option<Self> {
+        policy.after(executed.escalation_level).map(|level| Self {
+            incident_id: executed.incident_id,
+            level: level.level,
+            due: at.after(level.delay),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(level: i32) -> Escalation {
+        let next = NextLevel {
+            incident_id: Uuid::now_v7(),
+            level,
+            due: Timestamp::from_millis(1_000),
+        };
+        Escalation::pending(&next, Timestamp::from_millis(0))
+    }
+
+    #[test]
+    fn a_due_escalation_executes_only_while_its_incident_escalates() {
+        let at = Timestamp::from_millis(1_003);
+        let executed = due(1).settled(IncidentStatus::Escalating, at);
+        assert_eq!(executed.status, EscalationStatus::Executed);
+        assert_eq!(
+            (executed.executed_at, executed.cancelled_at),
+            (Some(at), None)
+        );
+        for status in [IncidentStatus::Acknowledged, IncidentStatus::Resolved] {
+            let cancelled = due(1).settled(status, at);
+            assert_eq!(cancelled.status, EscalationStatus::Cancelled);
+            assert_eq!(
+                (cancelled.executed_at, cancelled.cancelled_at),
+                (None, Some(at))
+            );
+        }
+    }
+
+    #[test]
+    fn each_level_follows_the_last_executed_and_the_walk_stops_after_the_last() {
+        let policy = EscalationPolicy::standard();
+        let at = Timestamp::from_millis(0);
+        let first = NextLevel::first(Uuid::nil(), &policy, at);
+        assert_eq!((first.level, first.due.as_millis()), (1, 300_000));
+        let second = NextLevel::after(&due(1), &policy, at).unwrap();
+        assert_eq!((second.level, second.due.as_millis()), (2, 900_000));
+        assert_eq!(NextLevel::after(&due(3), &policy, at), None);
+    }
 }

@@ -31,3 +31,19 @@ pub struct Event {
     pub payload: serde_json::Value,
     pub received_at: Timestamp,
 }
+
+impl Event {
+    /// `new` as stored, once it is known which incident it opened or joined.
+    pub fn of(new: &NewEvent, incident_id: Uuid) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            incident_id,
+            source: new.source.clone(),
+            summary: new.summary.clone(),
+            severity: new.severity,
+            dedup_key: new.dedup_key.clone(),
+            payload: new.payload.clone(),
+            received_at: new.received_at,
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Severity, Timestamp};
+use super::{NewEvent, Severity, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -48,6 +48,11 @@ impl IncidentStatus {
     /// Resolved and cancelled incidents never change again and never absorb new events.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Resolved | Self::Cancelled)
+    }
+
+    /// The statuses in which an incident absorbs events that share its `dedup_key`.
+    pub fn live() -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter().filter(|status| !status.is_terminal())
     }
 }
 
@@ -130,6 +135,12 @@ impl Transition {
             cancels_pending: from == Escalating,
         })
     }
+
+    /// `at` if entering `status` is what this transition does (it stamps `acknowledged_at`,
+    /// `resolved_at` or `cancelled_at`), otherwise `None`: the stamp already there stays.
+    pub fn stamp(&self, status: IncidentStatus, at: Timestamp) -> Option<Timestamp> {
+        (self.to == status).then_some(at)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -148,6 +159,27 @@ pub struct Incident {
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub cancelled_at: Option<Timestamp>,
+}
+
+impl Incident {
+    /// The incident `event` opens if it does not join a live one.
+    pub fn opened_by(event: &NewEvent) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            title: title_from_text(&event.summary),
+            severity: event.severity,
+            status: IncidentStatus::Open,
+            dedup_key: event.dedup_key.clone(),
+            event_count: 1,
+            escalation_level: 0,
+            resolution_note: None,
+            created_at: event.received_at,
+            updated_at: event.received_at,
+            acknowledged_at: None,
+            resolved_at: None,
+            cancelled_at: None,
+        }
+    }
 }
 
 /// The longest title an incident gets from the text that opened it.
@@ -238,6 +270,14 @@ mod tests {
             .filter(|s| s.is_terminal())
             .collect();
         assert_eq!(terminal, [Resolved, Cancelled]);
+    }
+
+    #[test]
+    fn live_statuses_are_the_non_terminal_ones() {
+        assert_eq!(
+            IncidentStatus::live().collect::<Vec<_>>(),
+            [Open, Acknowledged, Escalating]
+        );
     }
 
     #[test]

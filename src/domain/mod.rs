@@ -12,11 +12,11 @@ pub mod time;
 pub mod timeline;
 pub mod token;
 
-pub use escalation::{Escalation, EscalationStatus};
+pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;
 pub use time::Timestamp;
-pub use timeline::{Actor, TimelineEntry, TimelineKind};
+pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};
 pub use token::{NewToken, Role, Token, TokenSecret};

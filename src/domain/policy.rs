@@ -23,10 +23,11 @@ pub struct EscalationLevel {
     pub channels: Vec<Channel>,
 }
 
-/// The ordered levels of a policy. Invariant (checked by [`EscalationPolicy::new`]): levels are
-/// numbered 1, 2, 3, … in order, and there is at least one.
+/// The ordered levels of a policy. Invariant (checked by [`EscalationPolicy::new`], which
+/// deserializing goes through too): levels are numbered 1, 2, 3, … in order, and there is at least
+/// one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "Vec<EscalationLevel>", into = "Vec<EscalationLevel>")]
 pub struct EscalationPolicy {
     levels: Vec<EscalationLevel>,
 }
@@ -39,6 +40,20 @@ pub enum PolicyError {
         "levels must be numbered 1, 2, 3, … in order; found {found} where {expected} was expected"
     )]
     Numbering { expected: i32, found: i32 },
+}
+
+impl TryFrom<Vec<EscalationLevel>> for EscalationPolicy {
+    type Error = PolicyError;
+
+    fn try_from(levels: Vec<EscalationLevel>) -> Result<Self, Self::Error> {
+        Self::new(levels)
+    }
+}
+
+impl From<EscalationPolicy> for Vec<EscalationLevel> {
+    fn from(policy: EscalationPolicy) -> Self {
+        policy.levels
+    }
 }
 
 impl EscalationPolicy {
@@ -140,5 +155,13 @@ mod tests {
         assert_eq!(json[0]["channels"][0], "in_app");
         let back: EscalationPolicy = serde_json::from_value(json).unwrap();
         assert_eq!(back, policy);
+    }
+
+    #[test]
+    fn deserializing_checks_the_levels() {
+        let gap = serde_json::json!([{ "level": 2, "delay": 0, "channels": ["sms"] }]);
+        let error = serde_json::from_value::<EscalationPolicy>(gap).unwrap_err();
+        assert!(error.to_string().contains("numbered 1, 2, 3"), "{error}");
+        assert!(serde_json::from_value::<EscalationPolicy>(serde_json::json!([])).is_err());
     }
 }

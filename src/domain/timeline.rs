@@ -3,7 +3,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::Timestamp;
+use super::{Action, Escalation, Event, IncidentStatus, Timestamp};
 
 /// What happened. Stored as its dotted name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -59,13 +59,13 @@ impl TimelineKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 
-    /// The entry a transition to `status` writes.
-    pub fn for_transition(action: super::Action) -> Self {
+    /// The entry a transition by `action` writes.
+    pub fn for_transition(action: Action) -> Self {
         match action {
-            super::Action::Acknowledge => Self::IncidentAcknowledged,
-            super::Action::Escalate => Self::IncidentEscalated,
-            super::Action::Resolve => Self::IncidentResolved,
-            super::Action::Cancel => Self::IncidentCancelled,
+            Action::Acknowledge => Self::IncidentAcknowledged,
+            Action::Escalate => Self::IncidentEscalated,
+            Action::Resolve => Self::IncidentResolved,
+            Action::Cancel => Self::IncidentCancelled,
         }
     }
 }
@@ -88,6 +88,150 @@ pub struct TimelineEntry {
     pub detail: serde_json::Value,
 }
 
+/// What an entry records, one variant per kind of happening: the kind is derived from it, and it
+/// is stored as the entry's JSON `detail` (the variant's fields, untagged).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TimelineDetail {
+    /// An event opened the incident, or joined it through its `dedup_key`.
+    Ingested {
+        #[serde(skip)]
+        deduplicated: bool,
+        event_id: Uuid,
+        source: String,
+    },
+    /// A person or integration moved the incident through the state machine.
+    Transitioned {
+        #[serde(skip)]
+        action: Action,
+        from: IncidentStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// A resolve's note is kept on the incident too, under this name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resolution_note: Option<String>,
+    },
+    EscalationScheduled {
+        escalation_id: Uuid,
+        escalation_level: i32,
+        scheduled_at: Timestamp,
+    },
+    EscalationExecuted {
+        escalation_id: Uuid,
+        escalation_level: i32,
+        scheduled_at: Timestamp,
+        /// How late it ran: executed_at − scheduled_at.
+        lag_ms: i64,
+    },
+    EscalationCancelled {
+        escalation_id: Uuid,
+        escalation_level: i32,
+        reason: String,
+    },
+}
+
+impl TimelineDetail {
+    pub fn ingested(event: &Event, deduplicated: bool) -> Self {
+        Self::Ingested {
+            deduplicated,
+            event_id: event.id,
+            source: event.source.clone(),
+        }
+    }
+
+    /// A transition by `action` from `from`, with the caller's note if any.
+    pub fn transitioned(action: Action, from: IncidentStatus, note: Option<String>) -> Self {
+        let (note, resolution_note) = match action {
+            Action::Resolve => (None, note),
+            _ => (note, None),
+        };
+        Self::Transitioned {
+            action,
+            from,
+            note,
+            resolution_note,
+        }
+    }
+
+    pub fn scheduled(escalation: &Escalation) -> Self {
+        Self::EscalationScheduled {
+            escalation_id: escalation.id,
+            escalation_level: escalation.escalation_level,
+            scheduled_at: escalation.scheduled_at,
+        }
+    }
+
+    /// `escalation`, executed at `at`.
+    pub fn executed(escalation: &Escalation, at: Timestamp) -> Self {
+        Self::EscalationExecuted {
+            escalation_id: escalation.id,
+            escalation_level: escalation.escalation_level,
+            scheduled_at: escalation.scheduled_at,
+            lag_ms: at.as_millis() - escalation.scheduled_at.as_millis(),
+        }
+    }
+
+    pub fn cancelled(escalation: &Escalation, reason: impl Into<String>) -> Self {
+        Self::EscalationCancelled {
+            escalation_id: escalation.id,
+            escalation_level: escalation.escalation_level,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn kind(&self) -> TimelineKind {
+        match self {
+            Self::Ingested {
+                deduplicated: false,
+                ..
+            } => TimelineKind::IncidentCreated,
+            Self::Ingested {
+                deduplicated: true, ..
+            } => TimelineKind::EventAppended,
+            Self::Transitioned { action, .. } => TimelineKind::for_transition(*action),
+            Self::EscalationScheduled { .. } => TimelineKind::EscalationScheduled,
+            Self::EscalationExecuted { .. } => TimelineKind::EscalationExecuted,
+            Self::EscalationCancelled { .. } => TimelineKind::EscalationCancelled,
+        }
+    }
+
+    /// The JSON stored as the entry's `detail`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// An entry about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTimelineEntry {
+    pub id: Uuid,
+    pub incident_id: Uuid,
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub detail: TimelineDetail,
+}
+
+impl NewTimelineEntry {
+    pub fn new(incident_id: Uuid, at: Timestamp, actor: &str, detail: TimelineDetail) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            incident_id,
+            at,
+            actor: actor.to_owned(),
+            detail,
+        }
+    }
+
+    /// An entry for what Klaxon did by itself.
+    pub fn system(incident_id: Uuid, at: Timestamp, detail: TimelineDetail) -> Self {
+        Self::new(incident_id, at, SYSTEM_ACTOR, detail)
+    }
+
+    pub fn kind(&self) -> TimelineKind {
+        self.detail.kind()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +242,54 @@ mod tests {
             assert_eq!(TimelineKind::parse(kind.as_str()), Some(kind));
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
+    }
+
+    #[test]
+    fn details_are_stored_as_their_fields() {
+        let id = Uuid::nil();
+        let at = Timestamp::from_millis(1_000);
+        let acknowledged = TimelineDetail::transitioned(
+            Action::Acknowledge,
+            IncidentStatus::Escalating,
+            Some("on it".into()),
+        );
+        assert_eq!(acknowledged.kind(), TimelineKind::IncidentAcknowledged);
+        assert_eq!(
+            acknowledged.to_json(),
+            serde_json::json!({ "from": "ESCALATING", "note": "on it" })
+        );
+        let resolved = TimelineDetail::transitioned(
+            Action::Resolve,
+            IncidentStatus::Open,
+            Some("done".into()),
+        );
+        assert_eq!(
+            resolved.to_json(),
+            serde_json::json!({ "from": "OPEN", "resolution_note": "done" })
+        );
+        let escalation = Escalation {
+            id,
+            incident_id: id,
+            escalation_level: 2,
+            status: super::super::EscalationStatus::Executed,
+            scheduled_at: at,
+            executed_at: Some(Timestamp::from_millis(1_004)),
+            cancelled_at: None,
+            created_at: at,
+        };
+        let executed = TimelineDetail::executed(&escalation, Timestamp::from_millis(1_004));
+        assert_eq!(executed.kind(), TimelineKind::EscalationExecuted);
+        assert_eq!(
+            executed.to_json(),
+            serde_json::json!({
+                "escalation_id": id, "escalation_level": 2,
+                "scheduled_at": "1970-01-01T00:00:01.000Z", "lag_ms": 4
+            })
+        );
+        let cancelled = TimelineDetail::cancelled(&escalation, "acknowledge");
+        assert_eq!(
+            cancelled.to_json(),
+            serde_json::json!({ "escalation_id": id, "escalation_level": 2, "reason": "acknowledge" })
+        );
     }
 }

@@ -62,9 +62,9 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<(NewE
                     let _ = reply.send(Ok(ingested));
                 }
             }
-            Err(error @ StoreError::Unavailable(_)) => {
+            Err(error @ (StoreError::Unavailable(_) | StoreError::Conflict(_))) => {
                 for reply in replies {
-                    let _ = reply.send(Err(error.duplicate()));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
             Err(error) if events.len() > 1 => {

@@ -1,0 +1,453 @@
+//! The rules of every write, written once for every [`Backend`]: what ingest does (join a live
+//! incident by `dedup_key`, or open one), what a transition does (plan from the status read,
+//! compare-and-set, cancel pending escalations, write the timeline), and what settling a due
+//! escalation does (execute or cancel it, raise the level, schedule the next, stop after the
+//! last). The domain decides; this module sequences a backend's statements in one transaction.
+//!
+//! Locking is the backend's: each statement of [`WriteTx`] states its idiom. Here, the order is
+//! fixed: a transition locks its incident before its escalations; ingest takes live incidents'
+//! rows in key order within a statement; settling claims escalations with their incidents and
+//! never waits for a lock.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::backend::{Claimed, StatusChange, WriteTx};
+use super::{
+    Backend, Changes, Ingested, Scheduled, Settled, StoreError, TransitionOutcome,
+    TransitionRequest,
+};
+use crate::backoff::Backoff;
+use crate::domain::{
+    Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition, NewEvent,
+    NewTimelineEntry, NextLevel, TimelineDetail, Timestamp, Transition,
+};
+
+/// At most this many events go into one multi-row statement.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+/// How many times an ingest batch that lost a conflict (a deadlock between two batches that
+/// repeat keys across statements) runs before its error is returned.
+const CONFLICT_ATTEMPTS: u32 = 5;
+/// The first retry of a conflicting batch waits up to this long, doubling each time.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(10);
+/// No retry of a conflicting batch waits longer than this.
+const CONFLICT_BACKOFF_CAP: Duration = Duration::from_millis(200);
+
+#[async_trait]
+impl<B: Backend> Changes for B {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        let mut ingested = self.ingest_batch(std::slice::from_ref(&event)).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| StoreError::internal("an ingest stored nothing"))
+    }
+
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+        // Rows are locked in key order within a statement, but a batch that repeats a key spans
+        // several statements, and two such batches can deadlock; the victim is rolled back whole
+        // and simply runs again.
+        let mut backoff = Backoff::new(CONFLICT_BACKOFF, CONFLICT_BACKOFF_CAP);
+        let mut attempt = 1;
+        loop {
+            match ingest_once(self, events).await {
+                Err(StoreError::Conflict(_)) if attempt < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn transition(
+        &self,
+        request: TransitionRequest,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let id = request.incident_id;
+        let current = tx.lock_incident(id).await?.ok_or(StoreError::NotFound)?;
+        let transition = Transition::plan(current.status, request.action)?;
+        let at = request.at;
+        let change = StatusChange {
+            incident_id: id,
+            transition,
+            at,
+            resolution_note: request
+                .note
+                .as_deref()
+                .filter(|_| transition.to == IncidentStatus::Resolved),
+            policy: transition
+                .schedules_first_level
+                .then_some(request.policy.as_ref()),
+        };
+        let incident = tx.change_status(&change).await?.ok_or(InvalidTransition {
+            status: current.status,
+            action: request.action,
+        })?;
+
+        let entry = |detail| NewTimelineEntry::new(id, at, &request.actor, detail);
+        let mut entries = vec![entry(TimelineDetail::transitioned(
+            request.action,
+            transition.from,
+            request.note.clone(),
+        ))];
+        let mut cancelled = Vec::new();
+        if transition.cancels_pending {
+            for escalation in tx.cancel_pending(id, at).await? {
+                entries.push(entry(TimelineDetail::cancelled(
+                    &escalation,
+                    request.action.as_str(),
+                )));
+                cancelled.push(escalation.id);
+            }
+        }
+        tx.append_timeline(&entries).await?;
+        let scheduled = if transition.schedules_first_level {
+            let first = NextLevel::first(id, &request.policy, at);
+            schedule(&mut tx, &[first], at).await?.pop()
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(TransitionOutcome {
+            incident,
+            scheduled,
+            cancelled,
+        })
+    }
+
+    async fn settle_due(
+        &self,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
+        limit: u32,
+        only: Option<&[Uuid]>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let mut tx = self.begin().await?;
+        // Stamped once the transaction holds its connection: the lag includes any wait for it.
+        let now = clock();
+        let mut claimed = tx.claim_due(now, limit, only).await?;
+        claimed.sort_by_key(|claim| (claim.escalation.scheduled_at, claim.escalation.id));
+
+        let mut entries = Vec::with_capacity(claimed.len());
+        let mut raised = Vec::new();
+        let (mut next_levels, mut next_of) = (Vec::new(), Vec::new());
+        for (position, claim) in claimed.iter().enumerate() {
+            let Claimed {
+                escalation,
+                incident_status,
+                policy,
+            } = claim;
+            let incident_id = escalation.incident_id;
+            if escalation.status != EscalationStatus::Executed {
+                let reason = format!("incident is {incident_status}");
+                let detail = TimelineDetail::cancelled(escalation, reason);
+                entries.push(NewTimelineEntry::system(incident_id, now, detail));
+                continue;
+            }
+            let detail = TimelineDetail::executed(escalation, now);
+            entries.push(NewTimelineEntry::system(incident_id, now, detail));
+            raised.push((incident_id, escalation.escalation_level));
+            let policy = policy.as_ref().ok_or_else(|| {
+                StoreError::internal("an escalating incident has no policy snapshot")
+            })?;
+            if let Some(next) = NextLevel::after(escalation, policy, now) {
+                next_levels.push(next);
+                next_of.push(position);
+            }
+        }
+        if !raised.is_empty() {
+            tx.raise_levels(&raised, now).await?;
+        }
+        tx.append_timeline(&entries).await?;
+        let mut next = vec![None; claimed.len()];
+        for (position, scheduled) in next_of
+            .into_iter()
+            .zip(schedule(&mut tx, &next_levels, now).await?)
+        {
+            next[position] = Some(scheduled);
+        }
+        tx.commit().await?;
+        Ok(claimed
+            .into_iter()
+            .zip(next)
+            .map(|(claim, next)| Settled {
+                escalation: claim.escalation,
+                next,
+            })
+            .collect())
+    }
+}
+
+/// One attempt at storing `events`, in one transaction.
+async fn ingest_once<B: Backend>(
+    backend: &B,
+    events: &[NewEvent],
+) -> Result<Vec<Ingested>, StoreError> {
+    if events.iter().all(|event| event.dedup_key.is_none()) {
+        return open_incidents(backend, events).await;
+    }
+    let mut tx = backend.begin().await?;
+    let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
+    for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
+        let proposed: Vec<Incident> = group
+            .iter()
+            .map(|index| Incident::opened_by(&events[*index]))
+            .collect();
+        let (keyed, keyless): (Vec<Incident>, Vec<Incident>) = proposed
+            .iter()
+            .cloned()
+            .partition(|incident| incident.dedup_key.is_some());
+        if !keyless.is_empty() {
+            tx.insert_incidents(&keyless).await?;
+        }
+        let returned = if keyed.is_empty() {
+            Vec::new()
+        } else {
+            tx.upsert_incidents(&keyed).await?
+        };
+        let joined = joined_incidents(&proposed, returned)?;
+        let stored: Vec<Event> = group
+            .iter()
+            .zip(&joined)
+            .map(|(index, (incident, _))| Event::of(&events[*index], incident.id))
+            .collect();
+        tx.insert_events(&stored).await?;
+        let entries: Vec<NewTimelineEntry> = group
+            .iter()
+            .zip(&stored)
+            .zip(&joined)
+            .map(|((index, event), (_, deduplicated))| {
+                ingest_entry(&events[*index], event, *deduplicated)
+            })
+            .collect();
+        tx.append_timeline(&entries).await?;
+        for ((index, event), (incident, deduplicated)) in group.into_iter().zip(stored).zip(joined)
+        {
+            ingested[index] = Some(Ingested {
+                event,
+                incident,
+                deduplicated,
+            });
+        }
+    }
+    tx.commit().await?;
+    ingested
+        .into_iter()
+        .map(|i| i.ok_or_else(|| StoreError::internal("an event was not stored")))
+        .collect()
+}
+
+/// Events without a `dedup_key` cannot join anything: each opens an incident, and the backend
+/// stores them all in one round trip (the common case under load, measured in
+/// docs/PERFORMANCE.md).
+async fn open_incidents<B: Backend>(
+    backend: &B,
+    events: &[NewEvent],
+) -> Result<Vec<Ingested>, StoreError> {
+    let incidents: Vec<Incident> = events.iter().map(Incident::opened_by).collect();
+    let stored: Vec<Event> = events
+        .iter()
+        .zip(&incidents)
+        .map(|(event, incident)| Event::of(event, incident.id))
+        .collect();
+    let entries: Vec<NewTimelineEntry> = events
+        .iter()
+        .zip(&stored)
+        .map(|(new, event)| ingest_entry(new, event, false))
+        .collect();
+    backend.store_opened(&incidents, &stored, &entries).await?;
+    Ok(stored
+        .into_iter()
+        .zip(incidents)
+        .map(|(event, incident)| Ingested {
+            event,
+            incident,
+            deduplicated: false,
+        })
+        .collect())
+}
+
+/// The timeline entry of `event`, stored from `new`: by whoever sent it, when it arrived.
+fn ingest_entry(new: &NewEvent, event: &Event, deduplicated: bool) -> NewTimelineEntry {
+    let detail = TimelineDetail::ingested(event, deduplicated);
+    NewTimelineEntry::new(event.incident_id, event.received_at, &new.actor, detail)
+}
+
+/// Schedules each level as a `PENDING` escalation with its `escalation.scheduled` entry, and
+/// returns them in the order given.
+async fn schedule<T: WriteTx>(
+    tx: &mut T,
+    levels: &[NextLevel],
+    now: Timestamp,
+) -> Result<Vec<Scheduled>, StoreError> {
+    if levels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let escalations: Vec<Escalation> = levels
+        .iter()
+        .map(|next| Escalation::pending(next, now))
+        .collect();
+    tx.insert_escalations(&escalations).await?;
+    let entries: Vec<NewTimelineEntry> = escalations
+        .iter()
+        .map(|e| NewTimelineEntry::system(e.incident_id, now, TimelineDetail::scheduled(e)))
+        .collect();
+    tx.append_timeline(&entries).await?;
+    Ok(escalations
+        .iter()
+        .map(|e| Scheduled {
+            id: e.id,
+            due: e.scheduled_at,
+        })
+        .collect())
+}
+
+/// Splits `count` events into the groups one multi-row statement can take: at most `max_rows`
+/// each, no `dedup_key` twice in a group (a statement cannot insert and then update one row),
+/// keeping the order of events that share a key. Within a group, rows are ordered by key, so
+/// concurrent batches lock live incidents in one order and cannot deadlock. Returns indices
+/// into `events`.
+fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Vec<usize>, HashSet<&str>)> = Vec::new();
+    let mut next_group_of_key: HashMap<&str, usize> = HashMap::new();
+    let mut first_open = 0;
+    for (index, event) in events.iter().enumerate() {
+        let start = match event.dedup_key.as_deref() {
+            Some(key) => next_group_of_key
+                .get(key)
+                .copied()
+                .unwrap_or(first_open)
+                .max(first_open),
+            None => first_open,
+        };
+        let mut group = start;
+        while group < groups.len()
+            && (groups[group].0.len() >= max_rows
+                || event
+                    .dedup_key
+                    .as_deref()
+                    .is_some_and(|k| groups[group].1.contains(k)))
+        {
+            group += 1;
+        }
+        if group == groups.len() {
+            groups.push((Vec::new(), HashSet::new()));
+        }
+        groups[group].0.push(index);
+        if let Some(key) = event.dedup_key.as_deref() {
+            groups[group].1.insert(key);
+            next_group_of_key.insert(key, group + 1);
+        }
+        while first_open < groups.len() && groups[first_open].0.len() >= max_rows {
+            first_open += 1;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(mut indices, _)| {
+            indices.sort_by(|a, b| events[*a].dedup_key.cmp(&events[*b].dedup_key));
+            indices
+        })
+        .collect()
+}
+
+/// Each `proposed` incident's outcome, in order, given the rows the keyed ones' upsert returned
+/// (in any order): a keyless incident was inserted as proposed; a returned row whose id was
+/// proposed opened that incident; any other row is the live incident a key joined (`true`).
+fn joined_incidents(
+    proposed: &[Incident],
+    returned: Vec<Incident>,
+) -> Result<Vec<(Incident, bool)>, StoreError> {
+    let mut outcomes: Vec<Option<(Incident, bool)>> = proposed
+        .iter()
+        .map(|incident| {
+            incident
+                .dedup_key
+                .is_none()
+                .then(|| (incident.clone(), false))
+        })
+        .collect();
+    for incident in returned {
+        let position = match proposed.iter().position(|p| p.id == incident.id) {
+            Some(position) => Some((position, false)),
+            None => proposed
+                .iter()
+                .position(|p| p.dedup_key.is_some() && p.dedup_key == incident.dedup_key)
+                .map(|position| (position, true)),
+        };
+        let Some((position, joined)) = position else {
+            return Err(StoreError::internal(
+                "an upserted incident matches no event",
+            ));
+        };
+        outcomes[position] = Some((incident, joined));
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::internal("an event got no incident")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Severity;
+
+    fn event(key: Option<&str>) -> NewEvent {
+        NewEvent {
+            source: "test".into(),
+            summary: "x".into(),
+            severity: Severity::Error,
+            dedup_key: key.map(str::to_owned),
+            payload: serde_json::Value::Null,
+            actor: "test".into(),
+            received_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn groups_never_repeat_a_key_and_keep_each_keys_order() {
+        let events: Vec<_> = [
+            Some("b"),
+            Some("a"),
+            None,
+            Some("b"),
+            Some("b"),
+            None,
+            Some("a"),
+        ]
+        .into_iter()
+        .map(event)
+        .collect();
+        let groups = statement_groups(&events, 3);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..events.len()).collect::<Vec<_>>(),
+            "every event once"
+        );
+        let position = |index: usize| groups.iter().position(|g| g.contains(&index)).unwrap();
+        for group in &groups {
+            assert!(group.len() <= 3);
+            let keys: Vec<_> = group
+                .iter()
+                .filter_map(|i| events[*i].dedup_key.as_deref())
+                .collect();
+            let mut unique = keys.clone();
+            unique.dedup();
+            assert_eq!(keys, unique, "no key twice in {group:?}");
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "rows ordered by key");
+        }
+        assert!(
+            position(0) < position(3) && position(3) < position(4),
+            "b's events in order"
+        );
+        assert!(position(1) < position(6), "a's events in order");
+    }
+}

@@ -1,0 +1,119 @@
+//! Rows into records, written once. A backend says how to read one column of each type from its
+//! row ([`Columns`]: ids as text or `uuid`, times as epoch milliseconds or `timestamptz`, JSON as
+//! text or `jsonb`); every record is then decoded the same way from either.
+
+use uuid::Uuid;
+
+use super::backend::Claimed;
+use super::{Page, StoreError};
+use crate::domain::{
+    Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, Role, Severity,
+    TimelineEntry, TimelineKind, Timestamp, Token,
+};
+
+/// How one backend reads the column types Klaxon stores.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn small_int(&self, column: &str) -> Result<i32, StoreError>;
+    fn uuid(&self, column: &str) -> Result<Uuid, StoreError>;
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>, StoreError>;
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    fn timestamp(&self, column: &str) -> Result<Timestamp, StoreError> {
+        self.optional_timestamp(column)?
+            .ok_or_else(|| StoreError::corrupt(column, "null"))
+    }
+
+    fn json(&self, column: &str) -> Result<serde_json::Value, StoreError> {
+        self.optional_json(column)?
+            .ok_or_else(|| StoreError::corrupt(column, "null"))
+    }
+
+    /// A text column holding one of a domain type's stored names.
+    fn parsed<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+        let text = self.text(column)?;
+        parse(&text).ok_or_else(|| StoreError::corrupt(column, &text))
+    }
+}
+
+pub(crate) fn incident(row: &impl Columns) -> Result<Incident, StoreError> {
+    Ok(Incident {
+        id: row.uuid("id")?,
+        title: row.text("title")?,
+        severity: row.parsed("severity", Severity::parse)?,
+        status: row.parsed("status", IncidentStatus::parse)?,
+        dedup_key: row.optional_text("dedup_key")?,
+        event_count: row.int("event_count")?,
+        escalation_level: row.small_int("escalation_level")?,
+        resolution_note: row.optional_text("resolution_note")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        acknowledged_at: row.optional_timestamp("acknowledged_at")?,
+        resolved_at: row.optional_timestamp("resolved_at")?,
+        cancelled_at: row.optional_timestamp("cancelled_at")?,
+    })
+}
+
+pub(crate) fn escalation(row: &impl Columns) -> Result<Escalation, StoreError> {
+    Ok(Escalation {
+        id: row.uuid("id")?,
+        incident_id: row.uuid("incident_id")?,
+        escalation_level: row.small_int("escalation_level")?,
+        status: row.parsed("status", EscalationStatus::parse)?,
+        scheduled_at: row.timestamp("scheduled_at")?,
+        executed_at: row.optional_timestamp("executed_at")?,
+        cancelled_at: row.optional_timestamp("cancelled_at")?,
+        created_at: row.timestamp("created_at")?,
+    })
+}
+
+pub(crate) fn timeline_entry(row: &impl Columns) -> Result<TimelineEntry, StoreError> {
+    Ok(TimelineEntry {
+        id: row.uuid("id")?,
+        incident_id: row.uuid("incident_id")?,
+        at: row.timestamp("at")?,
+        kind: row.parsed("kind", TimelineKind::parse)?,
+        actor: row.text("actor")?,
+        detail: row.json("detail")?,
+    })
+}
+
+pub(crate) fn token(row: &impl Columns) -> Result<Token, StoreError> {
+    Ok(Token {
+        id: row.uuid("id")?,
+        name: row.text("name")?,
+        role: row.parsed("role", Role::parse)?,
+        created_at: row.timestamp("created_at")?,
+        revoked_at: row.optional_timestamp("revoked_at")?,
+    })
+}
+
+/// A claimed escalation with its incident's `incident_status` and policy snapshot (`policy`,
+/// checked as any policy is).
+pub(crate) fn claimed(row: &impl Columns) -> Result<Claimed, StoreError> {
+    let policy: Option<EscalationPolicy> = row
+        .optional_json("policy")?
+        .map(|snapshot| serde_json::from_value(snapshot).map_err(StoreError::internal))
+        .transpose()?;
+    Ok(Claimed {
+        escalation: escalation(row)?,
+        incident_status: row.parsed("incident_status", IncidentStatus::parse)?,
+        policy,
+    })
+}
+
+/// A page of incidents from a query that fetched one more than `limit`, to know whether a next
+/// page exists.
+pub(crate) fn page(rows: &[impl Columns], limit: u32) -> Result<Page<Incident>, StoreError> {
+    let mut items = rows.iter().map(incident).collect::<Result<Vec<_>, _>>()?;
+    let limit = limit as usize;
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|incident| incident.id)
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
