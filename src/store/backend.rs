@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Queries, StoreError};
+use super::{Queries, Result};
 use crate::domain::{
     Escalation, EscalationPolicy, Event, Incident, IncidentStatus, NewTimelineEntry, Timestamp,
     Transition,
@@ -22,17 +22,12 @@ pub trait Backend: Queries {
     type Tx: WriteTx;
 
     /// Starts a write transaction.
-    async fn begin(&self) -> Result<Self::Tx, StoreError>;
+    async fn begin(&self) -> Result<Self::Tx>;
 
     /// Stores incidents that events without a `dedup_key` opened (nothing can conflict, nothing
     /// needs reading back), with their events and timeline entries, committed, in one round trip
     /// to the database.
-    async fn store_opened(
-        &self,
-        incidents: &[Incident],
-        events: &[Event],
-        entries: &[NewTimelineEntry],
-    ) -> Result<(), StoreError>;
+    async fn store_opened(&self, opened: &Opened) -> Result<()>;
 }
 
 /// The statements of a write transaction. Nothing is visible to others until [`WriteTx::commit`];
@@ -41,64 +36,64 @@ pub trait Backend: Queries {
 pub trait WriteTx: Send {
     /// The incident, held against concurrent transitions until commit (PostgreSQL: `for update`;
     /// SQLite: the single writer already holds every row).
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>, StoreError>;
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>>;
 
     /// Applies `change` if the incident is still in `change.transition.from` (the compare-and-set);
     /// the incident as updated, or `None` if its status had changed.
-    async fn change_status(
-        &mut self,
-        change: &StatusChange<'_>,
-    ) -> Result<Option<Incident>, StoreError>;
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>>;
 
     /// Marks every `PENDING` escalation of the incident `CANCELLED` at `at`, and returns them.
-    async fn cancel_pending(
-        &mut self,
-        incident_id: Uuid,
-        at: Timestamp,
-    ) -> Result<Vec<Escalation>, StoreError>;
+    async fn cancel_pending(&mut self, incident_id: Uuid, at: Timestamp)
+        -> Result<Vec<Escalation>>;
 
     /// Inserts incidents (without a `dedup_key`: nothing can conflict).
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<(), StoreError>;
+    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()>;
 
     /// Inserts incidents, each joining the live incident with its `dedup_key` instead if there is
     /// one (its `event_count` raised), in the order given, which must not repeat a key. Returns
     /// every row opened or joined, in any order. Concurrent upserts of one key wait for each
     /// other's row lock: they never fail and never open two live incidents.
-    async fn upsert_incidents(
-        &mut self,
-        incidents: &[Incident],
-    ) -> Result<Vec<Incident>, StoreError>;
+    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>>;
 
-    async fn insert_events(&mut self, events: &[Event]) -> Result<(), StoreError>;
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
 
     /// Appends the entries, in their order.
-    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<(), StoreError>;
+    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()>;
 
     /// Inserts `PENDING` escalations. On PostgreSQL it also notifies the escalation channel of
     /// the earliest due time, delivered to every instance at commit.
-    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<(), StoreError>;
+    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()>;
 
-    /// Claims up to `limit` `PENDING` escalations due at `now`, earliest first (only those in
-    /// `only`, when given), and marks each as [`Escalation::settled`] says, in one statement:
+    /// Claims up to `due.limit` `PENDING` escalations due at `due.now`, earliest first (only those
+    /// in `due.only`, when given), and marks each as [`Escalation::settled`] says, in one statement:
     /// executed if its incident is `ESCALATING`, otherwise cancelled. Rows another transaction
     /// holds are skipped, never waited for (PostgreSQL: `for update … skip locked`, on the
     /// escalation and its incident; SQLite: the statement takes the write lock first).
-    async fn claim_due(
-        &mut self,
-        now: Timestamp,
-        limit: u32,
-        only: Option<&[Uuid]>,
-    ) -> Result<Vec<Claimed>, StoreError>;
+    async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>>;
 
     /// Raises each incident's `escalation_level` to the highest level given for it (never
     /// lowers it), updated `at`.
-    async fn raise_levels(
-        &mut self,
-        levels: &[(Uuid, i32)],
-        at: Timestamp,
-    ) -> Result<(), StoreError>;
+    async fn raise_levels(&mut self, levels: &[(Uuid, i32)], at: Timestamp) -> Result<()>;
 
-    async fn commit(self) -> Result<(), StoreError>;
+    async fn commit(self) -> Result<()>;
+}
+
+/// Incidents that events without a `dedup_key` opened, with those events and their timeline
+/// entries, in one order: for [`Backend::store_opened`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub incidents: Vec<Incident>,
+    pub events: Vec<Event>,
+    pub entries: Vec<NewTimelineEntry>,
+}
+
+/// Which due escalations [`WriteTx::claim_due`] claims.
+#[derive(Debug, Clone, Copy)]
+pub struct DueQuery<'a> {
+    pub now: Timestamp,
+    pub limit: u32,
+    /// Only these, when given (the ids the Redis index handed out).
+    pub only: Option<&'a [Uuid]>,
 }
 
 /// The columns a transition sets, for [`WriteTx::change_status`].

@@ -15,9 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::backend::{Claimed, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::{
-    Backend, Changes, Ingested, Scheduled, Settled, StoreError, TransitionOutcome,
+    Backend, Changes, Ingested, Result, Scheduled, Settled, StoreError, TransitionOutcome,
     TransitionRequest,
 };
 use crate::backoff::Backoff;
@@ -38,14 +38,14 @@ const CONFLICT_BACKOFF_CAP: Duration = Duration::from_millis(200);
 
 #[async_trait]
 impl<B: Backend> Changes for B {
-    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
         let mut ingested = self.ingest_batch(std::slice::from_ref(&event)).await?;
         ingested
             .pop()
             .ok_or_else(|| StoreError::internal("an ingest stored nothing"))
     }
 
-    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError> {
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>> {
         // Rows are locked in key order within a statement, but a batch that repeats a key spans
         // several statements, and two such batches can deadlock; the victim is rolled back whole
         // and simply runs again.
@@ -62,10 +62,7 @@ impl<B: Backend> Changes for B {
         }
     }
 
-    async fn transition(
-        &self,
-        request: TransitionRequest,
-    ) -> Result<TransitionOutcome, StoreError> {
+    async fn transition(&self, request: TransitionRequest) -> Result<TransitionOutcome> {
         let mut tx = self.begin().await?;
         let id = request.incident_id;
         let current = tx.lock_incident(id).await?.ok_or(StoreError::NotFound)?;
@@ -124,11 +121,11 @@ impl<B: Backend> Changes for B {
         clock: &(dyn Fn() -> Timestamp + Send + Sync),
         limit: u32,
         only: Option<&[Uuid]>,
-    ) -> Result<Vec<Settled>, StoreError> {
+    ) -> Result<Vec<Settled>> {
         let mut tx = self.begin().await?;
         // Stamped once the transaction holds its connection: the lag includes any wait for it.
         let now = clock();
-        let mut claimed = tx.claim_due(now, limit, only).await?;
+        let mut claimed = tx.claim_due(&DueQuery { now, limit, only }).await?;
         claimed.sort_by_key(|claim| (claim.escalation.scheduled_at, claim.escalation.id));
 
         let mut entries = Vec::with_capacity(claimed.len());
@@ -182,10 +179,7 @@ impl<B: Backend> Changes for B {
 }
 
 /// One attempt at storing `events`, in one transaction.
-async fn ingest_once<B: Backend>(
-    backend: &B,
-    events: &[NewEvent],
-) -> Result<Vec<Ingested>, StoreError> {
+async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec<Ingested>> {
     if events.iter().all(|event| event.dedup_key.is_none()) {
         return open_incidents(backend, events).await;
     }
@@ -243,10 +237,7 @@ async fn ingest_once<B: Backend>(
 /// Events without a `dedup_key` cannot join anything: each opens an incident, and the backend
 /// stores them all in one round trip (the common case under load, measured in
 /// docs/PERFORMANCE.md).
-async fn open_incidents<B: Backend>(
-    backend: &B,
-    events: &[NewEvent],
-) -> Result<Vec<Ingested>, StoreError> {
+async fn open_incidents<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec<Ingested>> {
     let incidents: Vec<Incident> = events.iter().map(Incident::opened_by).collect();
     let stored: Vec<Event> = events
         .iter()
@@ -258,10 +249,16 @@ async fn open_incidents<B: Backend>(
         .zip(&stored)
         .map(|(new, event)| ingest_entry(new, event, false))
         .collect();
-    backend.store_opened(&incidents, &stored, &entries).await?;
-    Ok(stored
+    let opened = Opened {
+        incidents,
+        events: stored,
+        entries,
+    };
+    backend.store_opened(&opened).await?;
+    Ok(opened
+        .events
         .into_iter()
-        .zip(incidents)
+        .zip(opened.incidents)
         .map(|(event, incident)| Ingested {
             event,
             incident,
@@ -282,7 +279,7 @@ async fn schedule<T: WriteTx>(
     tx: &mut T,
     levels: &[NextLevel],
     now: Timestamp,
-) -> Result<Vec<Scheduled>, StoreError> {
+) -> Result<Vec<Scheduled>> {
     if levels.is_empty() {
         return Ok(Vec::new());
     }
@@ -360,7 +357,7 @@ fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
 fn joined_incidents(
     proposed: &[Incident],
     returned: Vec<Incident>,
-) -> Result<Vec<(Incident, bool)>, StoreError> {
+) -> Result<Vec<(Incident, bool)>> {
     let mut outcomes: Vec<Option<(Incident, bool)>> = proposed
         .iter()
         .map(|incident| {

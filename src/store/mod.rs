@@ -22,6 +22,7 @@ pub mod listen;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod statements;
 pub mod url;
 
 pub use backend::Backend;
@@ -36,6 +37,9 @@ use crate::domain::{
     Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
     NewEvent, NewToken, TimelineEntry, Timestamp, Token,
 };
+
+/// What every store operation returns.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The most incidents one page of `GET /incidents` may hold.
 pub const MAX_PAGE_SIZE: u32 = 200;
@@ -116,45 +120,41 @@ pub struct Page<T> {
 #[async_trait]
 pub trait Queries: Send + Sync + 'static {
     /// Applies this backend's embedded migrations that have not run yet.
-    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<()>;
 
     /// Answers when the database can be reached.
-    async fn ping(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<()>;
 
-    async fn incident(&self, id: Uuid) -> Result<Incident, StoreError>;
+    async fn incident(&self, id: Uuid) -> Result<Incident>;
 
     /// Newest first.
-    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>, StoreError>;
+    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>>;
 
     /// The escalations of an incident by level, then creation; `NotFound` if there is no incident.
-    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError>;
+    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>>;
 
     /// Oldest first; `NotFound` if there is no incident.
-    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>, StoreError>;
+    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>>;
 
-    async fn create_token(&self, token: NewToken) -> Result<Token, StoreError>;
+    async fn create_token(&self, token: NewToken) -> Result<Token>;
 
     /// Oldest first, revoked ones included.
-    async fn tokens(&self) -> Result<Vec<Token>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<Token>>;
 
     /// The token whose secret hashes to `secret_hash`, revoked or not.
-    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>, StoreError>;
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>>;
 
     /// Marks the token revoked (once; revoking again keeps the first time).
-    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError>;
+    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token>;
 
     /// When the earliest `PENDING` escalation is due.
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    async fn next_due(&self) -> Result<Option<Timestamp>>;
 
     /// How many escalations are `PENDING`, and how many of those are due at `now`.
-    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError>;
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog>;
 
     /// `PENDING` escalations ordered by id, after `after`: the Redis index is rebuilt from these.
-    async fn pending_page(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Scheduled>, StoreError>;
+    async fn pending_page(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<Scheduled>>;
 }
 
 /// The writes that carry the domain's rules, written once in [`changes`] for every [`Backend`].
@@ -162,16 +162,15 @@ pub trait Queries: Send + Sync + 'static {
 pub trait Changes: Send + Sync + 'static {
     /// Stores `event`, opening a new `OPEN` incident, or joining the non-terminal incident that
     /// has the same `dedup_key`.
-    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested>;
 
     /// Stores several events as `ingest` would, in one transaction (the way to ingest under
     /// load; see [`batch::IngestQueue`]). Results come back in the order of `events`; events
     /// sharing a `dedup_key` apply in that order.
-    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>, StoreError>;
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>>;
 
     /// Applies the state machine (SPEC §3) and its side effects.
-    async fn transition(&self, request: TransitionRequest)
-        -> Result<TransitionOutcome, StoreError>;
+    async fn transition(&self, request: TransitionRequest) -> Result<TransitionOutcome>;
 
     /// Claims up to `limit` `PENDING` escalations due at `clock()` (earliest first; only those in
     /// `only`, when given) and settles each in one transaction: `CANCELLED` if its incident is no
@@ -185,7 +184,7 @@ pub trait Changes: Send + Sync + 'static {
         clock: &(dyn Fn() -> Timestamp + Send + Sync),
         limit: u32,
         only: Option<&[Uuid]>,
-    ) -> Result<Vec<Settled>, StoreError>;
+    ) -> Result<Vec<Settled>>;
 }
 
 /// A whole store: what a backend answers itself, and the rules written once above it.
@@ -226,7 +225,7 @@ pub struct Backlog {
 }
 
 /// Opens the backend that `database_url` names. Does not migrate.
-pub async fn connect(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
     Ok(match database_url {
         DatabaseUrl::Sqlite(url) => Arc::new(sqlite::SqliteStore::connect(url).await?),
         DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresStore::connect(url).await?),

@@ -31,14 +31,15 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::backend::{Claimed, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows::{self, Columns};
+use super::statements::{self, Dialect};
 use super::{
-    Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Scheduled, StoreError,
+    Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
     JOIN_LIVE_INCIDENTS,
 };
 use crate::domain::{
-    Escalation, Event, Incident, IncidentStatus, NewTimelineEntry, NewToken, TimelineEntry,
+    Escalation, EscalationPolicy, Event, Incident, NewTimelineEntry, NewToken, TimelineEntry,
     Timestamp, Token,
 };
 
@@ -74,7 +75,7 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -82,15 +83,23 @@ impl PostgresStore {
             .await?;
         Ok(Self { pool })
     }
+}
 
-    /// `NotFound` unless the incident exists, on the connection the caller reads from next.
-    async fn incident_exists(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query("select 1 from incidents where id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?
-            .map(|_| ())
-            .ok_or(StoreError::NotFound)
+impl Dialect for Postgres {
+    type Id = Uuid;
+    type Time = DateTime<Utc>;
+    type Json = Json<EscalationPolicy>;
+
+    fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    fn time(at: Timestamp) -> DateTime<Utc> {
+        at.as_datetime()
+    }
+
+    fn policy(policy: &EscalationPolicy) -> Result<Json<EscalationPolicy>> {
+        Ok(Json(policy.clone()))
     }
 }
 
@@ -114,83 +123,53 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
 
 #[async_trait]
 impl Queries for PostgresStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("src/store/migrations/postgres")
             .run(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<()> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {
-        let row = sqlx::query("select * from incidents where id = $1")
-            .bind(id)
+    async fn incident(&self, id: Uuid) -> Result<Incident> {
+        let row = statements::incident(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
         rows::incident(&row)
     }
 
-    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>, StoreError> {
-        let found = sqlx::query(
-            "select * from incidents
-             where ($1 is null or status = $1) and ($2 is null or id < $2)
-             order by id desc limit $3",
-        )
-        .bind(query.status.map(IncidentStatus::as_str))
-        .bind(query.before)
-        .bind(i64::from(query.page_size()) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>> {
+        let found = statements::incidents(&query).fetch_all(&self.pool).await?;
         rows::page(&found, query.page_size())
     }
 
-    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::incident_exists(&mut conn, incident_id).await?;
-        sqlx::query(
-            "select * from escalations where incident_id = $1 order by escalation_level, created_at",
-        )
-        .bind(incident_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(rows::escalation)
-        .collect()
+    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>> {
+        let statement = statements::escalations_of(incident_id);
+        let conn = self.pool.acquire().await?;
+        let found = statements::rows_of_incident(conn, incident_id, statement).await?;
+        found.iter().map(rows::escalation).collect()
     }
 
-    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::incident_exists(&mut conn, incident_id).await?;
-        sqlx::query("select * from timeline where incident_id = $1 order by seq")
-            .bind(incident_id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(rows::timeline_entry)
-            .collect()
+    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>> {
+        let statement = statements::timeline_of(incident_id);
+        let conn = self.pool.acquire().await?;
+        let found = statements::rows_of_incident(conn, incident_id, statement).await?;
+        found.iter().map(rows::timeline_entry).collect()
     }
 
-    async fn create_token(&self, token: NewToken) -> Result<Token, StoreError> {
-        let row = sqlx::query(
-            "insert into tokens (id, name, role, secret_hash, created_at)
-             values ($1, $2, $3, $4, $5) returning *",
-        )
-        .bind(Uuid::now_v7())
-        .bind(&token.name)
-        .bind(token.role.as_str())
-        .bind(&token.secret_hash)
-        .bind(token.created_at.as_datetime())
-        .fetch_one(&self.pool)
-        .await?;
+    async fn create_token(&self, token: NewToken) -> Result<Token> {
+        let row = statements::create_token(&token)
+            .fetch_one(&self.pool)
+            .await?;
         rows::token(&row)
     }
 
-    async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+    async fn tokens(&self) -> Result<Vec<Token>> {
         sqlx::query("select * from tokens order by id")
             .fetch_all(&self.pool)
             .await?
@@ -199,15 +178,14 @@ impl Queries for PostgresStore {
             .collect()
     }
 
-    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query("select * from tokens where secret_hash = $1")
-            .bind(secret_hash)
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>> {
+        let row = statements::token_by_hash(secret_hash)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(rows::token).transpose()
     }
 
-    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError> {
+    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token> {
         // The notification is delivered on commit, to every instance's token cache.
         let row = sqlx::query(
             "with revoked as (
@@ -224,7 +202,7 @@ impl Queries for PostgresStore {
         rows::token(&row)
     }
 
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+    async fn next_due(&self) -> Result<Option<Timestamp>> {
         let due: Option<DateTime<Utc>> = sqlx::query_scalar(
             "select min(scheduled_at) from escalations where status = 'PENDING'",
         )
@@ -233,7 +211,7 @@ impl Queries for PostgresStore {
         Ok(due.map(Timestamp::from_datetime))
     }
 
-    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog> {
         let (pending, overdue): (i64, i64) = sqlx::query_as(
             "select count(*), count(*) filter (where scheduled_at <= $1)
              from escalations where status = 'PENDING'",
@@ -244,11 +222,7 @@ impl Queries for PostgresStore {
         Ok(Backlog { pending, overdue })
     }
 
-    async fn pending_page(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Scheduled>, StoreError> {
+    async fn pending_page(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<Scheduled>> {
         // The nil id sorts before every other, and keeps `id > $1` an index condition.
         let found = sqlx::query(
             "select id, scheduled_at from escalations
@@ -259,15 +233,7 @@ impl Queries for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        found
-            .iter()
-            .map(|row| {
-                Ok(Scheduled {
-                    id: row.uuid("id")?,
-                    due: row.timestamp("scheduled_at")?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::scheduled).collect()
     }
 }
 
@@ -275,20 +241,15 @@ impl Queries for PostgresStore {
 impl Backend for PostgresStore {
     type Tx = PgTx;
 
-    async fn begin(&self) -> Result<PgTx, StoreError> {
+    async fn begin(&self) -> Result<PgTx> {
         Ok(PgTx(self.pool.begin().await?))
     }
 
     /// One statement (its own transaction) of three inserts in data-modifying CTEs.
-    async fn store_opened(
-        &self,
-        incidents: &[Incident],
-        events: &[Event],
-        entries: &[NewTimelineEntry],
-    ) -> Result<(), StoreError> {
-        let incident_columns = IncidentColumns::of(incidents);
-        let event_columns = EventColumns::of(events);
-        let entry_columns = EntryColumns::of(entries);
+    async fn store_opened(&self, opened: &Opened) -> Result<()> {
+        let incident_columns = IncidentColumns::of(&opened.incidents);
+        let event_columns = EventColumns::of(&opened.events);
+        let entry_columns = EntryColumns::of(&opened.entries);
         sqlx::query(
             "with opened as (
                  insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
@@ -341,7 +302,7 @@ impl PgTx {
         &mut self,
         incidents: &[Incident],
         then: &str,
-    ) -> Result<Vec<PgRow>, StoreError> {
+    ) -> Result<Vec<PgRow>> {
         let columns = IncidentColumns::of(incidents);
         let statement = format!(
             "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
@@ -366,7 +327,7 @@ impl PgTx {
 
 #[async_trait]
 impl WriteTx for PgTx {
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>, StoreError> {
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
         let row = sqlx::query("select * from incidents where id = $1 for update")
             .bind(id)
             .fetch_optional(&mut *self.0)
@@ -374,63 +335,25 @@ impl WriteTx for PgTx {
         row.as_ref().map(rows::incident).transpose()
     }
 
-    async fn change_status(
-        &mut self,
-        change: &StatusChange<'_>,
-    ) -> Result<Option<Incident>, StoreError> {
-        let stamp = |status| change.stamp(status).map(Timestamp::as_datetime);
-        let row = sqlx::query(
-            "update incidents set status = $1, updated_at = $2,
-                 acknowledged_at = coalesce($3, acknowledged_at),
-                 resolved_at = coalesce($4, resolved_at),
-                 cancelled_at = coalesce($5, cancelled_at),
-                 resolution_note = coalesce($6, resolution_note),
-                 escalation_policy = coalesce($7, escalation_policy)
-             where id = $8 and status = $9
-             returning *",
-        )
-        .bind(change.transition.to.as_str())
-        .bind(change.at.as_datetime())
-        .bind(stamp(IncidentStatus::Acknowledged))
-        .bind(stamp(IncidentStatus::Resolved))
-        .bind(stamp(IncidentStatus::Cancelled))
-        .bind(change.resolution_note)
-        .bind(change.policy.map(Json))
-        .bind(change.incident_id)
-        .bind(change.transition.from.as_str())
-        .fetch_optional(&mut *self.0)
-        .await?;
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
+        let row = statements::change_status(change)?
+            .fetch_optional(&mut *self.0)
+            .await?;
         row.as_ref().map(rows::incident).transpose()
     }
 
-    async fn cancel_pending(
-        &mut self,
-        incident_id: Uuid,
-        at: Timestamp,
-    ) -> Result<Vec<Escalation>, StoreError> {
-        sqlx::query(
-            "update escalations set status = 'CANCELLED', cancelled_at = $1
-             where incident_id = $2 and status = 'PENDING'
-             returning *",
-        )
-        .bind(at.as_datetime())
-        .bind(incident_id)
-        .fetch_all(&mut *self.0)
-        .await?
-        .iter()
-        .map(rows::escalation)
-        .collect()
+    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
+        let statement = statements::cancel_pending(incident, at);
+        let found = statement.fetch_all(&mut *self.0).await?;
+        found.iter().map(rows::escalation).collect()
     }
 
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<(), StoreError> {
+    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()> {
         self.insert_incident_rows(incidents, "").await?;
         Ok(())
     }
 
-    async fn upsert_incidents(
-        &mut self,
-        incidents: &[Incident],
-    ) -> Result<Vec<Incident>, StoreError> {
+    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>> {
         self.insert_incident_rows(incidents, &JOIN_LIVE_INCIDENTS)
             .await?
             .iter()
@@ -438,7 +361,7 @@ impl WriteTx for PgTx {
             .collect()
     }
 
-    async fn insert_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         let columns = EventColumns::of(events);
         sqlx::query(
             "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
@@ -457,7 +380,7 @@ impl WriteTx for PgTx {
         Ok(())
     }
 
-    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<(), StoreError> {
+    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -480,7 +403,7 @@ impl WriteTx for PgTx {
         Ok(())
     }
 
-    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<(), StoreError> {
+    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
         let Some(earliest) = escalations.iter().map(|e| e.scheduled_at).min() else {
             return Ok(());
         };
@@ -504,15 +427,10 @@ impl WriteTx for PgTx {
         Ok(())
     }
 
-    async fn claim_due(
-        &mut self,
-        now: Timestamp,
-        limit: u32,
-        only: Option<&[Uuid]>,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>> {
         // A fixed fragment, not a value: without `only` the condition is left out, so the plan
         // walks the due index instead of testing a null array.
-        let only_filter = if only.is_some() {
+        let only_filter = if due.only.is_some() {
             "and e.id = any($3)"
         } else {
             ""
@@ -539,9 +457,9 @@ impl WriteTx for PgTx {
              returning e.*, c.incident_status, c.policy"
         );
         let mut query = sqlx::query(&statement)
-            .bind(now.as_datetime())
-            .bind(i64::from(limit));
-        if let Some(ids) = only {
+            .bind(due.now.as_datetime())
+            .bind(i64::from(due.limit));
+        if let Some(ids) = due.only {
             query = query.bind(ids);
         }
         query
@@ -552,11 +470,7 @@ impl WriteTx for PgTx {
             .collect()
     }
 
-    async fn raise_levels(
-        &mut self,
-        levels: &[(Uuid, i32)],
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
+    async fn raise_levels(&mut self, levels: &[(Uuid, i32)], at: Timestamp) -> Result<()> {
         let (ids, raised): (Vec<Uuid>, Vec<i32>) = levels.iter().copied().unzip();
         sqlx::query(
             "update incidents i
@@ -573,7 +487,7 @@ impl WriteTx for PgTx {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(self) -> Result<()> {
         self.0.commit().await?;
         Ok(())
     }
@@ -663,32 +577,32 @@ impl EntryColumns {
 }
 
 impl Columns for PgRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
+    fn text(&self, column: &str) -> Result<String> {
         Ok(self.try_get(column)?)
     }
 
-    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+    fn optional_text(&self, column: &str) -> Result<Option<String>> {
         Ok(self.try_get(column)?)
     }
 
-    fn int(&self, column: &str) -> Result<i64, StoreError> {
+    fn int(&self, column: &str) -> Result<i64> {
         Ok(self.try_get(column)?)
     }
 
-    fn small_int(&self, column: &str) -> Result<i32, StoreError> {
+    fn small_int(&self, column: &str) -> Result<i32> {
         Ok(self.try_get(column)?)
     }
 
-    fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
+    fn uuid(&self, column: &str) -> Result<Uuid> {
         Ok(self.try_get(column)?)
     }
 
-    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
         let at: Option<DateTime<Utc>> = self.try_get(column)?;
         Ok(at.map(Timestamp::from_datetime))
     }
 
-    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
         Ok(self.try_get(column)?)
     }
 }

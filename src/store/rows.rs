@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::backend::Claimed;
-use super::{Page, StoreError};
+use super::{Page, Result, Scheduled, StoreError};
 use crate::domain::{
     Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, Role, Severity,
     TimelineEntry, TimelineKind, Timestamp, Token,
@@ -13,32 +13,32 @@ use crate::domain::{
 
 /// How one backend reads the column types Klaxon stores.
 pub(crate) trait Columns {
-    fn text(&self, column: &str) -> Result<String, StoreError>;
-    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, column: &str) -> Result<i64, StoreError>;
-    fn small_int(&self, column: &str) -> Result<i32, StoreError>;
-    fn uuid(&self, column: &str) -> Result<Uuid, StoreError>;
-    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>, StoreError>;
-    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn optional_text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn small_int(&self, column: &str) -> Result<i32>;
+    fn uuid(&self, column: &str) -> Result<Uuid>;
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>>;
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>>;
 
-    fn timestamp(&self, column: &str) -> Result<Timestamp, StoreError> {
+    fn timestamp(&self, column: &str) -> Result<Timestamp> {
         self.optional_timestamp(column)?
             .ok_or_else(|| StoreError::corrupt(column, "null"))
     }
 
-    fn json(&self, column: &str) -> Result<serde_json::Value, StoreError> {
+    fn json(&self, column: &str) -> Result<serde_json::Value> {
         self.optional_json(column)?
             .ok_or_else(|| StoreError::corrupt(column, "null"))
     }
 
     /// A text column holding one of a domain type's stored names.
-    fn parsed<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    fn parsed<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
         let text = self.text(column)?;
         parse(&text).ok_or_else(|| StoreError::corrupt(column, &text))
     }
 }
 
-pub(crate) fn incident(row: &impl Columns) -> Result<Incident, StoreError> {
+pub(crate) fn incident(row: &impl Columns) -> Result<Incident> {
     Ok(Incident {
         id: row.uuid("id")?,
         title: row.text("title")?,
@@ -56,7 +56,7 @@ pub(crate) fn incident(row: &impl Columns) -> Result<Incident, StoreError> {
     })
 }
 
-pub(crate) fn escalation(row: &impl Columns) -> Result<Escalation, StoreError> {
+pub(crate) fn escalation(row: &impl Columns) -> Result<Escalation> {
     Ok(Escalation {
         id: row.uuid("id")?,
         incident_id: row.uuid("incident_id")?,
@@ -69,7 +69,7 @@ pub(crate) fn escalation(row: &impl Columns) -> Result<Escalation, StoreError> {
     })
 }
 
-pub(crate) fn timeline_entry(row: &impl Columns) -> Result<TimelineEntry, StoreError> {
+pub(crate) fn timeline_entry(row: &impl Columns) -> Result<TimelineEntry> {
     Ok(TimelineEntry {
         id: row.uuid("id")?,
         incident_id: row.uuid("incident_id")?,
@@ -80,7 +80,7 @@ pub(crate) fn timeline_entry(row: &impl Columns) -> Result<TimelineEntry, StoreE
     })
 }
 
-pub(crate) fn token(row: &impl Columns) -> Result<Token, StoreError> {
+pub(crate) fn token(row: &impl Columns) -> Result<Token> {
     Ok(Token {
         id: row.uuid("id")?,
         name: row.text("name")?,
@@ -90,9 +90,17 @@ pub(crate) fn token(row: &impl Columns) -> Result<Token, StoreError> {
     })
 }
 
+/// A pending escalation's id and due time (`id`, `scheduled_at`).
+pub(crate) fn scheduled(row: &impl Columns) -> Result<Scheduled> {
+    Ok(Scheduled {
+        id: row.uuid("id")?,
+        due: row.timestamp("scheduled_at")?,
+    })
+}
+
 /// A claimed escalation with its incident's `incident_status` and policy snapshot (`policy`,
 /// checked as any policy is).
-pub(crate) fn claimed(row: &impl Columns) -> Result<Claimed, StoreError> {
+pub(crate) fn claimed(row: &impl Columns) -> Result<Claimed> {
     let policy: Option<EscalationPolicy> = row
         .optional_json("policy")?
         .map(|snapshot| serde_json::from_value(snapshot).map_err(StoreError::internal))
@@ -106,7 +114,7 @@ pub(crate) fn claimed(row: &impl Columns) -> Result<Claimed, StoreError> {
 
 /// A page of incidents from a query that fetched one more than `limit`, to know whether a next
 /// page exists.
-pub(crate) fn page(rows: &[impl Columns], limit: u32) -> Result<Page<Incident>, StoreError> {
+pub(crate) fn page(rows: &[impl Columns], limit: u32) -> Result<Page<Incident>> {
     let mut items = rows.iter().map(incident).collect::<Result<Vec<_>, _>>()?;
     let limit = limit as usize;
     let next = if items.len() > limit {

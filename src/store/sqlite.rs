@@ -18,14 +18,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::backend::{Claimed, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows::{self, Columns};
+use super::statements::{self, Dialect};
 use super::{
-    Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Scheduled, StoreError,
+    Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
     JOIN_LIVE_INCIDENTS,
 };
 use crate::domain::{
-    Escalation, Event, Incident, IncidentStatus, NewTimelineEntry, NewToken, TimelineEntry,
+    Escalation, EscalationPolicy, Event, Incident, NewTimelineEntry, NewToken, TimelineEntry,
     Timestamp, Token,
 };
 
@@ -53,7 +54,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -72,18 +73,26 @@ impl SqliteStore {
             .await?;
         Ok(Self { writer, reader })
     }
+}
 
-    /// `NotFound` unless the incident exists, on the connection the caller reads from next.
-    async fn incident_exists(
-        conn: &mut sqlx::SqliteConnection,
-        id: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("select 1 from incidents where id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?
-            .map(|_| ())
-            .ok_or(StoreError::NotFound)
+impl Dialect for Sqlite {
+    /// Hyphenated text.
+    type Id = String;
+    /// Integer milliseconds since the epoch.
+    type Time = i64;
+    /// Text.
+    type Json = String;
+
+    fn id(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    fn time(at: Timestamp) -> i64 {
+        at.as_millis()
+    }
+
+    fn policy(policy: &EscalationPolicy) -> Result<String> {
+        serde_json::to_string(policy).map_err(StoreError::internal)
     }
 }
 
@@ -101,85 +110,55 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
 
 #[async_trait]
 impl Queries for SqliteStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("src/store/migrations/sqlite")
             .run(&self.writer)
             .await?;
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<()> {
         sqlx::query("select 1").execute(&self.reader).await?;
         Ok(())
     }
 
-    async fn incident(&self, id: Uuid) -> Result<Incident, StoreError> {
-        let row = sqlx::query("select * from incidents where id = $1")
-            .bind(id.to_string())
+    async fn incident(&self, id: Uuid) -> Result<Incident> {
+        let row = statements::incident(id)
             .fetch_optional(&self.reader)
             .await?
             .ok_or(StoreError::NotFound)?;
         rows::incident(&row)
     }
 
-    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>, StoreError> {
-        let found = sqlx::query(
-            "select * from incidents
-             where ($1 is null or status = $1) and ($2 is null or id < $2)
-             order by id desc limit $3",
-        )
-        .bind(query.status.map(IncidentStatus::as_str))
-        .bind(query.before.map(|id| id.to_string()))
-        .bind(i64::from(query.page_size()) + 1)
-        .fetch_all(&self.reader)
-        .await?;
+    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>> {
+        let found = statements::incidents(&query)
+            .fetch_all(&self.reader)
+            .await?;
         rows::page(&found, query.page_size())
     }
 
-    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        let id = incident_id.to_string();
-        Self::incident_exists(&mut conn, &id).await?;
-        sqlx::query(
-            "select * from escalations where incident_id = $1 order by escalation_level, created_at",
-        )
-        .bind(&id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(rows::escalation)
-        .collect()
+    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>> {
+        let statement = statements::escalations_of(incident_id);
+        let conn = self.reader.acquire().await?;
+        let found = statements::rows_of_incident(conn, incident_id, statement).await?;
+        found.iter().map(rows::escalation).collect()
     }
 
-    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        let id = incident_id.to_string();
-        Self::incident_exists(&mut conn, &id).await?;
-        sqlx::query("select * from timeline where incident_id = $1 order by seq")
-            .bind(&id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(rows::timeline_entry)
-            .collect()
+    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>> {
+        let statement = statements::timeline_of(incident_id);
+        let conn = self.reader.acquire().await?;
+        let found = statements::rows_of_incident(conn, incident_id, statement).await?;
+        found.iter().map(rows::timeline_entry).collect()
     }
 
-    async fn create_token(&self, token: NewToken) -> Result<Token, StoreError> {
-        let row = sqlx::query(
-            "insert into tokens (id, name, role, secret_hash, created_at)
-             values ($1, $2, $3, $4, $5) returning *",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(&token.name)
-        .bind(token.role.as_str())
-        .bind(&token.secret_hash)
-        .bind(token.created_at.as_millis())
-        .fetch_one(&self.writer)
-        .await?;
+    async fn create_token(&self, token: NewToken) -> Result<Token> {
+        let row = statements::create_token(&token)
+            .fetch_one(&self.writer)
+            .await?;
         rows::token(&row)
     }
 
-    async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+    async fn tokens(&self) -> Result<Vec<Token>> {
         sqlx::query("select * from tokens order by id")
             .fetch_all(&self.reader)
             .await?
@@ -188,15 +167,14 @@ impl Queries for SqliteStore {
             .collect()
     }
 
-    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query("select * from tokens where secret_hash = $1")
-            .bind(secret_hash)
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>> {
+        let row = statements::token_by_hash(secret_hash)
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(rows::token).transpose()
     }
 
-    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token, StoreError> {
+    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token> {
         let row = sqlx::query(
             "update tokens set revoked_at = coalesce(revoked_at, $1) where id = $2 returning *",
         )
@@ -208,7 +186,7 @@ impl Queries for SqliteStore {
         rows::token(&row)
     }
 
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+    async fn next_due(&self) -> Result<Option<Timestamp>> {
         let due: Option<i64> = sqlx::query_scalar(
             "select min(scheduled_at) from escalations where status = 'PENDING'",
         )
@@ -217,7 +195,7 @@ impl Queries for SqliteStore {
         Ok(due.map(Timestamp::from_millis))
     }
 
-    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog> {
         let (pending, overdue): (i64, i64) = sqlx::query_as(
             "select count(*), coalesce(sum(scheduled_at <= $1), 0)
              from escalations where status = 'PENDING'",
@@ -228,11 +206,7 @@ impl Queries for SqliteStore {
         Ok(Backlog { pending, overdue })
     }
 
-    async fn pending_page(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Scheduled>, StoreError> {
+    async fn pending_page(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<Scheduled>> {
         let found = sqlx::query(
             // The planner would take the status index and sort; this one is already in order.
             "select id, scheduled_at from escalations indexed by escalations_pending_id
@@ -243,15 +217,7 @@ impl Queries for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        found
-            .iter()
-            .map(|row| {
-                Ok(Scheduled {
-                    id: row.uuid("id")?,
-                    due: row.timestamp("scheduled_at")?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::scheduled).collect()
     }
 }
 
@@ -259,20 +225,20 @@ impl Queries for SqliteStore {
 impl Backend for SqliteStore {
     type Tx = SqliteTx;
 
-    async fn begin(&self) -> Result<SqliteTx, StoreError> {
+    async fn begin(&self) -> Result<SqliteTx> {
         Ok(SqliteTx(self.writer.begin().await?))
     }
 
     /// The three inserts go to the writer's thread as one query of three statements (the driver
     /// binds `?` parameters across them in order): one hand-off where the general path takes
     /// three.
-    async fn store_opened(
-        &self,
-        incidents: &[Incident],
-        events: &[Event],
-        entries: &[NewTimelineEntry],
-    ) -> Result<(), StoreError> {
+    async fn store_opened(&self, opened: &Opened) -> Result<()> {
         let mut tx = self.writer.begin().await?;
+        let Opened {
+            incidents,
+            events,
+            entries,
+        } = opened;
         for start in (0..incidents.len()).step_by(ROWS_PER_INSERT) {
             let end = (start + ROWS_PER_INSERT).min(incidents.len());
             let mut inserts = QueryBuilder::<Sqlite>::new("");
@@ -297,7 +263,7 @@ impl SqliteTx {
         &mut self,
         rows: &[T],
         push: fn(&mut QueryBuilder<'_, Sqlite>, &[T]),
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new("");
             push(&mut insert, chunk);
@@ -309,75 +275,32 @@ impl SqliteTx {
 
 #[async_trait]
 impl WriteTx for SqliteTx {
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>, StoreError> {
-        let row = sqlx::query("select * from incidents where id = $1")
-            .bind(id.to_string())
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
+        // The single writer already holds every row: a plain read is the lock.
+        let row = statements::incident(id)
             .fetch_optional(&mut *self.0)
             .await?;
         row.as_ref().map(rows::incident).transpose()
     }
 
-    async fn change_status(
-        &mut self,
-        change: &StatusChange<'_>,
-    ) -> Result<Option<Incident>, StoreError> {
-        let stamp = |status| change.stamp(status).map(Timestamp::as_millis);
-        let policy = change
-            .policy
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(StoreError::internal)?;
-        let row = sqlx::query(
-            "update incidents set status = $1, updated_at = $2,
-                 acknowledged_at = coalesce($3, acknowledged_at),
-                 resolved_at = coalesce($4, resolved_at),
-                 cancelled_at = coalesce($5, cancelled_at),
-                 resolution_note = coalesce($6, resolution_note),
-                 escalation_policy = coalesce($7, escalation_policy)
-             where id = $8 and status = $9
-             returning *",
-        )
-        .bind(change.transition.to.as_str())
-        .bind(change.at.as_millis())
-        .bind(stamp(IncidentStatus::Acknowledged))
-        .bind(stamp(IncidentStatus::Resolved))
-        .bind(stamp(IncidentStatus::Cancelled))
-        .bind(change.resolution_note)
-        .bind(policy)
-        .bind(change.incident_id.to_string())
-        .bind(change.transition.from.as_str())
-        .fetch_optional(&mut *self.0)
-        .await?;
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
+        let row = statements::change_status(change)?
+            .fetch_optional(&mut *self.0)
+            .await?;
         row.as_ref().map(rows::incident).transpose()
     }
 
-    async fn cancel_pending(
-        &mut self,
-        incident_id: Uuid,
-        at: Timestamp,
-    ) -> Result<Vec<Escalation>, StoreError> {
-        sqlx::query(
-            "update escalations set status = 'CANCELLED', cancelled_at = $1
-             where incident_id = $2 and status = 'PENDING'
-             returning *",
-        )
-        .bind(at.as_millis())
-        .bind(incident_id.to_string())
-        .fetch_all(&mut *self.0)
-        .await?
-        .iter()
-        .map(rows::escalation)
-        .collect()
+    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
+        let statement = statements::cancel_pending(incident, at);
+        let found = statement.fetch_all(&mut *self.0).await?;
+        found.iter().map(rows::escalation).collect()
     }
 
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<(), StoreError> {
+    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()> {
         self.insert_in_chunks(incidents, push_incidents).await
     }
 
-    async fn upsert_incidents(
-        &mut self,
-        incidents: &[Incident],
-    ) -> Result<Vec<Incident>, StoreError> {
+    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>> {
         let mut returned = Vec::with_capacity(incidents.len());
         for chunk in incidents.chunks(ROWS_PER_INSERT) {
             let mut upsert = QueryBuilder::<Sqlite>::new("");
@@ -390,25 +313,21 @@ impl WriteTx for SqliteTx {
         Ok(returned)
     }
 
-    async fn insert_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         self.insert_in_chunks(events, push_events).await
     }
 
-    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<(), StoreError> {
+    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
         self.insert_in_chunks(entries, push_entries).await
     }
 
-    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<(), StoreError> {
+    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
         self.insert_in_chunks(escalations, push_escalations).await
     }
 
-    async fn claim_due(
-        &mut self,
-        now: Timestamp,
-        limit: u32,
-        only: Option<&[Uuid]>,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let only = only
+    async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>> {
+        let only = due
+            .only
             .map(|ids| serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>()))
             .transpose()
             .map_err(StoreError::internal)?;
@@ -431,19 +350,15 @@ impl WriteTx for SqliteTx {
                  (select status from incidents where id = escalations.incident_id) as incident_status,
                  (select escalation_policy from incidents where id = escalations.incident_id) as policy",
         )
-        .bind(now.as_millis())
-        .bind(i64::from(limit))
+        .bind(due.now.as_millis())
+        .bind(i64::from(due.limit))
         .bind(only)
         .fetch_all(&mut *self.0)
         .await?;
         claimed.iter().map(rows::claimed).collect()
     }
 
-    async fn raise_levels(
-        &mut self,
-        levels: &[(Uuid, i32)],
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
+    async fn raise_levels(&mut self, levels: &[(Uuid, i32)], at: Timestamp) -> Result<()> {
         let raised: Vec<(String, i32)> = levels
             .iter()
             .map(|(id, level)| (id.to_string(), *level))
@@ -462,7 +377,7 @@ impl WriteTx for SqliteTx {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(self) -> Result<()> {
         self.0.commit().await?;
         Ok(())
     }
@@ -525,37 +440,37 @@ fn push_escalations(query: &mut QueryBuilder<'_, Sqlite>, escalations: &[Escalat
 }
 
 impl Columns for SqliteRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
+    fn text(&self, column: &str) -> Result<String> {
         Ok(self.try_get(column)?)
     }
 
-    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+    fn optional_text(&self, column: &str) -> Result<Option<String>> {
         Ok(self.try_get(column)?)
     }
 
-    fn int(&self, column: &str) -> Result<i64, StoreError> {
+    fn int(&self, column: &str) -> Result<i64> {
         Ok(self.try_get(column)?)
     }
 
-    fn small_int(&self, column: &str) -> Result<i32, StoreError> {
+    fn small_int(&self, column: &str) -> Result<i32> {
         Ok(self.try_get(column)?)
     }
 
     /// Ids are stored as hyphenated text.
-    fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
+    fn uuid(&self, column: &str) -> Result<Uuid> {
         let text: String = self.try_get(column)?;
         Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text))
     }
 
     /// Times are stored as integer milliseconds since the epoch.
-    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>, StoreError> {
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
         Ok(self
             .try_get::<Option<i64>, _>(column)?
             .map(Timestamp::from_millis))
     }
 
     /// JSON is stored as text.
-    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
         let text: Option<String> = self.try_get(column)?;
         text.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
             .transpose()
