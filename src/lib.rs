@@ -1,7 +1,8 @@
 //! Klaxon: an incident management and escalation engine.
 //!
-//! Data flows one way: [`api`] → [`domain`] → [`store`]; the [`engine`] reads and writes the
-//! store on time. [`server`] wires them together at start-up from one [`config::Config`].
+//! Layers point one way: [`api`] → [`domain`] and [`store`]; [`engine`] → [`store`]; [`store`] →
+//! [`domain`], which asks nothing of anyone and does no I/O. [`server`] wires them together at
+//! start-up from one [`config::Config`].
 
 pub mod api;
 pub mod backoff;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{EscalationPolicy, IncidentStatus, Timestamp};
+use super::{EscalationPolicy, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -56,19 +56,6 @@ impl Escalation {
             created_at: at,
         }
     }
-
-    /// What a due escalation becomes when it is settled `at`: executed if its incident is still
-    /// escalating, otherwise cancelled (the incident stopped escalating after it was scheduled).
-    pub fn settled(mut self, incident: IncidentStatus, at: Timestamp) -> Self {
-        if incident == IncidentStatus::Escalating {
-            self.status = EscalationStatus::Executed;
-            self.executed_at = Some(at);
-        } else {
-            self.status = EscalationStatus::Cancelled;
-            self.cancelled_at = Some(at);
-        }
-        self
-    }
 }
 
 /// A level to schedule: level 1 when an incident starts escalating, or the level after one that
@@ -112,25 +99,6 @@ mod tests {
             due: Timestamp::from_millis(1_000),
         };
         Escalation::pending(&next, Timestamp::from_millis(0))
-    }
-
-    #[test]
-    fn a_due_escalation_executes_only_while_its_incident_escalates() {
-        let at = Timestamp::from_millis(1_003);
-        let executed = due(1).settled(IncidentStatus::Escalating, at);
-        assert_eq!(executed.status, EscalationStatus::Executed);
-        assert_eq!(
-            (executed.executed_at, executed.cancelled_at),
-            (Some(at), None)
-        );
-        for status in [IncidentStatus::Acknowledged, IncidentStatus::Resolved] {
-            let cancelled = due(1).settled(status, at);
-            assert_eq!(cancelled.status, EscalationStatus::Cancelled);
-            assert_eq!(
-                (cancelled.executed_at, cancelled.cancelled_at),
-                (None, Some(at))
-            );
-        }
     }
 
     #[test]

@@ -65,8 +65,10 @@ pub trait WriteTx: Send {
     async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()>;
 
     /// Claims up to `due.limit` `PENDING` escalations due at `due.now`, earliest first (only those
-    /// in `due.only`, when given), and marks each as [`Escalation::settled`] says, in one statement:
-    /// executed if its incident is `ESCALATING`, otherwise cancelled. Rows another transaction
+    /// in `due.only`, when given), and marks each in the same statement by its incident's status:
+    /// `EXECUTED` at `due.now` if the incident is `ESCALATING`, otherwise `CANCELLED` (it stopped
+    /// escalating after the row was scheduled; transitions cancel pending rows, so this is a
+    /// safety net). Everything else executing means is in [`super::changes`]. Rows another transaction
     /// holds are skipped, never waited for (PostgreSQL: `for update … skip locked`, on the
     /// escalation and its incident; SQLite: the statement takes the write lock first).
     async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>>;
