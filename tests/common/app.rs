@@ -62,7 +62,7 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.stop().await.expect("a clean stop");
         }
-        let running = server::start(&self.config)
+        let running = server::start_with(&self.config, self.roles)
             .await
             .expect("the server restarts");
         self.base = format!("http://{}", running.api_addr.expect("the API is served"));
