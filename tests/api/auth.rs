@@ -82,6 +82,7 @@ async fn missing_wrong_and_malformed_tokens_are_401(backend: Backend) {
     }
     let (status, _) = TestApp::send(app.request(Method::GET, "/health", None)).await;
     assert_eq!(status, StatusCode::OK, "/health is open");
+    app.finish().await;
 }
 
 async fn each_role_reaches_exactly_what_it_may(backend: Backend) {
@@ -130,6 +131,7 @@ async fn each_role_reaches_exactly_what_it_may(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    app.finish().await;
 }
 
 async fn revocation_takes_effect_at_once(backend: Backend) {
@@ -176,6 +178,7 @@ async fn revocation_takes_effect_at_once(backend: Backend) {
     ))
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.finish().await;
 }
 
 async fn token_secrets_are_shown_only_at_creation(backend: Backend) {
@@ -214,6 +217,7 @@ async fn token_secrets_are_shown_only_at_creation(backend: Backend) {
         let (status, body) = app.post("/tokens", bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
+    app.finish().await;
 }
 
 /// Two API instances share PostgreSQL: a token cached by one stops working there as soon as the
@@ -250,4 +254,5 @@ async fn revocation_reaches_other_instances_on_postgresql() {
     )
     .await;
     second.stop().await.unwrap();
+    first.finish().await;
 }

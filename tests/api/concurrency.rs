@@ -49,6 +49,7 @@ async fn fifty_identical_actions_have_one_winner(backend: Backend) {
             );
         }
     }
+    app.finish().await;
 }
 
 async fn fifty_mixed_actions_follow_the_state_machine(backend: Backend) {
@@ -97,6 +98,7 @@ async fn fifty_mixed_actions_follow_the_state_machine(backend: Backend) {
             "nothing left pending on a closed incident"
         );
     }
+    app.finish().await;
 }
 
 async fn fifty_messages_with_one_dedup_key_make_one_incident(backend: Backend) {
@@ -124,6 +126,7 @@ async fn fifty_messages_with_one_dedup_key_make_one_incident(backend: Backend) {
         .get(&format!("/incidents/{}", id.as_str().unwrap()))
         .await;
     assert_eq!(incident["event_count"], RACERS);
+    app.finish().await;
 }
 
 /// Messages arriving together are stored together (many to a transaction): keys still group
@@ -180,4 +183,5 @@ async fn concurrent_messages_with_mixed_keys_group_exactly(backend: Backend) {
             .await;
         assert_eq!(incident["event_count"], expected, "{key}");
     }
+    app.finish().await;
 }

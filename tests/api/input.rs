@@ -267,6 +267,7 @@ async fn bad_messages_are_refused_clearly(backend: Backend) {
         StatusCode::OK,
         "JSON null is the same as no body: {reply}"
     );
+    app.finish().await;
 }
 
 async fn bad_ids_and_queries_are_400(backend: Backend) {
@@ -310,6 +311,7 @@ async fn bad_ids_and_queries_are_400(backend: Backend) {
             mentions,
         );
     }
+    app.finish().await;
 }
 
 async fn unknown_routes_and_methods(backend: Backend) {
@@ -328,4 +330,5 @@ async fn unknown_routes_and_methods(backend: Backend) {
         TestApp::send(app.request(Method::PUT, "/message", Some(ADMIN_TOKEN))).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(body["error"]["code"], "method_not_allowed");
+    app.finish().await;
 }

@@ -41,6 +41,7 @@ async fn health_reports_each_part(backend: Backend) {
     let (_, health) = TestApp::send(app.request(Method::GET, "/health", None)).await;
     assert_eq!(health["worker"]["pending"], 1, "{health}");
     assert_eq!(health["worker"]["overdue"], 0, "level 1 is 5 minutes away");
+    app.finish().await;
 }
 
 async fn restart_keeps_everything(backend: Backend) {
@@ -79,6 +80,7 @@ async fn restart_keeps_everything(backend: Backend) {
         "dedup survives a restart"
     );
     assert_eq!(again["incident"]["event_count"], 3);
+    app.finish().await;
 }
 
 async fn openapi_documents_every_endpoint(backend: Backend) {
@@ -112,6 +114,7 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"]["Incident"]["properties"]["escalation_level"].is_object());
+    app.finish().await;
 }
 
 /// PostgreSQL going away answers 503 (never 500), and service resumes when it returns.
@@ -171,6 +174,7 @@ async fn postgres_outage_is_503_and_recovers() {
         app.post("/message", json!({ "text": "after" })).await.0,
         StatusCode::CREATED
     );
+    app.finish().await;
 }
 
 /// SQLite held by another process's exclusive lock: writes give up after the busy timeout with 503.
@@ -201,4 +205,5 @@ async fn sqlite_locked_by_another_process_is_503() {
         app.post("/message", json!({ "text": "unblocked" })).await.0,
         StatusCode::CREATED
     );
+    app.finish().await;
 }

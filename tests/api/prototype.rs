@@ -108,6 +108,7 @@ async fn the_prototypes_fifteen_scenarios(backend: Backend) {
     let (status, refused) = app.act(&fourth, "escalate").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(refused["error"]["status"], "ACKNOWLEDGED");
+    app.finish().await;
 }
 
 async fn dedup_key_joins_the_live_incident(backend: Backend) {
@@ -141,6 +142,7 @@ async fn dedup_key_joins_the_live_incident(backend: Backend) {
             "event.appended"
         ]
     );
+    app.finish().await;
 }
 
 async fn dedup_key_of_a_closed_incident_opens_a_new_one(backend: Backend) {
@@ -162,6 +164,7 @@ async fn dedup_key_of_a_closed_incident_opens_a_new_one(backend: Backend) {
         assert_ne!(again["incident"]["id"], id);
         assert_eq!(again["incident"]["event_count"], 1);
     }
+    app.finish().await;
 }
 
 async fn messages_without_dedup_key_always_open_new_incidents(backend: Backend) {
@@ -175,6 +178,7 @@ async fn messages_without_dedup_key_always_open_new_incidents(backend: Backend) 
         ids.insert(reply["incident"]["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 5);
+    app.finish().await;
 }
 
 async fn escalate_schedules_level_one_after_its_delay(backend: Backend) {
@@ -199,6 +203,7 @@ async fn escalate_schedules_level_one_after_its_delay(backend: Backend) {
         "no level has executed yet"
     );
     assert!(escalations[0]["executed_at"].is_null());
+    app.finish().await;
 }
 
 async fn listing_pages_newest_first_and_filters_by_status(backend: Backend) {
@@ -244,6 +249,7 @@ async fn listing_pages_newest_first_and_filters_by_status(backend: Backend) {
         .collect();
     assert_eq!(ids, [json!(created[2])]);
     assert!(acknowledged["next_cursor"].is_null());
+    app.finish().await;
 }
 
 async fn timeline_records_every_step_with_its_actor(backend: Backend) {
@@ -306,4 +312,5 @@ async fn timeline_records_every_step_with_its_actor(backend: Backend) {
             "{entry}"
         );
     }
+    app.finish().await;
 }

@@ -97,6 +97,7 @@ async fn every_cell_of_the_state_table(backend: Backend) {
             }
         }
     }
+    app.finish().await;
 }
 
 async fn unknown_incident_is_404_for_every_action(backend: Backend) {
@@ -120,4 +121,5 @@ async fn unknown_incident_is_404_for_every_action(backend: Backend) {
     ] {
         assert_eq!(app.get(&path).await.0, StatusCode::NOT_FOUND, "{path}");
     }
+    app.finish().await;
 }

@@ -1,4 +1,5 @@
 //! `TestApp`: the real server, in-process, on port 0, over its own database, with typed helpers.
+//! Every test that spawns one ends with [`TestApp::finish`], which audits the database.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -6,6 +7,7 @@ use serde_json::{json, Value};
 use klaxon::config::Config;
 use klaxon::server::{self, Roles, Running};
 
+use super::audit::{Audit, Expect};
 use super::{Backend, TestDatabase};
 
 /// The bootstrap admin secret every test server starts with.
@@ -18,6 +20,8 @@ pub struct TestApp {
     running: Option<Running>,
     roles: Roles,
     pub db: TestDatabase,
+    /// Of the database the server uses (which a test may point elsewhere than `db`).
+    audit: Audit,
 }
 
 impl TestApp {
@@ -50,6 +54,7 @@ impl TestApp {
         Some(Self {
             base: format!("http://{}", running.api_addr.expect("the API is served")),
             client: reqwest::Client::new(),
+            audit: Audit::of(config.database_url.as_str()),
             config,
             running: Some(running),
             roles,
@@ -62,7 +67,7 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.stop().await.expect("a clean stop");
         }
-        let running = server::start(&self.config)
+        let running = server::start_with(&self.config, self.roles)
             .await
             .expect("the server restarts");
         self.base = format!("http://{}", running.api_addr.expect("the API is served"));
@@ -129,8 +134,17 @@ impl TestApp {
         .await
     }
 
-    /// Stops the server, letting requests in flight and the worker's batch finish.
-    pub async fn stop(mut self) {
+    /// Ends the test: audits the database (`common::audit`) while the server still runs, so that
+    /// its worker can take what has just fallen due, then stops the server, letting requests in
+    /// flight and the worker's batch finish. A server without a worker is held only to "no
+    /// escalation executed twice".
+    pub async fn finish(mut self) {
+        let expect = if self.roles.worker {
+            Expect::NothingDue
+        } else {
+            Expect::WorkMayRemain("this server runs no worker")
+        };
+        self.audit.run(expect).await;
         if let Some(running) = self.running.take() {
             running.stop().await.expect("a clean stop");
         }

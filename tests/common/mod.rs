@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod app;
+pub mod audit;
 pub mod proxy;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use klaxon::config::Config;
 use klaxon::server::{self, Roles};
 
+use crate::common::audit::{Audit, Expect};
 use crate::common::{eventually, Backend, TestDatabase};
 use crate::support::{
     count_status, executed_entries, most_executions_of_one, policy, scalar, seed_escalating,
@@ -36,6 +37,7 @@ async fn three_workers_share_one_postgresql_exactly_once() {
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
+    let audit = Audit::of(&db.url);
     let incidents = 1_500;
     seed_escalating(&db.url, incidents, &policy(&[0, 0])).await;
     let config = worker_config(&db.url);
@@ -66,6 +68,7 @@ async fn three_workers_share_one_postgresql_exactly_once() {
         .await,
         0
     );
+    audit.run(Expect::NothingDue).await;
 }
 
 /// A worker process, killed when dropped.
@@ -103,6 +106,7 @@ async fn kill_9_mid_storm_then_restart_executes_every_overdue_once(backend: Back
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
+    let audit = Audit::of(&db.url);
     let dir = tempfile::tempdir().unwrap();
     let count = 3_000;
     seed_escalating(&db.url, count, &policy(&[0])).await;
@@ -136,12 +140,14 @@ async fn kill_9_mid_storm_then_restart_executes_every_overdue_once(backend: Back
     )
     .await;
     assert_eq!(out_of_order, 0, "executed in due order");
+    audit.run(Expect::NothingDue).await;
 }
 
 async fn shutdown_finishes_the_batch_in_hand(backend: Backend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
+    let audit = Audit::of(&db.url);
     seed_escalating(&db.url, 2_000, &policy(&[0])).await;
     let worker = server::start_with(&worker_config(&db.url), WORKER_ONLY)
         .await
@@ -161,4 +167,9 @@ async fn shutdown_finishes_the_batch_in_hand(backend: Backend) {
         "every batch committed whole"
     );
     assert_eq!(executed + count_status(&db.url, "PENDING").await, 2_000);
+    audit
+        .run(Expect::WorkMayRemain(
+            "the worker was stopped mid-storm on purpose",
+        ))
+        .await;
 }

@@ -54,4 +54,5 @@ async fn postgres_outage_delays_escalations_without_losing_them() {
     assert_eq!(most_executions_of_one(&db.url).await, 1);
     let (status, _) = TestApp::send(app.request(Method::GET, "/health", None)).await;
     assert_eq!(status, StatusCode::OK);
+    app.finish().await;
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod support;
 
+mod audit;
 mod crash;
 mod faults;
 mod redis;

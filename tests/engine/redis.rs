@@ -76,6 +76,7 @@ async fn unreachable_redis_leaves_escalations_to_the_database() {
         executed_all(&app.escalations(&id).await, 2)
     })
     .await;
+    app.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +118,7 @@ async fn escalations_fire_on_time_from_the_redis_index() {
         })
         .await;
     }
+    app.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,4 +206,5 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     .await;
     assert!(score(&redis_url, &kept_escalation).await.is_some());
     assert_eq!(score(&redis_url, &resolved_escalation).await, None);
+    app.finish().await;
 }

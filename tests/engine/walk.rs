@@ -100,10 +100,11 @@ async fn levels_run_in_order_on_time_and_stop_after_the_last(backend: Backend) {
         health["worker"]["pending"], 0,
         "nothing after the last level: {health}"
     );
+    app.finish().await;
 }
 
 async fn acting_at_each_stage_stops_the_walk(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, |config| {
+    let Some(server) = TestApp::spawn_with(backend, |config| {
         config.escalation.policy = policy(&[200, 200, 200]);
         config.escalation.poll_interval = Duration::from_millis(100);
     })
@@ -111,7 +112,7 @@ async fn acting_at_each_stage_stops_the_walk(backend: Backend) {
     else {
         return;
     };
-    let app = &app;
+    let app = &server;
     let cases = ["acknowledge", "resolve", "cancel"]
         .into_iter()
         .flat_map(|action| (0..3).map(move |stage| (action, stage)));
@@ -179,6 +180,7 @@ async fn acting_at_each_stage_stops_the_walk(backend: Backend) {
         }
     }))
     .await;
+    server.finish().await;
 }
 
 async fn a_due_escalation_of_a_closed_incident_is_cancelled_not_executed(backend: Backend) {
@@ -230,6 +232,7 @@ async fn a_due_escalation_of_a_closed_incident_is_cancelled_not_executed(backend
     assert_eq!(last["kind"], "escalation.cancelled");
     assert_eq!(last["actor"], "system");
     assert_eq!(last["detail"]["reason"], "incident is RESOLVED");
+    app.finish().await;
 }
 
 async fn metrics_count_executions_and_lag(backend: Backend) {
@@ -272,6 +275,7 @@ async fn metrics_count_executions_and_lag(backend: Backend) {
     }
     let (status, _) = TestApp::send(app.request(Method::GET, "/metrics", None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.finish().await;
 }
 
 /// An API instance and a worker instance share PostgreSQL: the worker learns of a new
@@ -314,6 +318,7 @@ async fn a_worker_elsewhere_is_woken_through_postgresql() {
     )
     .await;
     worker.stop().await.unwrap();
+    app.finish().await;
 }
 
 async fn a_changed_policy_applies_only_to_incidents_escalated_later(backend: Backend) {
@@ -353,4 +358,5 @@ async fn a_changed_policy_applies_only_to_incidents_escalated_later(backend: Bac
         health["worker"]["pending"], 0,
         "the old incident got no third level"
     );
+    app.finish().await;
 }
