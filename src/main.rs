@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use klaxon::api::tokens;
 use klaxon::config::Config;
-use klaxon::domain::Role;
+use klaxon::domain::{Role, TokenSecret};
 use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
 
@@ -128,7 +129,8 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             command: TokenCommand::Create { name, role },
         } => {
             let store = server::open_store(&config).await?;
-            let (token, secret) = klaxon::api::tokens::issue(store.as_ref(), name, role).await?;
+            let secret = TokenSecret::generate();
+            let (token, secret) = tokens::issue(store.as_ref(), &name, role, secret).await?;
             println!(
                 "created {} token `{}` ({})",
                 token.role.as_str(),

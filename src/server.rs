@@ -10,9 +10,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::token_cache::TokenCache;
+use crate::api::tokens::{self, IssueError};
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::domain::{NewToken, Role, Timestamp, TokenSecret};
+use crate::domain::{Role, Timestamp, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot register the admin token: {0}")]
+    Bootstrap(#[from] IssueError),
     #[error("invalid redis_url: {0}")]
     Redis(#[source] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
@@ -50,23 +53,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 pub async fn bootstrap_admin(
     store: &dyn Store,
     config: &Config,
-) -> Result<Option<TokenSecret>, StoreError> {
+) -> Result<Option<TokenSecret>, IssueError> {
     let (secret, generated) = match &config.admin_token {
         Some(configured) => (TokenSecret::from_presented(configured.clone()), false),
         None if store.tokens().await?.is_empty() => (TokenSecret::generate(), true),
         None => return Ok(None),
     };
-    if store.token_by_hash(&secret.hash()).await?.is_none() {
-        store
-            .create_token(NewToken {
-                name: BOOTSTRAP_TOKEN_NAME.to_owned(),
-                role: Role::Admin,
-                secret_hash: secret.hash(),
-                created_at: Timestamp::now(),
-            })
-            .await?;
-        tracing::info!("bootstrap admin token registered");
+    if store.token_by_hash(&secret.hash()).await?.is_some() {
+        return Ok(None);
     }
+    let (_, secret) = tokens::issue(store, BOOTSTRAP_TOKEN_NAME, Role::Admin, secret).await?;
+    tracing::info!("bootstrap admin token registered");
     Ok(generated.then_some(secret))
 }
 

@@ -543,6 +543,30 @@ async fn token_create_refuses_an_unknown_role() {
 }
 
 #[tokio::test]
+async fn token_create_refuses_a_blank_or_overlong_name() {
+    let dir = fresh_dir();
+    let overlong = "n".repeat(101);
+    for name in ["", "   ", overlong.as_str()] {
+        let finished = run(klaxon(
+            dir.path(),
+            &["token", "create", "--name", name, "--role", "viewer"],
+        ))
+        .await;
+        assert!(
+            !finished.status.success(),
+            "the name {name:?} was accepted:\n{}",
+            finished.stdout
+        );
+        assert!(
+            finished.stderr.contains("token name") && finished.stderr.contains("1 to 100"),
+            "{}",
+            finished.stderr
+        );
+        assert_eq!(printed_secret(&finished.stdout), None);
+    }
+}
+
+#[tokio::test]
 async fn data_survives_kill_9_and_restart() {
     let dir = fresh_dir();
     let env = [("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)];
