@@ -71,7 +71,9 @@ const WORKERS: usize = 3;
 const WORKER_BATCH: u32 = 100;
 
 async fn open_store(db: &TestDatabase) -> Arc<dyn Store> {
-    let store = store::connect(&db.url.parse().unwrap()).await.expect("connect");
+    let store = store::connect(&db.url.parse().unwrap())
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
     store
 }
@@ -1203,7 +1205,9 @@ async fn concurrent_workers_settle_each_escalation_once(backend: Backend) {
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let worker = store::connect(&db.url.parse().unwrap()).await.expect("connect a worker");
+        let worker = store::connect(&db.url.parse().unwrap())
+            .await
+            .expect("connect a worker");
         workers.push(tokio::spawn(async move {
             let mut settled = Vec::new();
             loop {

@@ -71,7 +71,10 @@ mod tests {
 
     #[test]
     fn sorts_by_scheme_and_refuses_the_rest() {
-        assert!(matches!("sqlite://k.db".parse(), Ok(DatabaseUrl::Sqlite(_))));
+        assert!(matches!(
+            "sqlite://k.db".parse(),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
         assert!(matches!(
             "postgresql://k@db/k".parse(),
             Ok(DatabaseUrl::Postgres(_))

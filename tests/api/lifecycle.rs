@@ -122,8 +122,10 @@ async fn postgres_outage_is_503_and_recovers() {
     };
     let proxy = FlakyProxy::start(database_addr(&db.url)).await;
     let proxied = via(&db.url, proxy.addr);
-    let Some(app) =
-        TestApp::spawn_with(Backend::Sqlite, |config| config.database_url = proxied.parse().unwrap()).await
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.database_url = proxied.parse().unwrap()
+    })
+    .await
     else {
         return;
     };
