@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use klaxon::api::tokens;
-use klaxon::config::Config;
+use klaxon::config::{self, Config, ConfigError};
 use klaxon::domain::{Role, TokenSecret};
 use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
@@ -68,14 +68,16 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 fn main() -> ExitCode {
+    // `.env` first: it may set what the command line (`KLAXON_CONFIG`) and the logs (`RUST_LOG`)
+    // read.
+    if let Err(error) = config::load_dotenv() {
+        return bad_config(error);
+    }
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("klaxon: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(error) => return bad_config(error),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -91,6 +93,11 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+fn bad_config(error: ConfigError) -> ExitCode {
+    eprintln!("klaxon: {error}");
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {

@@ -398,6 +398,36 @@ async fn the_klaxon_config_variable_names_the_config_file() {
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
 
+/// `.env` is read before anything looks at the environment, so it may choose the config file and
+/// the log filter too.
+#[tokio::test]
+async fn a_dotenv_file_may_name_the_config_file_and_the_log_filter() {
+    let dir = fresh_dir();
+    let addr = free_local_addr();
+    let file = format!("listen = \"{addr}\"\ndatabase_url = \"sqlite://chosen.db\"\n");
+    write_file(dir.path(), "chosen.toml", &file);
+    write_file(
+        dir.path(),
+        ".env",
+        "KLAXON_CONFIG=chosen.toml\nRUST_LOG=debug\n",
+    );
+    let server = Server::ready(klaxon(dir.path(), &["serve"]), addr).await;
+    assert!(
+        dir.path().join("chosen.db").exists(),
+        "the config file named in .env was not used"
+    );
+    let stderr = server.process.stderr();
+    assert!(
+        stderr.contains(" DEBUG "),
+        "RUST_LOG=debug from .env left no debug line:\n{stderr}"
+    );
+    drop(server);
+
+    write_file(dir.path(), ".env", "this line is not KEY=value\n");
+    let stderr = refused_configuration(dir.path(), &["serve"], &[]).await;
+    assert!(stderr.contains(".env"), "{stderr}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_default_database_and_can_run_again() {
     let dir = fresh_dir();
