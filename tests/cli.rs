@@ -478,6 +478,32 @@ async fn first_start_prints_a_working_admin_token_and_later_starts_do_not() {
     );
 }
 
+/// Redis unreachable from the start: `/health` says so, and so does the log, once, however many
+/// times Redis is probed afterwards.
+#[tokio::test]
+async fn unreachable_redis_at_start_is_warned_of_once() {
+    const WARNING: &str = "redis is unreachable";
+    const LATER_PROBE: &str = "redis still unreachable";
+    let dir = fresh_dir();
+    let redis_url = format!("redis://{}/0", free_local_addr());
+    let env = [
+        ("KLAXON_REDIS_URL", redis_url.as_str()),
+        // Later probes log at debug level: they show that probing went on.
+        ("RUST_LOG", "info,klaxon=debug"),
+    ];
+    let server = Server::start(dir.path(), &env).await;
+    let (_, health) = server.health().await;
+    assert_eq!(health["redis"], "down", "{health}");
+    let process = &server.process;
+    eventually("two later probes of Redis", READY_TIMEOUT, || {
+        let probes = process.stderr().matches(LATER_PROBE).count();
+        async move { probes >= 2 }
+    })
+    .await;
+    let stderr = process.stderr();
+    assert_eq!(stderr.matches(WARNING).count(), 1, "{stderr}");
+}
+
 #[tokio::test]
 async fn serve_without_configuration_listens_on_the_default_address() {
     const DEFAULT_ADDR: &str = "127.0.0.1:3000";
