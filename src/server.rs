@@ -13,14 +13,13 @@ use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::domain::{Role, Timestamp, TokenSecret};
+use crate::domain::{Role, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
-use crate::store::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
-use crate::store::{self, listen, DatabaseUrl, Store, StoreError};
-use uuid::Uuid;
+use crate::store::listen::{self, Audience};
+use crate::store::{self, DatabaseUrl, Store, StoreError};
 
 /// The name of the admin token made from `admin_token` or generated on first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
@@ -160,10 +159,13 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let sqlite = matches!(config.database_url, DatabaseUrl::Sqlite(_));
     let tokens = Arc::new(TokenCache::new(sqlite));
     if let DatabaseUrl::Postgres(url) = &config.database_url {
+        let mut audience: Vec<Arc<dyn Audience>> = vec![tokens.clone()];
+        if roles.worker {
+            audience.push(Arc::new(scheduler.wakeup().clone()));
+        }
         tasks.push(background(listen::listen(
             url.clone(),
-            notification_handlers(roles, &scheduler, &tokens),
-            connection_handler(&scheduler, &tokens),
+            audience,
             stopping.clone(),
         )));
     }
@@ -207,49 +209,6 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         worker,
         shutdown,
         tasks,
-    })
-}
-
-/// On PostgreSQL, what other instances announce: escalations scheduled (wake the worker, if this
-/// process runs one) and tokens revoked (forget them).
-fn notification_handlers(
-    roles: Roles,
-    scheduler: &Scheduler,
-    tokens: &Arc<TokenCache>,
-) -> Vec<(&'static str, listen::Handler)> {
-    let mut handlers: Vec<(&'static str, listen::Handler)> = Vec::new();
-    if roles.worker {
-        let wakeup = scheduler.wakeup().clone();
-        handlers.push((
-            ESCALATION_CHANNEL,
-            Box::new(move |payload| {
-                if let Ok(millis) = payload.parse::<i64>() {
-                    wakeup.due_at(Timestamp::from_millis(millis));
-                }
-            }),
-        ));
-    }
-    let tokens = tokens.clone();
-    handlers.push((
-        TOKEN_CHANNEL,
-        Box::new(move |payload| {
-            if let Ok(id) = Uuid::parse_str(payload) {
-                tokens.evict(id);
-            }
-        }),
-    ));
-    handlers
-}
-
-/// While not listening, announcements may be missed: the token cache is bypassed, and on
-/// (re)connecting the worker looks at the database itself.
-fn connection_handler(scheduler: &Scheduler, tokens: &Arc<TokenCache>) -> listen::OnConnection {
-    let (wakeup, tokens) = (scheduler.wakeup().clone(), tokens.clone());
-    Box::new(move |connected| {
-        tokens.set_trusted(connected);
-        if connected {
-            wakeup.now();
-        }
     })
 }
 

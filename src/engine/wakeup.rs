@@ -13,6 +13,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::domain::Timestamp;
+use crate::store::listen::{Announcement, Audience};
 
 /// "Wake me for anything": the worker is between arming and choosing its deadline.
 const AWAKE: i64 = i64::MAX;
@@ -55,5 +56,37 @@ impl Wakeup {
         self.inner
             .sleeping_until
             .store(deadline.as_millis(), Ordering::SeqCst);
+    }
+}
+
+/// What the PostgreSQL listener hears from other instances.
+impl Audience for Wakeup {
+    fn hear(&self, announcement: Announcement) {
+        match announcement {
+            Announcement::EscalationDue(due) => self.due_at(due),
+            Announcement::Connected => self.now(),
+            Announcement::Disconnected | Announcement::TokenRevoked(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn wakes_for_what_falls_due_before_the_deadline() {
+        let wakeup = Wakeup::default();
+        let mut woken = wakeup.arm();
+        wakeup.sleeping_until(Timestamp::from_millis(2_000));
+        wakeup.hear(Announcement::EscalationDue(Timestamp::from_millis(3_000)));
+        assert!(
+            (&mut woken).now_or_never().is_none(),
+            "due after the deadline"
+        );
+        wakeup.hear(Announcement::EscalationDue(Timestamp::from_millis(1_000)));
+        assert!(woken.now_or_never().is_some(), "due before the deadline");
     }
 }
