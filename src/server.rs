@@ -1,5 +1,5 @@
-//! Start-up and shutdown: open and migrate the store, make sure an admin can get in, serve the
-//! API until told to stop, then let in-flight requests finish.
+//! Start-up and shutdown: bind the port, open and migrate the store, make sure an admin can get
+//! in, serve the API until told to stop, then let in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -121,38 +121,38 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     start_with(config, Roles::ALL).await
 }
 
-/// Opens the store, bootstraps the admin token, and starts what `roles` asks for in the
-/// background: the API on `config.listen`, the escalation worker, and with them the Redis index
-/// supervisor (with `redis_url`) and the PostgreSQL wake-up listener (on PostgreSQL).
+/// Starts what `roles` asks for in the background: the API on `config.listen`, the escalation
+/// worker, and with them the Redis index supervisor (with `redis_url`) and the PostgreSQL
+/// listener (on PostgreSQL).
+///
+/// Everything that can fail comes first, in an order that leaves nothing behind a failure: the
+/// port is bound before the database is opened (a port in use leaves the database untouched),
+/// and the admin token is bootstrapped last (a token generated is sure to reach the caller, who
+/// shows it). Only then does anything start.
 pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartError> {
+    let listener = if roles.api {
+        Some(bind(config.listen).await?)
+    } else {
+        None
+    };
     let store = open_store(config).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(
+            RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?,
+        )),
+        None => None,
+    };
     let generated_admin_token = if roles.api {
         bootstrap_admin(store.as_ref(), config).await?
     } else {
         None
     };
-    // Bind before starting anything, so that a taken port leaves nothing running behind it.
-    let listener = if roles.api {
-        let bind_error = |source| StartError::Bind {
-            addr: config.listen,
-            source,
-        };
-        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
-        Some((listener, addr))
-    } else {
-        None
-    };
+
     let (shutdown, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
-    let redis = match &config.redis_url {
-        Some(url) => {
-            let index = Arc::new(RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?);
-            tasks.push(background(index.clone().supervise(stopping.clone())));
-            Some(index)
-        }
-        None => None,
-    };
+    if let Some(index) = &redis {
+        tasks.push(background(index.clone().supervise(stopping.clone())));
+    }
     let scheduler = Scheduler::new(redis);
     let metrics = Arc::new(Metrics::default());
     let worker_status = Arc::new(WorkerStatus::default());
@@ -210,6 +210,14 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         shutdown,
         tasks,
     })
+}
+
+/// Binds the API's port; returns the listener and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 fn background(task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<std::io::Result<()>> {

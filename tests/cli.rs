@@ -478,6 +478,40 @@ async fn first_start_prints_a_working_admin_token_and_later_starts_do_not() {
     );
 }
 
+/// A port in use stops `serve` before it writes anything, so the admin token it would have
+/// generated is generated, and printed, by the next start that gets a port.
+#[tokio::test]
+async fn a_taken_port_stops_serve_before_it_writes_anything() {
+    let dir = fresh_dir();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("take a port");
+    let addr = taken.local_addr().expect("read the taken port");
+    let mut command = klaxon(dir.path(), &["serve"]);
+    command.env("KLAXON_LISTEN", addr.to_string());
+    let refused = run(command).await;
+    assert!(
+        !refused.status.success(),
+        "serve ran on a taken port:\n{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains(&addr.to_string()),
+        "the error does not name {addr}:\n{}",
+        refused.stderr
+    );
+    assert_eq!(printed_secret(&refused.stdout), None);
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "the database was written before the port was bound"
+    );
+    drop(taken);
+
+    let server = Server::start(dir.path(), &[]).await;
+    let secret = printed_secret(&server.process.stdout())
+        .expect("the start that got a port prints a generated admin token");
+    let (status, body) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// Redis unreachable from the start: `/health` says so, and so does the log, once, however many
 /// times Redis is probed afterwards.
 #[tokio::test]
