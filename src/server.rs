@@ -1,13 +1,15 @@
 //! Start-up and shutdown: bind the port, open and migrate the store, make sure an admin can get
-//! in, serve the API until told to stop, then let in-flight requests finish.
+//! in, serve the API until told to stop, then let in-flight requests finish, for a while.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
@@ -81,6 +83,11 @@ impl Roles {
     };
 }
 
+/// How long stopping waits for requests in flight and the worker's batch in hand. What is still
+/// running then is abandoned (an uncommitted batch rolls back), so that SIGTERM stops the process
+/// within this (docs/engine.md).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A running Klaxon: the API and/or the worker, in the background.
 pub struct Running {
     /// Where the API listens, when this process serves it.
@@ -90,20 +97,32 @@ pub struct Running {
     /// This process's worker, when it runs one.
     pub worker: Option<Arc<WorkerStatus>>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Each background task, with what it is called in the log.
+    tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
 }
 
 impl Running {
     /// Stops accepting requests and claiming escalations, lets requests in flight and the batch
-    /// in hand finish, and returns when everything is down.
+    /// in hand finish for at most [`SHUTDOWN_GRACE`], abandons what has not, and returns.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut outcome = Ok(());
-        for task in self.tasks {
-            let result = task
-                .await
-                .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-            outcome = outcome.and(result);
+        for (name, mut task) in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(joined) => {
+                    let result = joined.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+                    outcome = outcome.and(result);
+                }
+                Err(_) => {
+                    task.abort();
+                    tracing::warn!(
+                        task = name,
+                        grace = ?SHUTDOWN_GRACE,
+                        "still busy when the shutdown grace ran out; abandoned"
+                    );
+                }
+            }
         }
         outcome
     }
@@ -151,7 +170,8 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let (shutdown, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(index) = &redis {
-        tasks.push(background(index.clone().supervise(stopping.clone())));
+        let supervise = index.clone().supervise(stopping.clone());
+        tasks.push(("the Redis index", background(supervise)));
     }
     let scheduler = Scheduler::new(redis);
     let metrics = Arc::new(Metrics::default());
@@ -163,11 +183,8 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         if roles.worker {
             audience.push(Arc::new(scheduler.wakeup().clone()));
         }
-        tasks.push(background(listen::listen(
-            url.clone(),
-            audience,
-            stopping.clone(),
-        )));
+        let listen = listen::listen(url.clone(), audience, stopping.clone());
+        tasks.push(("the PostgreSQL listener", background(listen)));
     }
     if roles.worker {
         let worker = Worker {
@@ -177,7 +194,10 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             status: worker_status.clone(),
             poll_interval: config.escalation.poll_interval,
         };
-        tasks.push(background(worker.run(stopping.clone())));
+        tasks.push((
+            "the escalation worker",
+            background(worker.run(stopping.clone())),
+        ));
     }
     let mut api_addr = None;
     if let Some((listener, addr)) = listener {
@@ -192,13 +212,14 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         };
         let app = api::router(state, config.max_body_bytes);
         let mut stopping = stopping.clone();
-        tasks.push(tokio::spawn(async move {
+        let serve = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopping.changed().await;
                 })
                 .await
-        }));
+        });
+        tasks.push(("the API", serve));
         tracing::info!(%addr, "listening");
         api_addr = Some(addr);
     }
