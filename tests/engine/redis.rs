@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use klaxon::config::Config;
 use reqwest::Method;
 
 use crate::common::app::TestApp;
@@ -55,6 +56,16 @@ async fn redis_health(app: &TestApp) -> String {
     health["redis"].as_str().unwrap().to_owned()
 }
 
+/// A test server with `tweak` applied, once its Redis index is up.
+async fn spawn_with_redis_up(tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let app = TestApp::spawn_with(Backend::Sqlite, tweak).await?;
+    eventually("redis to be up", DEADLINE, || async {
+        redis_health(&app).await == "ok"
+    })
+    .await;
+    Some(app)
+}
+
 fn executed_all(escalations: &[serde_json::Value], levels: usize) -> bool {
     escalations.len() == levels && escalations.iter().all(|e| e["status"] == "EXECUTED")
 }
@@ -83,7 +94,7 @@ async fn escalations_fire_on_time_from_the_redis_index() {
     let Some(redis_url) = redis_database(11).await else {
         return;
     };
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+    let Some(app) = spawn_with_redis_up(|config| {
         config.redis_url = Some(redis_url.clone());
         config.escalation.policy = policy(&[200, 200, 200]);
         config.escalation.poll_interval = Duration::from_secs(3600);
@@ -92,10 +103,6 @@ async fn escalations_fire_on_time_from_the_redis_index() {
     else {
         return;
     };
-    eventually("redis to be up", DEADLINE, || async {
-        redis_health(&app).await == "ok"
-    })
-    .await;
     let id = app.open_incident("via redis").await;
     app.act(&id, "escalate").await;
     let first = app.escalations(&id).await[0]["id"]
@@ -131,7 +138,7 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     )))
     .await;
     let proxied = via(&redis_url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+    let Some(app) = spawn_with_redis_up(|config| {
         config.redis_url = Some(proxied);
         config.escalation.policy = policy(&[3_600_000]);
         config.escalation.poll_interval = Duration::from_millis(200);
@@ -140,10 +147,6 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     else {
         return;
     };
-    eventually("redis to be up", DEADLINE, || async {
-        redis_health(&app).await == "ok"
-    })
-    .await;
 
     // Scheduled → indexed; cancelled → removed.
     let kept = app.open_incident("kept pending").await;
@@ -221,7 +224,7 @@ async fn a_dropped_listening_connection_makes_the_worker_scan_the_database() {
     };
     let proxy = FlakyProxy::start(database_addr(&db.url)).await;
     let proxied = via(&db.url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+    let Some(app) = spawn_with_redis_up(|config| {
         config.database_url = proxied.parse().unwrap();
         config.redis_url = Some(redis_url);
         config.escalation.poll_interval = Duration::from_secs(3600);
@@ -230,10 +233,6 @@ async fn a_dropped_listening_connection_makes_the_worker_scan_the_database() {
     else {
         return;
     };
-    eventually("redis to be up", DEADLINE, || async {
-        redis_health(&app).await == "ok"
-    })
-    .await;
     seed_escalating(&db.url, 1, &policy(&[100])).await;
     let overdue =
         "select count(*) from escalations where status = 'PENDING' and scheduled_at < now()";
@@ -249,4 +248,5 @@ async fn a_dropped_listening_connection_makes_the_worker_scan_the_database() {
     })
     .await;
     assert_eq!(most_executions_of_one(&db.url).await, 1);
+    app.stop().await;
 }
