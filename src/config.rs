@@ -1,7 +1,7 @@
 //! One `Config`, loaded once at start-up from a TOML file and the environment, which
 //! [`load_dotenv`] fills from a `.env` file first (SPEC §5), and validated before anything else
-//! runs. A bad value is a [`ConfigError`] that names
-//! the key at fault; the CLI turns it into exit code 2.
+//! runs. A bad value is a [`ConfigError`] that names the key at fault; the CLI turns it into exit
+//! code 2.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

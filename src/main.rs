@@ -95,6 +95,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// Says what is wrong with the configuration and exits with [`EXIT_BAD_CONFIG`].
 fn bad_config(error: ConfigError) -> ExitCode {
     eprintln!("klaxon: {error}");
     ExitCode::from(EXIT_BAD_CONFIG)

@@ -1,5 +1,6 @@
 //! Start-up and shutdown: bind the port, open and migrate the store, make sure an admin can get
-//! in, serve the API until told to stop, then let in-flight requests finish, for a while.
+//! in, serve the API until told to stop, then let in-flight requests finish, for at most
+//! [`SHUTDOWN_GRACE`].
 
 use std::future::Future;
 use std::net::SocketAddr;
