@@ -1,6 +1,7 @@
-//! One `Config`, loaded once at start-up from a TOML file, a `.env` file and the environment
-//! (SPEC §5), and validated before anything else runs. A bad value is a [`ConfigError`] that names
-//! the key at fault; the CLI turns it into exit code 2.
+//! One `Config`, loaded once at start-up from a TOML file and the environment, which
+//! [`load_dotenv`] fills from a `.env` file first (SPEC §5), and validated before anything else
+//! runs. A bad value is a [`ConfigError`] that names the key at fault; the CLI turns it into exit
+//! code 2.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,15 +132,21 @@ struct FileLevel {
     channels: Vec<Channel>,
 }
 
+/// Sets the variables of `.env` in the working directory, if there is one, that are not set
+/// already. The command runs it before anything reads the environment, so that `.env` may set
+/// every variable Klaxon reads: `KLAXON_CONFIG` (read with the command line) and `RUST_LOG` (read
+/// by the logs) as well as those [`Config::load`] reads.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(error) if error.not_found() => Ok(()),
+        Err(error) => Err(ConfigError::DotEnv(error.to_string())),
+    }
+}
+
 impl Config {
-    /// Loads `.env` from the working directory (if present), then `file` (if given), then the
-    /// environment overrides, and validates the result.
+    /// Loads `file` (if given), then the environment overrides, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(error) if error.not_found() => {}
-            Err(error) => return Err(ConfigError::DotEnv(error.to_string())),
-        }
         let mut raw = match file {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use klaxon::config::Config;
-use klaxon::domain::Role;
+use klaxon::api::tokens;
+use klaxon::config::{self, Config, ConfigError};
+use klaxon::domain::{Role, TokenSecret};
 use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
 
@@ -67,14 +68,16 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 fn main() -> ExitCode {
+    // `.env` first: it may set what the command line (`KLAXON_CONFIG`) and the logs (`RUST_LOG`)
+    // read.
+    if let Err(error) = config::load_dotenv() {
+        return bad_config(error);
+    }
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("klaxon: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(error) => return bad_config(error),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -90,6 +93,12 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Says what is wrong with the configuration and exits with [`EXIT_BAD_CONFIG`].
+fn bad_config(error: ConfigError) -> ExitCode {
+    eprintln!("klaxon: {error}");
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -128,7 +137,8 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             command: TokenCommand::Create { name, role },
         } => {
             let store = server::open_store(&config).await?;
-            let (token, secret) = klaxon::api::tokens::issue(store.as_ref(), name, role).await?;
+            let secret = TokenSecret::generate();
+            let (token, secret) = tokens::issue(store.as_ref(), &name, role, secret).await?;
             println!(
                 "created {} token `{}` ({})",
                 token.role.as_str(),

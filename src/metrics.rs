@@ -46,10 +46,6 @@ impl Metrics {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn executed_total(&self) -> u64 {
-        self.executed.load(Ordering::Relaxed)
-    }
-
     /// The text exposition format, with the pending gauge from `backlog` when it could be read.
     pub fn render(&self, backlog: Option<Backlog>) -> String {
         let mut out = String::new();

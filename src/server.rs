@@ -1,25 +1,28 @@
-//! Start-up and shutdown: open and migrate the store, make sure an admin can get in, serve the
-//! API until told to stop, then let in-flight requests finish.
+//! Start-up and shutdown: bind the port, open and migrate the store, make sure an admin can get
+//! in, serve the API until told to stop, then let in-flight requests finish, for at most
+//! [`SHUTDOWN_GRACE`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::api::token_cache::TokenCache;
+use crate::api::tokens::{self, IssueError};
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::domain::{NewToken, Role, Timestamp, TokenSecret};
+use crate::domain::{Role, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
-use crate::store::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
-use crate::store::{self, listen, DatabaseUrl, Store, StoreError};
-use uuid::Uuid;
+use crate::store::listen::{self, Audience};
+use crate::store::{self, DatabaseUrl, Store, StoreError};
 
 /// The name of the admin token made from `admin_token` or generated on first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
@@ -28,6 +31,8 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot register the admin token: {0}")]
+    Bootstrap(#[from] IssueError),
     #[error("invalid redis_url: {0}")]
     Redis(#[source] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
@@ -50,23 +55,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 pub async fn bootstrap_admin(
     store: &dyn Store,
     config: &Config,
-) -> Result<Option<TokenSecret>, StoreError> {
+) -> Result<Option<TokenSecret>, IssueError> {
     let (secret, generated) = match &config.admin_token {
         Some(configured) => (TokenSecret::from_presented(configured.clone()), false),
         None if store.tokens().await?.is_empty() => (TokenSecret::generate(), true),
         None => return Ok(None),
     };
-    if store.token_by_hash(&secret.hash()).await?.is_none() {
-        store
-            .create_token(NewToken {
-                name: BOOTSTRAP_TOKEN_NAME.to_owned(),
-                role: Role::Admin,
-                secret_hash: secret.hash(),
-                created_at: Timestamp::now(),
-            })
-            .await?;
-        tracing::info!("bootstrap admin token registered");
+    if store.token_by_hash(&secret.hash()).await?.is_some() {
+        return Ok(None);
     }
+    let (_, secret) = tokens::issue(store, BOOTSTRAP_TOKEN_NAME, Role::Admin, secret).await?;
+    tracing::info!("bootstrap admin token registered");
     Ok(generated.then_some(secret))
 }
 
@@ -85,6 +84,11 @@ impl Roles {
     };
 }
 
+/// How long stopping waits for requests in flight and the worker's batch in hand. What is still
+/// running then is abandoned (an uncommitted batch rolls back), so that SIGTERM stops the process
+/// within this (docs/engine.md).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A running Klaxon: the API and/or the worker, in the background.
 pub struct Running {
     /// Where the API listens, when this process serves it.
@@ -94,20 +98,32 @@ pub struct Running {
     /// This process's worker, when it runs one.
     pub worker: Option<Arc<WorkerStatus>>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Each background task, with what it is called in the log.
+    tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
 }
 
 impl Running {
     /// Stops accepting requests and claiming escalations, lets requests in flight and the batch
-    /// in hand finish, and returns when everything is down.
+    /// in hand finish for at most [`SHUTDOWN_GRACE`], abandons what has not, and returns.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut outcome = Ok(());
-        for task in self.tasks {
-            let result = task
-                .await
-                .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-            outcome = outcome.and(result);
+        for (name, mut task) in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(joined) => {
+                    let result = joined.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+                    outcome = outcome.and(result);
+                }
+                Err(_) => {
+                    task.abort();
+                    tracing::warn!(
+                        task = name,
+                        grace = ?SHUTDOWN_GRACE,
+                        "still busy when the shutdown grace ran out; abandoned"
+                    );
+                }
+            }
         }
         outcome
     }
@@ -125,50 +141,51 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     start_with(config, Roles::ALL).await
 }
 
-/// Opens the store, bootstraps the admin token, and starts what `roles` asks for in the
-/// background: the API on `config.listen`, the escalation worker, and with them the Redis index
-/// supervisor (with `redis_url`) and the PostgreSQL wake-up listener (on PostgreSQL).
+/// Starts what `roles` asks for in the background: the API on `config.listen`, the escalation
+/// worker, and with them the Redis index supervisor (with `redis_url`) and the PostgreSQL
+/// listener (on PostgreSQL).
+///
+/// Everything that can fail comes first, in an order that leaves nothing behind a failure: the
+/// port is bound before the database is opened (a port in use leaves the database untouched),
+/// and the admin token is bootstrapped last (a token generated is sure to reach the caller, who
+/// shows it). Only then does anything start.
 pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartError> {
+    let listener = if roles.api {
+        Some(bind(config.listen).await?)
+    } else {
+        None
+    };
     let store = open_store(config).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(
+            RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?,
+        )),
+        None => None,
+    };
     let generated_admin_token = if roles.api {
         bootstrap_admin(store.as_ref(), config).await?
     } else {
         None
     };
-    // Bind before starting anything, so that a taken port leaves nothing running behind it.
-    let listener = if roles.api {
-        let bind_error = |source| StartError::Bind {
-            addr: config.listen,
-            source,
-        };
-        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
-        Some((listener, addr))
-    } else {
-        None
-    };
+
     let (shutdown, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
-    let redis = match &config.redis_url {
-        Some(url) => {
-            let index = Arc::new(RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?);
-            tasks.push(background(index.clone().supervise(stopping.clone())));
-            Some(index)
-        }
-        None => None,
-    };
+    if let Some(index) = &redis {
+        let supervise = index.clone().supervise(stopping.clone());
+        tasks.push(("the Redis index", background(supervise)));
+    }
     let scheduler = Scheduler::new(redis);
     let metrics = Arc::new(Metrics::default());
     let worker_status = Arc::new(WorkerStatus::default());
     let sqlite = matches!(config.database_url, DatabaseUrl::Sqlite(_));
     let tokens = Arc::new(TokenCache::new(sqlite));
     if let DatabaseUrl::Postgres(url) = &config.database_url {
-        tasks.push(background(listen::listen(
-            url.clone(),
-            notification_handlers(roles, &scheduler, &tokens),
-            connection_handler(&scheduler, &tokens),
-            stopping.clone(),
-        )));
+        let mut audience: Vec<Arc<dyn Audience>> = vec![tokens.clone()];
+        if roles.worker {
+            audience.push(Arc::new(scheduler.wakeup().clone()));
+        }
+        let listen = listen::listen(url.clone(), audience, stopping.clone());
+        tasks.push(("the PostgreSQL listener", background(listen)));
     }
     if roles.worker {
         let worker = Worker {
@@ -178,7 +195,10 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             status: worker_status.clone(),
             poll_interval: config.escalation.poll_interval,
         };
-        tasks.push(background(worker.run(stopping.clone())));
+        tasks.push((
+            "the escalation worker",
+            background(worker.run(stopping.clone())),
+        ));
     }
     let mut api_addr = None;
     if let Some((listener, addr)) = listener {
@@ -193,13 +213,14 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         };
         let app = api::router(state, config.max_body_bytes);
         let mut stopping = stopping.clone();
-        tasks.push(tokio::spawn(async move {
+        let serve = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopping.changed().await;
                 })
                 .await
-        }));
+        });
+        tasks.push(("the API", serve));
         tracing::info!(%addr, "listening");
         api_addr = Some(addr);
     }
@@ -213,47 +234,12 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     })
 }
 
-/// On PostgreSQL, what other instances announce: escalations scheduled (wake the worker, if this
-/// process runs one) and tokens revoked (forget them).
-fn notification_handlers(
-    roles: Roles,
-    scheduler: &Scheduler,
-    tokens: &Arc<TokenCache>,
-) -> Vec<(&'static str, listen::Handler)> {
-    let mut handlers: Vec<(&'static str, listen::Handler)> = Vec::new();
-    if roles.worker {
-        let wakeup = scheduler.wakeup().clone();
-        handlers.push((
-            ESCALATION_CHANNEL,
-            Box::new(move |payload| {
-                if let Ok(millis) = payload.parse::<i64>() {
-                    wakeup.due_at(Timestamp::from_millis(millis));
-                }
-            }),
-        ));
-    }
-    let tokens = tokens.clone();
-    handlers.push((
-        TOKEN_CHANNEL,
-        Box::new(move |payload| {
-            if let Ok(id) = Uuid::parse_str(payload) {
-                tokens.evict(id);
-            }
-        }),
-    ));
-    handlers
-}
-
-/// While not listening, announcements may be missed: the token cache is bypassed, and on
-/// (re)connecting the worker looks at the database itself.
-fn connection_handler(scheduler: &Scheduler, tokens: &Arc<TokenCache>) -> listen::OnConnection {
-    let (wakeup, tokens) = (scheduler.wakeup().clone(), tokens.clone());
-    Box::new(move |connected| {
-        tokens.set_trusted(connected);
-        if connected {
-            wakeup.now();
-        }
-    })
+/// Binds the API's port; returns the listener and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 fn background(task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<std::io::Result<()>> {

@@ -398,6 +398,36 @@ async fn the_klaxon_config_variable_names_the_config_file() {
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
 
+/// `.env` is read before anything looks at the environment, so it may choose the config file and
+/// the log filter too.
+#[tokio::test]
+async fn a_dotenv_file_may_name_the_config_file_and_the_log_filter() {
+    let dir = fresh_dir();
+    let addr = free_local_addr();
+    let file = format!("listen = \"{addr}\"\ndatabase_url = \"sqlite://chosen.db\"\n");
+    write_file(dir.path(), "chosen.toml", &file);
+    write_file(
+        dir.path(),
+        ".env",
+        "KLAXON_CONFIG=chosen.toml\nRUST_LOG=debug\n",
+    );
+    let server = Server::ready(klaxon(dir.path(), &["serve"]), addr).await;
+    assert!(
+        dir.path().join("chosen.db").exists(),
+        "the config file named in .env was not used"
+    );
+    let stderr = server.process.stderr();
+    assert!(
+        stderr.contains(" DEBUG "),
+        "RUST_LOG=debug from .env left no debug line:\n{stderr}"
+    );
+    drop(server);
+
+    write_file(dir.path(), ".env", "this line is not KEY=value\n");
+    let stderr = refused_configuration(dir.path(), &["serve"], &[]).await;
+    assert!(stderr.contains(".env"), "{stderr}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_default_database_and_can_run_again() {
     let dir = fresh_dir();
@@ -446,6 +476,66 @@ async fn first_start_prints_a_working_admin_token_and_later_starts_do_not() {
         StatusCode::OK,
         "the first token stopped working: {body}"
     );
+}
+
+/// A port in use stops `serve` before it writes anything, so the admin token it would have
+/// generated is generated, and printed, by the next start that gets a port.
+#[tokio::test]
+async fn a_taken_port_stops_serve_before_it_writes_anything() {
+    let dir = fresh_dir();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("take a port");
+    let addr = taken.local_addr().expect("read the taken port");
+    let mut command = klaxon(dir.path(), &["serve"]);
+    command.env("KLAXON_LISTEN", addr.to_string());
+    let refused = run(command).await;
+    assert!(
+        !refused.status.success(),
+        "serve ran on a taken port:\n{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains(&addr.to_string()),
+        "the error does not name {addr}:\n{}",
+        refused.stderr
+    );
+    assert_eq!(printed_secret(&refused.stdout), None);
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "the database was written before the port was bound"
+    );
+    drop(taken);
+
+    let server = Server::start(dir.path(), &[]).await;
+    let secret = printed_secret(&server.process.stdout())
+        .expect("the start that got a port prints a generated admin token");
+    let (status, body) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Redis unreachable from the start: `/health` says so, and so does the log, once, however many
+/// times Redis is probed afterwards.
+#[tokio::test]
+async fn unreachable_redis_at_start_is_warned_of_once() {
+    const WARNING: &str = "redis is unreachable";
+    const LATER_PROBE: &str = "redis still unreachable";
+    let dir = fresh_dir();
+    let redis_url = format!("redis://{}/0", free_local_addr());
+    let env = [
+        ("KLAXON_REDIS_URL", redis_url.as_str()),
+        // Later probes log at debug level: they show that probing went on.
+        ("RUST_LOG", "info,klaxon=debug"),
+    ];
+    let server = Server::start(dir.path(), &env).await;
+    let (_, health) = server.health().await;
+    assert_eq!(health["redis"], "down", "{health}");
+    let process = &server.process;
+    eventually("two later probes of Redis", READY_TIMEOUT, || {
+        let probes = process.stderr().matches(LATER_PROBE).count();
+        async move { probes >= 2 }
+    })
+    .await;
+    let stderr = process.stderr();
+    assert_eq!(stderr.matches(WARNING).count(), 1, "{stderr}");
 }
 
 #[tokio::test]
@@ -540,6 +630,30 @@ async fn token_create_refuses_an_unknown_role() {
     );
     assert!(finished.stderr.contains("--role"), "{}", finished.stderr);
     assert_eq!(printed_secret(&finished.stdout), None);
+}
+
+#[tokio::test]
+async fn token_create_refuses_a_blank_or_overlong_name() {
+    let dir = fresh_dir();
+    let overlong = "n".repeat(101);
+    for name in ["", "   ", overlong.as_str()] {
+        let finished = run(klaxon(
+            dir.path(),
+            &["token", "create", "--name", name, "--role", "viewer"],
+        ))
+        .await;
+        assert!(
+            !finished.status.success(),
+            "the name {name:?} was accepted:\n{}",
+            finished.stdout
+        );
+        assert!(
+            finished.stderr.contains("token name") && finished.stderr.contains("1 to 100"),
+            "{}",
+            finished.stderr
+        );
+        assert_eq!(printed_secret(&finished.stdout), None);
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::tokens::IssueError;
 use crate::domain::{Action, IncidentStatus, InvalidTransition};
 use crate::store::StoreError;
 
@@ -67,6 +68,17 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         Self::from_store(error, || "not found".to_owned())
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::InvalidName(invalid) => {
+                Self::BadRequest(format!("invalid `name`: {invalid}"))
+            }
+            IssueError::Store(error) => error.into(),
+        }
     }
 }
 

@@ -53,12 +53,16 @@ pub struct AppState {
 /// handler's future; a write dropped between `begin` and `commit` would hand its connection back
 /// to the pool still inside the transaction (sqlx does so on PostgreSQL), holding its locks.
 /// Detached, the write commits (or rolls back) whatever the client does.
-pub async fn to_completion<T: Send + 'static>(
-    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-) -> Result<T, StoreError> {
+pub async fn to_completion<T, E>(
+    write: impl Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
     tokio::spawn(write)
         .await
-        .unwrap_or_else(|join| Err(StoreError::internal(join)))
+        .unwrap_or_else(|join| Err(StoreError::internal(join).into()))
 }
 
 /// The whole API, with its middleware: request ids, tracing, body limit, panic safety.

@@ -114,7 +114,10 @@ mod tests {
             max("MessageRequest", "dedup_key"),
             messages::MAX_LABEL_CHARS
         );
-        assert_eq!(max("CreateTokenRequest", "name"), tokens::MAX_NAME_CHARS);
+        assert_eq!(
+            max("CreateTokenRequest", "name"),
+            crate::domain::token::MAX_TOKEN_NAME_CHARS
+        );
         assert_eq!(max("NoteRequest", "note"), incidents::MAX_NOTE_CHARS);
         assert_eq!(
             max("ResolveRequest", "resolution_note"),

@@ -14,6 +14,7 @@ use std::sync::RwLock;
 use uuid::Uuid;
 
 use crate::domain::Token;
+use crate::store::listen::{Announcement, Audience};
 
 /// The cache is emptied when it would grow past this many tokens.
 const MAX_CACHED_TOKENS: usize = 10_000;
@@ -74,7 +75,7 @@ impl TokenCache {
     }
 
     /// Whether revocations are known to reach this cache; when not, it is emptied and bypassed.
-    pub fn set_trusted(&self, trusted: bool) {
+    fn set_trusted(&self, trusted: bool) {
         if !trusted {
             if let Ok(mut tokens) = self.tokens.write() {
                 self.generation.fetch_add(1, Ordering::SeqCst);
@@ -82,6 +83,18 @@ impl TokenCache {
             }
         }
         self.trusted.store(trusted, Ordering::SeqCst);
+    }
+}
+
+/// What the PostgreSQL listener hears: revocations on other instances, and whether it hears them.
+impl Audience for TokenCache {
+    fn hear(&self, announcement: Announcement) {
+        match announcement {
+            Announcement::Connected => self.set_trusted(true),
+            Announcement::Disconnected => self.set_trusted(false),
+            Announcement::TokenRevoked(id) => self.evict(id),
+            Announcement::EscalationDue(_) => {}
+        }
     }
 }
 

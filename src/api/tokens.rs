@@ -9,10 +9,8 @@ use uuid::Uuid;
 use super::auth::{Admin, Authorized};
 use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
-use crate::domain::{NewToken, Role, Timestamp, Token, TokenSecret};
-
-/// The longest token name, in characters.
-pub const MAX_NAME_CHARS: usize = 100;
+use crate::domain::{InvalidTokenName, NewToken, Role, Timestamp, Token, TokenSecret};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,22 +36,25 @@ pub struct TokenList {
     pub tokens: Vec<Token>,
 }
 
-/// Creates a token and returns it with its secret. Shared by the API and `klaxon token create`.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("invalid token name: {0}")]
+    InvalidName(#[from] InvalidTokenName),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Stores a token for `secret` and hands the secret back with it: the one way tokens are made,
+/// by `POST /tokens`, `klaxon token create` and the first-start bootstrap, so that each is held
+/// to the same name rule ([`NewToken::new`]).
 pub async fn issue(
-    store: &dyn crate::store::Store,
-    name: String,
+    store: &dyn Store,
+    name: &str,
     role: Role,
-) -> Result<(Token, TokenSecret), crate::store::StoreError> {
-    let secret = TokenSecret::generate();
-    let token = store
-        .create_token(NewToken {
-            name,
-            role,
-            secret_hash: secret.hash(),
-            created_at: Timestamp::now(),
-        })
-        .await?;
-    Ok((token, secret))
+    secret: TokenSecret,
+) -> Result<(Token, TokenSecret), IssueError> {
+    let token = NewToken::new(name, role, &secret, Timestamp::now())?;
+    Ok((store.create_token(token).await?, secret))
 }
 
 #[utoipa::path(
@@ -66,15 +67,12 @@ pub async fn create(
     Authorized(caller, _): Authorized<Admin>,
     JsonBody(request): JsonBody<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "`name` must be 1 to {MAX_NAME_CHARS} characters"
-        )));
-    }
     let store = state.store.clone();
-    let (token, secret) =
-        to_completion(async move { issue(store.as_ref(), name, request.role).await }).await?;
+    let (token, secret) = to_completion(async move {
+        let secret = TokenSecret::generate();
+        issue(store.as_ref(), &request.name, request.role, secret).await
+    })
+    .await?;
     tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
     Ok((
         StatusCode::CREATED,

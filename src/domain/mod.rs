@@ -19,4 +19,4 @@ pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;
 pub use time::Timestamp;
 pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};
-pub use token::{NewToken, Role, Token, TokenSecret};
+pub use token::{InvalidTokenName, NewToken, Role, Token, TokenSecret};

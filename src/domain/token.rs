@@ -87,12 +87,42 @@ fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// The longest token name, in characters.
+pub const MAX_TOKEN_NAME_CHARS: usize = 100;
+
+/// A token name that is blank or longer than [`MAX_TOKEN_NAME_CHARS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1 to {MAX_TOKEN_NAME_CHARS} characters, not blank")]
+pub struct InvalidTokenName;
+
 #[derive(Debug, Clone)]
 pub struct NewToken {
     pub name: String,
     pub role: Role,
     pub secret_hash: String,
     pub created_at: Timestamp,
+}
+
+impl NewToken {
+    /// A token for `secret`, named `name` trimmed. The name is shown as the actor of everything
+    /// done with the token, so it must say something and fit on a line.
+    pub fn new(
+        name: &str,
+        role: Role,
+        secret: &TokenSecret,
+        created_at: Timestamp,
+    ) -> Result<Self, InvalidTokenName> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS {
+            return Err(InvalidTokenName);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            role,
+            secret_hash: secret.hash(),
+            created_at,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -129,6 +159,18 @@ mod tests {
             secret.hash(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn names_are_trimmed_and_between_1_and_100_characters() {
+        let secret = TokenSecret::generate();
+        let named = |name: &str| NewToken::new(name, Role::Viewer, &secret, Timestamp::now());
+        assert_eq!(named("  ci \n").unwrap().name, "ci");
+        assert_eq!(named(&"é".repeat(100)).unwrap().name.chars().count(), 100);
+        assert_eq!(named(&"é".repeat(101)).unwrap_err(), InvalidTokenName);
+        assert_eq!(named("").unwrap_err(), InvalidTokenName);
+        assert_eq!(named(" \t ").unwrap_err(), InvalidTokenName);
+        assert_eq!(named("ci").unwrap().secret_hash, secret.hash());
     }
 
     #[test]

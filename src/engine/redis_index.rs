@@ -58,7 +58,7 @@ impl RedisIndex {
 
     fn mark_down(&self, error: &redis::RedisError) {
         if self.up.swap(false, Ordering::SeqCst) {
-            tracing::warn!(%error, "redis is unreachable; escalations run from the database alone until it returns");
+            warn_down(error);
         }
     }
 
@@ -135,6 +135,9 @@ impl RedisIndex {
     /// Keeps the index honest for as long as the process runs: probes Redis while it is down
     /// and, when it answers, rebuilds the index from the database and marks it up.
     pub async fn supervise(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // The index starts down without having been up, so no `mark_down` warns of it: the first
+        // attempt does, and the probes after it keep quiet, as they do after an outage mid-run.
+        let mut first_attempt = true;
         loop {
             if !self.is_up() {
                 match self.rebuild().await {
@@ -148,8 +151,10 @@ impl RedisIndex {
                             "redis index rebuilt from the database"
                         );
                     }
+                    Err(error) if first_attempt => warn_down(&*error),
                     Err(error) => tracing::debug!(%error, "redis still unreachable"),
                 }
+                first_attempt = false;
             }
             tokio::select! {
                 _ = tokio::time::sleep(PROBE_INTERVAL) => {}
@@ -209,4 +214,9 @@ impl RedisIndex {
         }
         Ok((count, after))
     }
+}
+
+/// The one warning of an outage, at start or mid-run.
+fn warn_down(error: &dyn std::fmt::Display) {
+    tracing::warn!(%error, "redis is unreachable; escalations run from the database alone until it returns");
 }

@@ -3,7 +3,8 @@
 //!
 //! - **On time**: the deadline is the earliest due time (from the Redis index when it is up,
 //!   otherwise from the database), capped by `poll_interval`, the safety-net scan; a commit
-//!   that schedules something sooner wakes the worker early (see [`super::wakeup`]).
+//!   that schedules something sooner wakes the worker early, and when such wake-ups may have
+//!   been lost the worker scans at once (see [`super::wakeup`]).
 //! - **Exactly once**: claiming and settling happen in the store, which skips rows another
 //!   worker holds; the worker only decides when to ask.
 //! - **Faults**: a store error backs off (capped exponential, with jitter) and retries; nothing
@@ -69,7 +70,7 @@ impl Worker {
         while !*shutdown.borrow() {
             let wakeup = self.scheduler.wakeup.clone();
             let woken = wakeup.arm();
-            let scan = Instant::now() >= next_scan;
+            let scan = wakeup.take_scan_request() || Instant::now() >= next_scan;
             match self.tick(scan, &shutdown).await {
                 Ok(next_due) => {
                     if backoff.is_failing() {

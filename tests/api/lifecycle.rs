@@ -3,6 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::app::{TestApp, ADMIN_TOKEN};
 use crate::common::proxy::{database_addr, via, FlakyProxy};
@@ -206,4 +207,40 @@ async fn sqlite_locked_by_another_process_is_503() {
         StatusCode::CREATED
     );
     app.finish().await;
+}
+
+/// Stopping lets requests in flight finish, but waits for them only so long
+/// (`server::SHUTDOWN_GRACE`): a request whose body never comes does not keep the server up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_returns_though_a_request_never_finishes() {
+    /// Fails the test, rather than hang it, should `stop` wait forever.
+    const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Ten bytes of body promised, none sent. With `expect: 100-continue` the server answers
+    // `100 Continue` once the handler starts reading the body: the request is then in flight.
+    let head = format!(
+        "POST /message HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let in_flight = async {
+        let mut answer = Vec::new();
+        while !String::from_utf8_lossy(&answer).contains("100 Continue") {
+            let mut chunk = [0; 256];
+            let read = client.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..read]);
+        }
+    };
+    tokio::time::timeout(HANG, in_flight)
+        .await
+        .expect("the handler reads the body");
+
+    tokio::time::timeout(HANG, app.finish())
+        .await
+        .expect("stop returns though a request is still in flight");
 }

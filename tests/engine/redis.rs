@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use klaxon::config::Config;
 use reqwest::Method;
 
 use crate::common::app::TestApp;
 use crate::common::proxy::{database_addr, via, FlakyProxy};
-use crate::common::{eventually, Backend};
-use crate::support::policy;
+use crate::common::{eventually, Backend, TestDatabase};
+use crate::support::{count_status, most_executions_of_one, policy, scalar, seed_escalating};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -55,6 +56,16 @@ async fn redis_health(app: &TestApp) -> String {
     health["redis"].as_str().unwrap().to_owned()
 }
 
+/// A test server with `tweak` applied, once its Redis index is up.
+async fn spawn_with_redis_up(tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let app = TestApp::spawn_with(Backend::Sqlite, tweak).await?;
+    eventually("redis to be up", DEADLINE, || async {
+        redis_health(&app).await == "ok"
+    })
+    .await;
+    Some(app)
+}
+
 fn executed_all(escalations: &[serde_json::Value], levels: usize) -> bool {
     escalations.len() == levels && escalations.iter().all(|e| e["status"] == "EXECUTED")
 }
@@ -84,7 +95,7 @@ async fn escalations_fire_on_time_from_the_redis_index() {
     let Some(redis_url) = redis_database(11).await else {
         return;
     };
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+    let Some(app) = spawn_with_redis_up(|config| {
         config.redis_url = Some(redis_url.clone());
         config.escalation.policy = policy(&[200, 200, 200]);
         config.escalation.poll_interval = Duration::from_secs(3600);
@@ -93,10 +104,6 @@ async fn escalations_fire_on_time_from_the_redis_index() {
     else {
         return;
     };
-    eventually("redis to be up", DEADLINE, || async {
-        redis_health(&app).await == "ok"
-    })
-    .await;
     let id = app.open_incident("via redis").await;
     app.act(&id, "escalate").await;
     let first = app.escalations(&id).await[0]["id"]
@@ -133,7 +140,7 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     )))
     .await;
     let proxied = via(&redis_url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+    let Some(app) = spawn_with_redis_up(|config| {
         config.redis_url = Some(proxied);
         config.escalation.policy = policy(&[3_600_000]);
         config.escalation.poll_interval = Duration::from_millis(200);
@@ -142,10 +149,6 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     else {
         return;
     };
-    eventually("redis to be up", DEADLINE, || async {
-        redis_health(&app).await == "ok"
-    })
-    .await;
 
     // Scheduled → indexed; cancelled → removed.
     let kept = app.open_incident("kept pending").await;
@@ -206,5 +209,47 @@ async fn redis_outage_falls_back_and_the_index_is_rebuilt() {
     .await;
     assert!(score(&redis_url, &kept_escalation).await.is_some());
     assert_eq!(score(&redis_url, &resolved_escalation).await, None);
+    app.finish().await;
+}
+
+/// Announcements sent while the PostgreSQL listener is disconnected are lost, so a worker whose
+/// listening connection drops looks at the database at once, though Redis is up and its
+/// safety-net scan is an hour away. The escalation here is committed behind the index's back
+/// (straight through the store, as if by an instance whose Redis write was lost), so only a scan
+/// of the database finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listening_connection_makes_the_worker_scan_the_database() {
+    let Some(redis_url) = redis_database(13).await else {
+        return;
+    };
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
+    let proxied = via(&db.url, proxy.addr);
+    let Some(app) = spawn_with_redis_up(|config| {
+        config.database_url = proxied.parse().unwrap();
+        config.redis_url = Some(redis_url);
+        config.escalation.poll_interval = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    seed_escalating(&db.url, 1, &policy(&[100])).await;
+    let overdue =
+        "select count(*) from escalations where status = 'PENDING' and scheduled_at < now()";
+    eventually("the escalation to fall due", DEADLINE, || async {
+        scalar(&db.url, overdue).await == 1
+    })
+    .await;
+
+    proxy.cut();
+    proxy.restore();
+    eventually("the escalation to execute", DEADLINE, || async {
+        count_status(&db.url, "EXECUTED").await == 1
+    })
+    .await;
+    assert_eq!(most_executions_of_one(&db.url).await, 1);
     app.finish().await;
 }
