@@ -32,7 +32,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
-use super::rows::{self, Columns};
+use super::rows;
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -100,6 +100,19 @@ impl Dialect for Postgres {
 
     fn policy(policy: &EscalationPolicy) -> Result<Json<EscalationPolicy>> {
         Ok(Json(policy.clone()))
+    }
+
+    fn read_id(row: &PgRow, column: &str) -> Result<Uuid> {
+        Ok(row.try_get(column)?)
+    }
+
+    fn read_time(row: &PgRow, column: &str) -> Result<Option<Timestamp>> {
+        let at: Option<DateTime<Utc>> = row.try_get(column)?;
+        Ok(at.map(Timestamp::from_datetime))
+    }
+
+    fn read_json(row: &PgRow, column: &str) -> Result<Option<serde_json::Value>> {
+        Ok(row.try_get(column)?)
     }
 }
 
@@ -573,36 +586,5 @@ impl EntryColumns {
             actor: entries.iter().map(|e| e.actor.clone()).collect(),
             detail: entries.iter().map(|e| e.detail.to_json()).collect(),
         }
-    }
-}
-
-impl Columns for PgRow {
-    fn text(&self, column: &str) -> Result<String> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_text(&self, column: &str) -> Result<Option<String>> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn int(&self, column: &str) -> Result<i64> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn small_int(&self, column: &str) -> Result<i32> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn uuid(&self, column: &str) -> Result<Uuid> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
-        let at: Option<DateTime<Utc>> = self.try_get(column)?;
-        Ok(at.map(Timestamp::from_datetime))
-    }
-
-    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
-        Ok(self.try_get(column)?)
     }
 }

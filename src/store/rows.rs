@@ -1,17 +1,20 @@
-//! Rows into records, written once. A backend says how to read one column of each type from its
-//! row ([`Columns`]: ids as text or `uuid`, times as epoch milliseconds or `timestamptz`, JSON as
-//! text or `jsonb`); every record is then decoded the same way from either.
+//! Rows into records, written once. Plain columns (text, integers) read alike on every backend;
+//! ids, times and JSON as the backend's [`Dialect`] stores them (text or `uuid`, epoch
+//! milliseconds or `timestamptz`, text or `jsonb`). Every record is then decoded the same way
+//! from either.
 
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::backend::Claimed;
+use super::statements::Dialect;
 use super::{Page, Result, Scheduled, StoreError};
 use crate::domain::{
     Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, Role, Severity,
     TimelineEntry, TimelineKind, Timestamp, Token,
 };
 
-/// How one backend reads the column types Klaxon stores.
+/// The column types Klaxon stores, read from a row.
 pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<String>;
     fn optional_text(&self, column: &str) -> Result<Option<String>>;
@@ -35,6 +38,45 @@ pub(crate) trait Columns {
     fn parsed<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
         let text = self.text(column)?;
         parse(&text).ok_or_else(|| StoreError::corrupt(column, &text))
+    }
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    R::Database: Dialect,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn optional_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn small_int(&self, column: &str) -> Result<i32> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Uuid> {
+        R::Database::read_id(self, column)
+    }
+
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
+        R::Database::read_time(self, column)
+    }
+
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
+        R::Database::read_json(self, column)
     }
 }
 

@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
-use super::rows::{self, Columns};
+use super::rows;
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -93,6 +93,22 @@ impl Dialect for Sqlite {
 
     fn policy(policy: &EscalationPolicy) -> Result<String> {
         serde_json::to_string(policy).map_err(StoreError::internal)
+    }
+
+    fn read_id(row: &SqliteRow, column: &str) -> Result<Uuid> {
+        let text: String = row.try_get(column)?;
+        Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text))
+    }
+
+    fn read_time(row: &SqliteRow, column: &str) -> Result<Option<Timestamp>> {
+        let millis: Option<i64> = row.try_get(column)?;
+        Ok(millis.map(Timestamp::from_millis))
+    }
+
+    fn read_json(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>> {
+        let text: Option<String> = row.try_get(column)?;
+        text.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
+            .transpose()
     }
 }
 
@@ -437,42 +453,4 @@ fn push_escalations(query: &mut QueryBuilder<'_, Sqlite>, escalations: &[Escalat
             .push_bind(escalation.scheduled_at.as_millis())
             .push_bind(escalation.created_at.as_millis());
     });
-}
-
-impl Columns for SqliteRow {
-    fn text(&self, column: &str) -> Result<String> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_text(&self, column: &str) -> Result<Option<String>> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn int(&self, column: &str) -> Result<i64> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn small_int(&self, column: &str) -> Result<i32> {
-        Ok(self.try_get(column)?)
-    }
-
-    /// Ids are stored as hyphenated text.
-    fn uuid(&self, column: &str) -> Result<Uuid> {
-        let text: String = self.try_get(column)?;
-        Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text))
-    }
-
-    /// Times are stored as integer milliseconds since the epoch.
-    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
-        Ok(self
-            .try_get::<Option<i64>, _>(column)?
-            .map(Timestamp::from_millis))
-    }
-
-    /// JSON is stored as text.
-    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
-        let text: Option<String> = self.try_get(column)?;
-        text.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
-            .transpose()
-    }
 }

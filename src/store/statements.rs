@@ -12,7 +12,7 @@ use super::backend::StatusChange;
 use super::{IncidentQuery, Result, StoreError};
 use crate::domain::{EscalationPolicy, IncidentStatus, NewToken, Timestamp};
 
-/// How a backend binds the values whose column types differ between backends.
+/// How a backend binds and reads the values whose column types differ between backends.
 pub(crate) trait Dialect: Database {
     type Id: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     type Time: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
@@ -21,6 +21,10 @@ pub(crate) trait Dialect: Database {
     fn id(id: Uuid) -> Self::Id;
     fn time(at: Timestamp) -> Self::Time;
     fn policy(policy: &EscalationPolicy) -> Result<Self::Json>;
+
+    fn read_id(row: &Self::Row, column: &str) -> Result<Uuid>;
+    fn read_time(row: &Self::Row, column: &str) -> Result<Option<Timestamp>>;
+    fn read_json(row: &Self::Row, column: &str) -> Result<Option<serde_json::Value>>;
 }
 
 /// A query ready to run on a backend's executor.
