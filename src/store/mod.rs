@@ -300,3 +300,22 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upsert names the partial unique index by its predicate: both backends' migrations
+    /// must declare the index over exactly the live statuses the domain defines.
+    #[test]
+    fn the_live_dedup_index_covers_the_live_statuses() {
+        let predicate = format!("where status in {}", *LIVE_STATUSES_SQL);
+        for migration in [
+            include_str!("migrations/sqlite/0001_core.sql"),
+            include_str!("migrations/postgres/0001_core.sql"),
+        ] {
+            assert!(migration.contains(&predicate), "{predicate}");
+        }
+        assert_eq!(*LIVE_STATUSES_SQL, "('OPEN', 'ACKNOWLEDGED', 'ESCALATING')");
+    }
+}

@@ -588,3 +588,26 @@ impl EntryColumns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified() {
+        let class = |code| match classify_code(code) {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::Internal => "internal",
+        };
+        for code in ["40001", "40P01"] {
+            assert_eq!(class(code), "conflict", "{code}");
+        }
+        for code in ["08006", "53300", "57P01", "57014", "3D000", "25006"] {
+            assert_eq!(class(code), "transient", "{code}");
+        }
+        for code in ["23505", "22P02", "42P01"] {
+            assert_eq!(class(code), "internal", "{code}");
+        }
+    }
+}

@@ -454,3 +454,22 @@ fn push_escalations(query: &mut QueryBuilder<'_, Sqlite>, escalations: &[Escalat
             .push_bind(escalation.created_at.as_millis());
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_codes_are_classified_by_their_primary_code() {
+        let transient = |code| matches!(classify_code(code), ErrorClass::Transient);
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED, SQLITE_IOERR_WRITE (778),
+        // SQLITE_FULL, SQLITE_CANTOPEN.
+        for code in ["5", "517", "6", "778", "13", "14"] {
+            assert!(transient(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_ERROR, not a number.
+        for code in ["2067", "1", "x"] {
+            assert!(!transient(code), "{code}");
+        }
+    }
+}
