@@ -6,7 +6,8 @@
 //! - [`Queries`]: single statements (reads, token writes), which each backend answers itself;
 //! - [`Changes`]: the writes that carry rules (ingest, transitions, settling due escalations),
 //!   written once in [`changes`] for every [`Backend`], over the statements a backend provides
-//!   in [`backend`]. Row decoding is written once too, in [`rows`].
+//!   in [`backend`]. The statements whose SQL both backends share (`statements.rs`) and the
+//!   decoding of rows into records (`rows.rs`) are written once too.
 //!
 //! Promises every backend keeps:
 //! - Each method that writes commits everything it writes in **one transaction**: the state change,
