@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use klaxon::api::tokens;
 use klaxon::config::{self, Config, ConfigError};
+use klaxon::domain::token::token_name;
 use klaxon::domain::{Role, TokenSecret};
 use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
@@ -56,11 +57,19 @@ enum Command {
 enum TokenCommand {
     /// Create a token and print its secret (shown this once).
     Create {
-        #[arg(long)]
+        /// Shown as the actor of everything done with the token: 1 to 100 characters.
+        #[arg(long, value_parser = parse_token_name)]
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
+}
+
+/// Checked before anything is opened, so a bad name touches no database.
+fn parse_token_name(text: &str) -> Result<String, String> {
+    token_name(text)
+        .map(str::to_owned)
+        .map_err(|invalid| format!("invalid token name: {invalid}"))
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {

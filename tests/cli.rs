@@ -653,6 +653,10 @@ async fn token_create_refuses_a_blank_or_overlong_name() {
             finished.stderr
         );
         assert_eq!(printed_secret(&finished.stdout), None);
+        assert!(
+            !dir.path().join("klaxon.db").exists(),
+            "a refused name touched the database"
+        );
     }
 }
 

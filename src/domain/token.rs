@@ -95,6 +95,15 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 #[error("must be 1 to {MAX_TOKEN_NAME_CHARS} characters, not blank")]
 pub struct InvalidTokenName;
 
+/// `name` trimmed, if it is a valid token name: not blank, at most [`MAX_TOKEN_NAME_CHARS`].
+pub fn token_name(name: &str) -> Result<&str, InvalidTokenName> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS {
+        return Err(InvalidTokenName);
+    }
+    Ok(name)
+}
+
 #[derive(Debug, Clone)]
 pub struct NewToken {
     pub name: String,
@@ -112,12 +121,8 @@ impl NewToken {
         secret: &TokenSecret,
         created_at: Timestamp,
     ) -> Result<Self, InvalidTokenName> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS {
-            return Err(InvalidTokenName);
-        }
         Ok(Self {
-            name: name.to_owned(),
+            name: token_name(name)?.to_owned(),
             role,
             secret_hash: secret.hash(),
             created_at,
