@@ -120,8 +120,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let running = server::start_with(&config, roles).await?;
             let shutdown = server::shutdown_signal();
             if let Some(secret) = &running.generated_admin_token {
-                println!("Klaxon generated an admin token. It is shown this once; keep it safe:");
-                println!("  {}", secret.expose());
+                server::show_generated_admin_token(secret);
             }
             if let Some(addr) = running.api_addr {
                 println!("Klaxon is listening on http://{addr}");

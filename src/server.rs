@@ -15,11 +15,13 @@ use tokio::time::Instant;
 use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
 use crate::api::{self, AppState};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Role, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::metrics::Metrics;
+use crate::store::availability::{Gate, Guarded};
 use crate::store::batch::IngestQueue;
 use crate::store::listen::{self, Audience};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
@@ -47,6 +49,60 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     let store = store::connect(&config.database_url).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Migrates the database and, for a process that serves the API, makes sure an admin can get in:
+/// what start-up needs of the database before it may answer requests.
+async fn prepare(
+    store: &dyn Store,
+    config: &Config,
+    roles: Roles,
+) -> Result<Option<TokenSecret>, IssueError> {
+    store.migrate().await?;
+    if roles.api {
+        bootstrap_admin(store, config).await
+    } else {
+        Ok(None)
+    }
+}
+
+/// Shows an admin secret generated on first start: on standard output, this once.
+pub fn show_generated_admin_token(secret: &TokenSecret) {
+    println!("Klaxon generated an admin token. It is shown this once; keep it safe:");
+    println!("  {}", secret.expose());
+}
+
+/// Start-up with the database away: retries [`prepare`] with backoff, logging each attempt,
+/// until it succeeds (then shows a generated admin token, if one was, and opens the gate) or the
+/// process stops. Until then every request is answered 503 at once.
+async fn await_database(
+    inner: Arc<dyn Store>,
+    gate: Arc<Gate>,
+    config: Config,
+    roles: Roles,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    for attempt in 2.. {
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.changed() => return,
+        }
+        match prepare(inner.as_ref(), &config, roles).await {
+            Ok(generated) => {
+                if let Some(secret) = &generated {
+                    show_generated_admin_token(secret);
+                }
+                gate.open();
+                tracing::info!(attempt, "the database is reachable; start-up complete");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(attempt, %error, "the database is still unreachable; retrying");
+            }
+        }
+    }
 }
 
 /// Makes sure an admin can get in. With `admin_token` configured, registers it (once). Without,
@@ -148,28 +204,44 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 /// Everything that can fail comes first, in an order that leaves nothing behind a failure: the
 /// port is bound before the database is opened (a port in use leaves the database untouched),
 /// and the admin token is bootstrapped last (a token generated is sure to reach the caller, who
-/// shows it). Only then does anything start.
+/// shows it). Only then does anything start. A database that cannot be reached at start does not
+/// fail start-up: the store's gate is held closed (every request answered 503 at once, `/health`
+/// included) while a background task retries with backoff, then migrates, bootstraps and opens
+/// it.
 pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartError> {
     let listener = if roles.api {
         Some(bind(config.listen).await?)
     } else {
         None
     };
-    let store = open_store(config).await?;
+    // Opened without waiting: a database that is away at start is waited for in the background
+    // (`await_database`) while the port answers 503, rather than failing start-up.
+    let inner = store::open(&config.database_url).await?;
+    let guarded = Guarded::new(inner.clone());
+    let gate = guarded.gate();
+    let store: Arc<dyn Store> = Arc::new(guarded);
     let redis = match &config.redis_url {
         Some(url) => Some(Arc::new(
             RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?,
         )),
         None => None,
     };
-    let generated_admin_token = if roles.api {
-        bootstrap_admin(store.as_ref(), config).await?
-    } else {
-        None
+    let generated_admin_token = match prepare(inner.as_ref(), config, roles).await {
+        Ok(generated) => generated,
+        Err(IssueError::Store(error)) if error.is_unreachable() => {
+            tracing::warn!(attempt = 1, %error, "the database is unreachable at start; answering 503 and retrying with backoff");
+            gate.hold(error);
+            None
+        }
+        Err(error) => return Err(error.into()),
     };
 
     let (shutdown, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
+    if !gate.is_open() {
+        let waiting = await_database(inner, gate, config.clone(), roles, stopping.clone());
+        tasks.push(("start-up, waiting for the database", background(waiting)));
+    }
     if let Some(index) = &redis {
         let supervise = index.clone().supervise(stopping.clone());
         tasks.push(("the Redis index", background(supervise)));

@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use common::proxy::{database_addr, via, FlakyProxy};
 use common::{eventually, Backend, TestDatabase};
 
 /// How long a server may take from spawn to answering `/health`.
@@ -295,6 +296,67 @@ fn printed_secret(stdout: &str) -> Option<String> {
         .split_whitespace()
         .find(|word| word.starts_with(SECRET_PREFIX))
         .map(str::to_owned)
+}
+
+/// `serve` started while PostgreSQL is away binds its port, answers `/health` with 503, logs each
+/// attempt to reach the database, and once it comes migrates, prints the admin token it
+/// generated, and serves.
+#[tokio::test]
+async fn serve_waits_for_a_database_that_is_away() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
+    proxy.cut();
+    let dir = fresh_dir();
+    let addr = free_local_addr();
+    let mut command = klaxon(dir.path(), &["serve"]);
+    command
+        .env("KLAXON_LISTEN", addr.to_string())
+        .env("KLAXON_DATABASE_URL", via(&db.url, proxy.addr));
+    let process = Process::spawn(command);
+    let client = reqwest::Client::new();
+    let health = format!("http://{addr}/health");
+    eventually("/health to answer 503", READY_TIMEOUT, || async {
+        client
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    eventually("a second attempt to be logged", READY_TIMEOUT, || async {
+        process.stderr().contains("still unreachable")
+    })
+    .await;
+    assert!(
+        process.stderr().contains("unreachable at start"),
+        "{}",
+        process.stderr()
+    );
+    assert_eq!(
+        printed_secret(&process.stdout()),
+        None,
+        "no token before the database"
+    );
+
+    proxy.restore();
+    eventually("/health to turn ok", READY_TIMEOUT, || async {
+        client
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let secret = printed_secret(&process.stdout()).expect("the generated token, once migrated");
+    let listed = client
+        .get(format!("http://{addr}/incidents"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(listed.status(), StatusCode::OK);
 }
 
 #[tokio::test]

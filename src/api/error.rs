@@ -82,6 +82,10 @@ impl From<IssueError> for ApiError {
     }
 }
 
+/// What a 503 asks clients to wait before trying again, in seconds: about how often the store
+/// probes a database that is away (`store::availability::MAX_PROBE_INTERVAL`).
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -111,6 +115,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         match &self {
+            // An unreachable database is reported once, by the store's gate, not per request.
+            Self::Unavailable(error) if error.is_unreachable() => {
+                tracing::debug!(%error, "database unreachable")
+            }
             Self::Unavailable(error) => tracing::warn!(%error, "database unavailable"),
             Self::Internal(error) => tracing::error!(%error, "internal error"),
             _ => {}
@@ -134,6 +142,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
         }
         response
     }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use serde::Serialize;
 
+use super::error::RETRY_AFTER_SECONDS;
 use super::AppState;
 use crate::domain::Timestamp;
 
@@ -43,7 +44,7 @@ pub struct WorkerHealth {
         (status = 503, description = "The database cannot be reached", body = Health),
     )
 )]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub async fn health(State(state): State<AppState>) -> (StatusCode, HeaderMap, Json<Health>) {
     let checked = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, async {
         state.store.ping().await?;
         state.store.backlog(Timestamp::now()).await
@@ -66,10 +67,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             overdue: backlog.map(|b| b.overdue),
         },
     };
+    let mut headers = HeaderMap::new();
     let status = if database_ok {
         StatusCode::OK
     } else {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(health))
+    (status, headers, Json(health))
 }

@@ -16,6 +16,7 @@
 //!   exactly one wins, the others get [`StoreError::InvalidTransition`].
 //! - Nothing is deleted (SPEC §6.3): there is no method that deletes.
 
+pub mod availability;
 pub mod backend;
 pub mod batch;
 pub mod changes;
@@ -66,6 +67,24 @@ pub enum StoreError {
 impl StoreError {
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(Arc::from(error.into()))
+    }
+
+    /// The database cannot be reached at all (a lost or refused connection, no connection to be
+    /// had, a database that is gone), as opposed to reached but busy or refusing this one
+    /// statement: what closes the [`availability`] gate.
+    pub fn is_unreachable(&self) -> bool {
+        let Self::Unavailable(error) = self else {
+            return false;
+        };
+        match error.as_ref() {
+            sqlx::Error::Database(db) => {
+                db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none()
+                    && db
+                        .code()
+                        .is_some_and(|code| postgres::is_unreachable_code(&code))
+            }
+            _ => true,
+        }
     }
 
     /// A value read back from the database that does not parse: data written by something else.
@@ -225,7 +244,17 @@ pub struct Backlog {
     pub overdue: i64,
 }
 
-/// Opens the backend that `database_url` names. Does not migrate.
+/// Opens the backend that `database_url` names without waiting for the database: a PostgreSQL
+/// pool connects on first use (so a server can start while the database is away); a SQLite file
+/// is opened now. Does not migrate.
+pub async fn open(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
+    Ok(match database_url {
+        DatabaseUrl::Sqlite(url) => Arc::new(sqlite::SqliteStore::connect(url).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PostgresStore::connect_lazy(url)?),
+    })
+}
+
+/// Opens the backend that `database_url` names, connected now. Does not migrate.
 pub async fn connect(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
     Ok(match database_url {
         DatabaseUrl::Sqlite(url) => Arc::new(sqlite::SqliteStore::connect(url).await?),

@@ -46,8 +46,8 @@ use crate::domain::{
 /// Connections one instance holds at most; several instances share the server's limit.
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a pooled connection (or a new one to open) before the store
-/// reports itself unavailable (503).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// reports itself unavailable (503): a database that is away is noticed within this.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The channel every transaction that schedules escalations notifies, with the earliest due time
 /// it scheduled as epoch milliseconds in text: workers of every instance listen to it.
@@ -75,13 +75,22 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// A pool connected now: fails if the database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options().connect(url).await?;
+        Ok(Self { pool })
+    }
+
+    /// A pool that connects on first use: only a malformed URL fails.
+    pub fn connect_lazy(url: &str) -> Result<Self> {
+        let pool = Self::pool_options().connect_lazy(url)?;
+        Ok(Self { pool })
+    }
+
+    fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
-            .await?;
-        Ok(Self { pool })
     }
 }
 
@@ -120,18 +129,22 @@ impl Dialect for Postgres {
 pub(super) fn classify_code(code: &str) -> ErrorClass {
     if matches!(code, SERIALIZATION_FAILURE | DEADLOCK_DETECTED) {
         ErrorClass::Conflict
-    } else if code.starts_with(CONNECTION_EXCEPTION_CLASS)
+    } else if is_unreachable_code(code)
         || code.starts_with(INSUFFICIENT_RESOURCES_CLASS)
-        || code.starts_with(OPERATOR_INTERVENTION_PREFIX)
-        || matches!(
-            code,
-            QUERY_CANCELED | INVALID_CATALOG_NAME | READ_ONLY_SQL_TRANSACTION
-        )
+        || matches!(code, QUERY_CANCELED | READ_ONLY_SQL_TRANSACTION)
     {
         ErrorClass::Transient
     } else {
         ErrorClass::Internal
     }
+}
+
+/// SQLSTATEs that mean the database cannot be reached at all: the connection failed or was lost,
+/// the server is shutting down or refusing connections, the database is gone.
+pub(super) fn is_unreachable_code(code: &str) -> bool {
+    code.starts_with(CONNECTION_EXCEPTION_CLASS)
+        || code.starts_with(OPERATOR_INTERVENTION_PREFIX)
+        || code == INVALID_CATALOG_NAME
 }
 
 #[async_trait]

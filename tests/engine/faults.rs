@@ -41,6 +41,18 @@ async fn postgres_outage_delays_escalations_without_losing_them() {
     )
     .await;
     proxy.restore();
+    // The store refuses requests (503) until its probe finds the database back, within a second.
+    eventually(
+        "the store to find the database back",
+        Duration::from_secs(15),
+        || async {
+            TestApp::send(app.request(Method::GET, "/health", None))
+                .await
+                .0
+                == StatusCode::OK
+        },
+    )
+    .await;
 
     eventually(
         "both levels to execute after the outage",

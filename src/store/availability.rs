@@ -1,0 +1,222 @@
+//! Knowing that the database is away, so that callers are refused at once (503) instead of each
+//! waiting out the pool's acquire timeout, and noticing when it is back.
+//!
+//! [`Guarded`] wraps a store behind a gate. The first call that finds the database unreachable
+//! ([`StoreError::is_unreachable`]: a lost connection, a refused one, a pool that cannot get one;
+//! not a busy SQLite file) closes the gate: every call is then refused with that error without
+//! touching the pool, and one background task pings the database, with backoff, until it
+//! answers and the gate opens again. Start-up can also hold the gate closed ([`Gate::hold`]) while
+//! it waits for the database; then it alone opens it ([`Gate::open`]), once the schema is
+//! migrated, so that no request meets a database without its tables.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{
+    Backlog, Changes, IncidentQuery, Ingested, Page, Queries, Result, Scheduled, Settled, Store,
+    StoreError, TransitionOutcome, TransitionRequest,
+};
+use crate::backoff::Backoff;
+use crate::domain::{Escalation, Incident, NewEvent, NewToken, TimelineEntry, Timestamp, Token};
+
+/// The first probe of an unreachable database comes up to this long after the failure.
+pub const FIRST_PROBE: Duration = Duration::from_millis(100);
+/// Probes come at most this far apart, so service resumes within about this long of the
+/// database's return.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A store behind a gate that closes while the database cannot be reached.
+pub struct Guarded {
+    inner: Arc<dyn Store>,
+    gate: Arc<Gate>,
+}
+
+/// Whether calls may go through to the database.
+pub struct Gate {
+    /// Why the database is away, while it is.
+    outage: RwLock<Option<StoreError>>,
+    /// Fast path of `outage.is_some()`.
+    closed: AtomicBool,
+    /// A probe (or start-up) is responsible for opening the gate.
+    probing: AtomicBool,
+}
+
+impl Guarded {
+    /// `inner`, with the gate open.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        let gate = Gate {
+            outage: RwLock::new(None),
+            closed: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+        };
+        Self {
+            inner,
+            gate: Arc::new(gate),
+        }
+    }
+
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
+    /// Runs `call` unless the gate is closed, and closes it if `call` finds the database
+    /// unreachable.
+    async fn call<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        if let Some(refusal) = self.gate.refusal() {
+            return Err(refusal);
+        }
+        let result = call.await;
+        if let Err(error) = &result {
+            if error.is_unreachable() {
+                self.close(error.clone());
+            }
+        }
+        result
+    }
+
+    fn close(&self, why: StoreError) {
+        let newly = !self.gate.closed.swap(true, Ordering::SeqCst);
+        *self.gate.outage.write().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        if newly {
+            tracing::warn!(error = %why, "the database is unreachable; refusing requests (503) until it answers");
+        }
+        if !self.gate.probing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(probe(self.inner.clone(), self.gate.clone()));
+        }
+    }
+}
+
+impl Gate {
+    /// The error to refuse a call with, while the gate is closed.
+    fn refusal(&self) -> Option<StoreError> {
+        if !self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.outage
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Closes the gate because of `why` until [`Gate::open`] is called: no probe opens it. For
+    /// start-up, which opens it once the schema is migrated.
+    pub fn hold(&self, why: StoreError) {
+        self.probing.store(true, Ordering::SeqCst);
+        *self.outage.write().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets calls through again.
+    pub fn open(&self) {
+        *self.outage.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.closed.store(false, Ordering::SeqCst);
+        self.probing.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// Pings the database until it answers, then opens the gate.
+async fn probe(inner: Arc<dyn Store>, gate: Arc<Gate>) {
+    let mut backoff = Backoff::new(FIRST_PROBE, MAX_PROBE_INTERVAL);
+    loop {
+        tokio::time::sleep(backoff.next_delay()).await;
+        match inner.ping().await {
+            Ok(()) => {
+                gate.open();
+                tracing::info!("the database answers again; serving requests");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the database is still unreachable");
+                *gate.outage.write().unwrap_or_else(|e| e.into_inner()) = Some(error);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Queries for Guarded {
+    async fn migrate(&self) -> Result<()> {
+        self.call(self.inner.migrate()).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.call(self.inner.ping()).await
+    }
+
+    async fn incident(&self, id: Uuid) -> Result<Incident> {
+        self.call(self.inner.incident(id)).await
+    }
+
+    async fn incidents(&self, query: IncidentQuery) -> Result<Page<Incident>> {
+        self.call(self.inner.incidents(query)).await
+    }
+
+    async fn escalations(&self, incident_id: Uuid) -> Result<Vec<Escalation>> {
+        self.call(self.inner.escalations(incident_id)).await
+    }
+
+    async fn timeline(&self, incident_id: Uuid) -> Result<Vec<TimelineEntry>> {
+        self.call(self.inner.timeline(incident_id)).await
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<Token> {
+        self.call(self.inner.create_token(token)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>> {
+        self.call(self.inner.tokens()).await
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>> {
+        self.call(self.inner.token_by_hash(secret_hash)).await
+    }
+
+    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token> {
+        self.call(self.inner.revoke_token(id, at)).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.call(self.inner.next_due()).await
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog> {
+        self.call(self.inner.backlog(now)).await
+    }
+
+    async fn pending_page(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<Scheduled>> {
+        self.call(self.inner.pending_page(after, limit)).await
+    }
+}
+
+#[async_trait]
+impl Changes for Guarded {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
+        self.call(self.inner.ingest(event)).await
+    }
+
+    async fn ingest_batch(&self, events: &[NewEvent]) -> Result<Vec<Ingested>> {
+        self.call(self.inner.ingest_batch(events)).await
+    }
+
+    async fn transition(&self, request: TransitionRequest) -> Result<TransitionOutcome> {
+        self.call(self.inner.transition(request)).await
+    }
+
+    async fn settle_due(
+        &self,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
+        limit: u32,
+        only: Option<&[Uuid]>,
+    ) -> Result<Vec<Settled>> {
+        self.call(self.inner.settle_due(clock, limit, only)).await
+    }
+}
