@@ -118,19 +118,26 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
     app.finish().await;
 }
 
+/// A server whose PostgreSQL database it reaches through a proxy the test cuts and restores (cut
+/// from the start with `cut`); `None` when PostgreSQL is not configured.
+async fn behind_proxy(cut: bool) -> Option<(FlakyProxy, TestApp)> {
+    let db = crate::common::TestDatabase::create(Backend::Postgres).await?;
+    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
+    if cut {
+        proxy.cut();
+    }
+    let proxied = via(&db.url, proxy.addr);
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.database_url = proxied.parse().unwrap()
+    })
+    .await?;
+    Some((proxy, app))
+}
+
 /// PostgreSQL going away answers 503 (never 500), and service resumes when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_503_and_recovers() {
-    let Some(db) = crate::common::TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
-    let proxied = via(&db.url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
-        config.database_url = proxied.parse().unwrap()
-    })
-    .await
-    else {
+    let Some((proxy, app)) = behind_proxy(false).await else {
         return;
     };
     let id = app.open_incident("before the outage").await;
@@ -158,12 +165,7 @@ async fn postgres_outage_is_503_and_recovers() {
     eventually(
         "health to recover",
         std::time::Duration::from_secs(15),
-        || async {
-            TestApp::send(app.request(Method::GET, "/health", None))
-                .await
-                .0
-                == StatusCode::OK
-        },
+        || async { app.health().await == StatusCode::OK },
     )
     .await;
     assert_eq!(
@@ -184,16 +186,7 @@ async fn postgres_outage_is_503_and_recovers() {
 async fn a_postgres_outage_is_refused_at_once_with_retry_after() {
     /// Requests sent one after another during the outage.
     const REFUSALS: u32 = 20;
-    let Some(db) = crate::common::TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
-    let proxied = via(&db.url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
-        config.database_url = proxied.parse().unwrap()
-    })
-    .await
-    else {
+    let Some((proxy, app)) = behind_proxy(false).await else {
         return;
     };
     app.open_incident("before the outage").await;
@@ -245,17 +238,7 @@ async fn a_postgres_outage_is_refused_at_once_with_retry_after() {
 /// it migrates and registers the admin token then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_started_while_postgres_is_away_waits_for_it() {
-    let Some(db) = crate::common::TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
-    let proxy = FlakyProxy::start(database_addr(&db.url)).await;
-    proxy.cut();
-    let proxied = via(&db.url, proxy.addr);
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
-        config.database_url = proxied.parse().unwrap()
-    })
-    .await
-    else {
+    let Some((proxy, app)) = behind_proxy(true).await else {
         return;
     };
     let response = app
@@ -275,12 +258,7 @@ async fn serve_started_while_postgres_is_away_waits_for_it() {
     eventually(
         "health to turn ok once the database comes",
         std::time::Duration::from_secs(30),
-        || async {
-            TestApp::send(app.request(Method::GET, "/health", None))
-                .await
-                .0
-                == StatusCode::OK
-        },
+        || async { app.health().await == StatusCode::OK },
     )
     .await;
     assert_eq!(

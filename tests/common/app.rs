@@ -96,6 +96,13 @@ impl TestApp {
         (status, body)
     }
 
+    /// The status `GET /health` answers (no token).
+    pub async fn health(&self) -> StatusCode {
+        Self::send(self.request(Method::GET, "/health", None))
+            .await
+            .0
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         Self::send(self.request(Method::GET, path, Some(ADMIN_TOKEN))).await
     }

@@ -45,12 +45,7 @@ async fn postgres_outage_delays_escalations_without_losing_them() {
     eventually(
         "the store to find the database back",
         Duration::from_secs(15),
-        || async {
-            TestApp::send(app.request(Method::GET, "/health", None))
-                .await
-                .0
-                == StatusCode::OK
-        },
+        || async { app.health().await == StatusCode::OK },
     )
     .await;
 
