@@ -791,6 +791,37 @@ async fn text_logs_hold_no_secrets_or_message_text() {
     );
 }
 
+/// The request id is in every log line of a request: a client's own reaches the log only when it
+/// is short and plain, so that no client writes text there.
+#[tokio::test]
+async fn a_client_request_id_reaches_the_logs_only_when_plain() {
+    const PLAIN: &str = "trace-4471.b_c";
+    const FORGED: &str = "ok\" level=error msg=\"admin logged in";
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    for id in [PLAIN, FORGED] {
+        let response = server
+            .client
+            .get(format!("{}/incidents", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("GET /incidents answers");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let process = &server.process;
+    eventually("the plain id in the log", READY_TIMEOUT, || {
+        let logged = process.stderr().contains(PLAIN);
+        async move { logged }
+    })
+    .await;
+    let (status, process) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+    let stderr = process.stderr();
+    assert!(!stderr.contains("admin logged in"), "{stderr}");
+}
+
 #[tokio::test]
 async fn serve_runs_on_postgresql() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else {
