@@ -374,6 +374,37 @@ async fn a_missing_config_file_stops_start_up_naming_it() {
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
 
+/// A blank admin token could never be presented: it stops start-up, from the environment or the
+/// file, before any database is written. An empty variable still means "not set".
+#[tokio::test]
+async fn a_blank_admin_token_stops_start_up_naming_its_key() {
+    let dir = fresh_dir();
+    let stderr =
+        refused_configuration(dir.path(), &["serve"], &[("KLAXON_ADMIN_TOKEN", "   ")]).await;
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("blank"),
+        "{stderr}"
+    );
+    let blank = format!("admin_token = \"{}\"\n", " ".repeat(40));
+    write_file(dir.path(), "klaxon.toml", &blank);
+    let stderr =
+        refused_configuration(dir.path(), &["serve", "--config", "klaxon.toml"], &[]).await;
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("blank"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "a refused start wrote the database"
+    );
+
+    let server = Server::start(dir.path(), &[("KLAXON_ADMIN_TOKEN", "")]).await;
+    let secret = printed_secret(&server.process.stdout())
+        .expect("an empty KLAXON_ADMIN_TOKEN is unset: a token is generated");
+    let (status, body) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn the_klaxon_config_variable_names_the_config_file() {
     let dir = fresh_dir();
