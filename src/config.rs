@@ -195,15 +195,8 @@ impl Config {
                 ));
             }
         }
-        if raw
-            .admin_token
-            .as_deref()
-            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_CHARS)
-        {
-            return Err(invalid(
-                "admin_token",
-                format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters"),
-            ));
+        if let Some(token) = &raw.admin_token {
+            check_admin_token(token)?;
         }
         let max_body_bytes = raw.max_body_bytes.unwrap_or(defaults.max_body_bytes);
         if max_body_bytes == 0 {
@@ -242,6 +235,28 @@ impl Config {
 
 /// A bootstrap admin token shorter than this is refused: it would be guessable.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Refuses an admin token no client could present: a blank one, one with whitespace around it
+/// (a header value loses it) or a control character (a header value cannot hold one), and a
+/// guessable one.
+fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    if token.trim().is_empty() {
+        return Err(invalid("admin_token", "must not be blank"));
+    }
+    if token.trim() != token || token.chars().any(char::is_control) {
+        return Err(invalid(
+            "admin_token",
+            "must have no whitespace around it and no control characters: clients send it in an `Authorization` header",
+        ));
+    }
+    if token.len() < MIN_ADMIN_TOKEN_CHARS {
+        return Err(invalid(
+            "admin_token",
+            format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -361,6 +376,27 @@ mod tests {
         assert!(error_of(gap).contains("`escalation.levels`"));
         assert!(error_of("lisen = \"x\"").contains("lisen"));
         assert!(error_of("listen = 3000").contains("`listen`"));
+    }
+
+    #[test]
+    fn an_admin_token_no_client_could_send_is_refused() {
+        let forty_spaces = format!("admin_token = \"{}\"", " ".repeat(40));
+        for (toml, says) in [
+            ("admin_token = \"\"", "blank"),
+            ("admin_token = \"   \"", "blank"),
+            (forty_spaces.as_str(), "blank"),
+            ("admin_token = \"\\t\\n \"", "blank"),
+            ("admin_token = \" padded-admin-token-0123 \"", "whitespace"),
+            ("admin_token = \"admin-token-\\u0000-with-nul\"", "control"),
+            ("admin_token = \"short\"", "at least"),
+        ] {
+            let error = error_of(toml);
+            assert!(
+                error.contains("`admin_token`") && error.contains(says),
+                "{toml}: {error}"
+            );
+        }
+        assert!(Config::from_toml("admin_token = \"admin-token-0123456789\"").is_ok());
     }
 
     #[test]

@@ -436,6 +436,37 @@ async fn a_missing_config_file_stops_start_up_naming_it() {
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
 
+/// A blank admin token could never be presented: it stops start-up, from the environment or the
+/// file, before any database is written. An empty variable still means "not set".
+#[tokio::test]
+async fn a_blank_admin_token_stops_start_up_naming_its_key() {
+    let dir = fresh_dir();
+    let stderr =
+        refused_configuration(dir.path(), &["serve"], &[("KLAXON_ADMIN_TOKEN", "   ")]).await;
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("blank"),
+        "{stderr}"
+    );
+    let blank = format!("admin_token = \"{}\"\n", " ".repeat(40));
+    write_file(dir.path(), "klaxon.toml", &blank);
+    let stderr =
+        refused_configuration(dir.path(), &["serve", "--config", "klaxon.toml"], &[]).await;
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("blank"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "a refused start wrote the database"
+    );
+
+    let server = Server::start(dir.path(), &[("KLAXON_ADMIN_TOKEN", "")]).await;
+    let secret = printed_secret(&server.process.stdout())
+        .expect("an empty KLAXON_ADMIN_TOKEN is unset: a token is generated");
+    let (status, body) = server.get("/incidents", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn the_klaxon_config_variable_names_the_config_file() {
     let dir = fresh_dir();
@@ -851,6 +882,37 @@ async fn text_logs_hold_no_secrets_or_message_text() {
         !stderr.contains('\u{1b}'),
         "no terminal colour codes when stderr is not a terminal:\n{stderr}"
     );
+}
+
+/// The request id is in every log line of a request: a client's own reaches the log only when it
+/// is short and plain, so that no client writes text there.
+#[tokio::test]
+async fn a_client_request_id_reaches_the_logs_only_when_plain() {
+    const PLAIN: &str = "trace-4471.b_c";
+    const FORGED: &str = "ok\" level=error msg=\"admin logged in";
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    for id in [PLAIN, FORGED] {
+        let response = server
+            .client
+            .get(format!("{}/incidents", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("GET /incidents answers");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let process = &server.process;
+    eventually("the plain id in the log", READY_TIMEOUT, || {
+        let logged = process.stderr().contains(PLAIN);
+        async move { logged }
+    })
+    .await;
+    let (status, process) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+    let stderr = process.stderr();
+    assert!(!stderr.contains("admin logged in"), "{stderr}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
 use super::{ApiError, AppState};
 use crate::domain::{Role, TokenSecret};
@@ -64,24 +65,7 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::Unauthorized("missing token: send `Authorization: Bearer <token>`".into())
-    })?;
-    let presented = header
-        .to_str()
-        .ok()
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|secret| !secret.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "malformed `Authorization` header: expected `Bearer <token>`".into(),
-            )
-        })?;
+    let presented = bearer_secret(&parts.headers)?;
     let hash = TokenSecret::from_presented(presented).hash();
     let token = match state.tokens.get(&hash) {
         Some(token) => token,
@@ -106,4 +90,31 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         name: token.name,
         role: token.role,
     })
+}
+
+/// The secret of the request's one `Authorization: Bearer <token>` header. The scheme is matched
+/// whatever its case (RFC 7235 §2.1). Two headers are refused rather than letting one of them win,
+/// since a proxy and the client may each have meant theirs.
+fn bearer_secret(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(|| {
+        ApiError::Unauthorized("missing token: send `Authorization: Bearer <token>`".into())
+    })?;
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "send one `Authorization` header; this request has several".into(),
+        ));
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim())
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "malformed `Authorization` header: expected `Bearer <token>`".into(),
+            )
+        })
 }

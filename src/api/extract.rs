@@ -1,6 +1,10 @@
 //! Request extractors that reject bad input with SPEC §4's errors instead of axum's plain text:
 //! JSON bodies (415 without a JSON content type, 413 over the limit, 400 naming the field at
 //! fault), UUID path ids and query strings.
+//!
+//! Both parsers refuse a NUL character in any string, so no handler has to remember it:
+//! PostgreSQL cannot store one in `text` or `jsonb` (it would answer 500) and SQLite would keep
+//! it, so every field is refused alike on both backends, with a 400 that names it.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,6 +12,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiError;
@@ -100,7 +105,20 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// Why a string holding a NUL is refused, wherever it is sent.
+const NUL_REFUSED: &str = "must not contain a NUL character (\\u0000)";
+
+/// How a NUL is written in JSON text: as an escape, since a raw one is a syntax error.
+const ESCAPED_NUL: &[u8] = b"\\u0000";
+
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(path) = field_with_nul(bytes) {
+        return Err(ApiError::BadRequest(if path.is_empty() {
+            format!("invalid body: {NUL_REFUSED}")
+        } else {
+            format!("invalid `{path}`: {NUL_REFUSED}")
+        }));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -122,6 +140,44 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|error| ApiError::BadRequest(format!("the body is not valid JSON: {error}")))?;
     Ok(value)
+}
+
+/// The path of the first string or key in a JSON body that holds a NUL (`""` for the body
+/// itself). Bodies without the escape, nearly all of them, are only scanned; the others are read
+/// into a `Value` to find the field. A body that is not JSON is left to [`parse`] to describe.
+fn field_with_nul(bytes: &[u8]) -> Option<String> {
+    if !bytes
+        .windows(ESCAPED_NUL.len())
+        .any(|window| window == ESCAPED_NUL)
+    {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    path_to_nul(&value, "")
+}
+
+fn path_to_nul(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| path_to_nul(item, &format!("{path}[{index}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let escaped = key.escape_debug();
+            let path = if path.is_empty() {
+                escaped.to_string()
+            } else {
+                format!("{path}.{escaped}")
+            };
+            if key.contains('\0') {
+                Some(path)
+            } else {
+                path_to_nul(item, &path)
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
 }
 
 /// An id from the path, which must be a UUID.
@@ -149,6 +205,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "invalid query parameter `{}`: {NUL_REFUSED}",
+                name.escape_debug()
+            )));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -162,5 +226,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
                     ApiError::BadRequest(format!("invalid query parameter `{path}`: {inner}"))
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_is_found_by_its_path_and_an_escaped_backslash_is_not_one() {
+        let found = |body: &str| field_with_nul(body.as_bytes());
+        assert_eq!(found(r#"{"text":"a\u0000b"}"#).as_deref(), Some("text"));
+        assert_eq!(
+            found(r#"{"a":{"b":["x","\u0000"]}}"#).as_deref(),
+            Some("a.b[1]")
+        );
+        assert_eq!(found(r#"{"k\u0000":1}"#).as_deref(), Some("k\\0"));
+        assert_eq!(found(r#""\u0000""#).as_deref(), Some(""));
+        assert_eq!(
+            found(r#"{"text":"\\u0000"}"#),
+            None,
+            "a backslash, then u0000"
+        );
+        assert_eq!(found(r#"{"text":"\u0000"#), None, "not JSON: parse says so");
     }
 }

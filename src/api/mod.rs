@@ -17,6 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
+use axum::http::HeaderValue;
+use axum::middleware::{map_request, map_response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -65,7 +69,42 @@ where
         .unwrap_or_else(|join| Err(StoreError::internal(join).into()))
 }
 
-/// The whole API, with its middleware: request ids, tracing, body limit, panic safety.
+/// The longest `x-request-id` a client may choose; a longer one is replaced.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// Drops the client's `x-request-id` unless it sent one, short and plain
+/// (`[A-Za-z0-9._-]{1,128}`), so that a generated one replaces it: the id is written into every
+/// log line of the request, and no client may write text there.
+async fn keep_plain_request_id(mut request: Request) -> Request {
+    let mut ids = request.headers().get_all(X_REQUEST_ID).iter();
+    let plain = match (ids.next(), ids.next()) {
+        (Some(id), None) => {
+            (1..=MAX_REQUEST_ID_CHARS).contains(&id.len())
+                && id
+                    .as_bytes()
+                    .iter()
+                    .all(|&byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+        }
+        _ => false,
+    };
+    if !plain {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    request
+}
+
+/// Every answer tells browsers not to guess a content type other than the one it declares.
+async fn forbid_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// The whole API, with its middleware: request ids, tracing, body limit, panic safety,
+/// `X-Content-Type-Options: nosniff`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health::health))
@@ -97,7 +136,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .make_span_with(|request: &Request| {
                     let request_id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(X_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
                     tracing::info_span!(
@@ -116,4 +155,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(map_request(keep_plain_request_id))
+        .layer(map_response(forbid_sniffing))
 }

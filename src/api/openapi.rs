@@ -51,8 +51,8 @@ impl Modify for BearerAuth {
 }
 
 /// The error answers every operation can give (SPEC §4), added once here rather than on each
-/// handler: 400 for bad input, 401/403 where a token is needed, 413/415 where there is a body,
-/// 503 when the database is unreachable.
+/// handler: 400 for bad input or two `Authorization` headers, 401/403 where a token is needed,
+/// 413/415 where there is a body, 503 when the database is unreachable.
 fn document_errors(operation: &mut utoipa::openapi::path::Operation) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
@@ -63,8 +63,16 @@ fn document_errors(operation: &mut utoipa::openapi::path::Operation) {
         codes.push(("401", "Missing, invalid or revoked token"));
         codes.push(("403", "The token's role does not allow this"));
     }
-    if has_input {
-        codes.push(("400", "Malformed JSON, an invalid field or a malformed id"));
+    let bad_request = match (has_input, secured) {
+        (true, true) => {
+            Some("Malformed JSON, an invalid field or id, or two `Authorization` headers")
+        }
+        (true, false) => Some("Malformed JSON, an invalid field or a malformed id"),
+        (false, true) => Some("Two `Authorization` headers"),
+        (false, false) => None,
+    };
+    if let Some(description) = bad_request {
+        codes.push(("400", description));
     }
     if operation.request_body.is_some() {
         codes.push(("413", "The body is too large"));
@@ -100,6 +108,22 @@ pub async fn document(_: Authorized<Viewer>) -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every operation that needs a token documents the 400 of two `Authorization` headers, and
+    /// the answer that shows a secret documents that it must not be stored.
+    #[test]
+    fn documented_edges_match_the_enforced_ones() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let operation = |path: &str, method: &str| doc["paths"][path][method].clone();
+        let listed = operation("/tokens", "get");
+        assert!(listed["responses"]["400"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization"));
+        assert!(operation("/health", "get")["responses"]["400"].is_null());
+        let created = &operation("/tokens", "post")["responses"]["201"];
+        assert!(created["headers"]["Cache-Control"].is_object(), "{created}");
+    }
 
     /// The document states the limits the handlers enforce.
     #[test]

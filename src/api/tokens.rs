@@ -1,7 +1,10 @@
-//! API tokens (admin only). The secret is returned once, by `POST /tokens`; only its hash is kept.
+//! API tokens (admin only). The secret is returned once, by `POST /tokens`, in an answer marked
+//! `Cache-Control: no-store`; only its hash is kept.
 
 use axum::extract::State;
+use axum::http::header::CACHE_CONTROL;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -59,14 +62,19 @@ pub async fn issue(
 
 #[utoipa::path(
     post, path = "/tokens", tag = "tokens", request_body = CreateTokenRequest,
-    responses((status = 201, body = CreatedToken), (status = 400), (status = 403)),
+    responses(
+        (status = 201, body = CreatedToken, headers(
+            ("Cache-Control" = String, description = "`no-store`: the answer carries a secret"),
+        )),
+        (status = 400), (status = 403),
+    ),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Admin>,
     JsonBody(request): JsonBody<CreateTokenRequest>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let store = state.store.clone();
     let (token, secret) = to_completion(async move {
         let secret = TokenSecret::generate();
@@ -76,6 +84,7 @@ pub async fn create(
     tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
     Ok((
         StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
         Json(CreatedToken {
             id: token.id,
             name: token.name,
