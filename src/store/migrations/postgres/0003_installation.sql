@@ -1,6 +1,7 @@
--- This deployment's identity: one row, written here, once, when the database is created. The
--- Redis index names its keys after it, so deployments that share a Redis never read each other's
--- entries (docs/engine.md, "Redis").
+-- This deployment's identity: one row, written here, once (on a new database, or on an older one
+-- when this migration first runs); nothing in Klaxon changes it. The Redis index names its keys
+-- after it, so deployments that share a Redis never read each other's entries (docs/engine.md,
+-- "Redis").
 create table installation (
     -- at most one row
     singleton boolean primary key default true check (singleton),
