@@ -71,8 +71,9 @@ OVERDUE_WINDOW_MS = 60 * 1000
 PROBE_DELAY = "1s"
 PROBE_DELAY_MS = 1000
 
-# The sorted set klaxon keeps in Redis (src/engine/redis_index.rs).
-REDIS_PENDING_KEY = "escalations:pending"
+# The sorted set klaxon keeps in Redis for a deployment without `redis_prefix`, named after the
+# installation id its database keeps (docs/engine.md, "Redis").
+REDIS_PENDING_KEY = "{installation}:escalations:pending"
 # How long an idle worker runs before its memory is read.
 IDLE_SETTLE_S = 5.0
 # How long a worker with the pending escalations runs, after its Redis index is rebuilt, before
@@ -512,11 +513,13 @@ class Bench:
                                            stdout=out, stderr=subprocess.STDOUT)
         return process, log
 
-    def wait_rebuilt(self, process: subprocess.Popen, log: Path, pending: int,
-                     started: float) -> float:
-        """Waits until klaxon's Redis index holds `pending` entries; returns the seconds since
-        `started` (a `time.monotonic()` reading)."""
-        while self.redis.command("ZCARD", REDIS_PENDING_KEY) < pending:
+    def wait_rebuilt(self, database: Database, process: subprocess.Popen, log: Path,
+                     pending: int, started: float) -> float:
+        """Waits until the Redis index of klaxon on `database` holds `pending` entries; returns
+        the seconds since `started` (a `time.monotonic()` reading)."""
+        sql = "select id from installation"
+        key = REDIS_PENDING_KEY.format(installation=database.rows(sql, sql)[0][0])
+        while self.redis.command("ZCARD", key) < pending:
             if process.poll() is not None:
                 raise RuntimeError(f"klaxon exited with {process.returncode}:\n{tail(log)}")
             if time.monotonic() - started > REBUILD_TIMEOUT_S:
@@ -636,7 +639,8 @@ def bench_lag(bench: Bench, scenario: Scenario, pending: int, memory: MemoryResu
                                   KLAXON_LISTEN="127.0.0.1:0", KLAXON_ADMIN_TOKEN=token)
         port = listening_port(server, log)
         wait_ready(server, f"http://127.0.0.1:{port}/health", log)
-        rebuild_s = bench.wait_rebuilt(server, log, pending, started) if scenario.redis else None
+        rebuild_s = (bench.wait_rebuilt(database, server, log, pending, started)
+                     if scenario.redis else None)
         observer = CommitObserver(database, bench.processes, first_due)
         observer.start()
         try:
@@ -666,7 +670,8 @@ def bench_lag(bench: Bench, scenario: Scenario, pending: int, memory: MemoryResu
                                       ["worker"])
             memory.pending = database.pending()
             if scenario.redis:
-                memory.rebuild_s = bench.wait_rebuilt(worker, log, memory.pending, started)
+                memory.rebuild_s = bench.wait_rebuilt(database, worker, log, memory.pending,
+                                                      started)
             time.sleep(PENDING_SETTLE_S)
             memory.pending_kib, memory.pending_peak_kib = memory_kib(worker.pid)
             bench.processes.stop(worker)

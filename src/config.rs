@@ -24,10 +24,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The environment variables that override the file, with the key each one sets.
-const ENV_OVERRIDES: [(&str, &str); 4] = [
+const ENV_OVERRIDES: [(&str, &str); 5] = [
     ("KLAXON_LISTEN", "listen"),
     ("KLAXON_DATABASE_URL", "database_url"),
     ("KLAXON_REDIS_URL", "redis_url"),
+    ("KLAXON_REDIS_PREFIX", "redis_prefix"),
     ("KLAXON_ADMIN_TOKEN", "admin_token"),
 ];
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
     pub redis_url: Option<String>,
+    /// Put before every Redis key, ahead of the installation id (docs/engine.md, "Redis").
+    pub redis_prefix: String,
     /// The bootstrap admin secret. Not `Debug`-printed: see the manual impl below.
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database_url", &self.database_url)
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
+            .field("redis_prefix", &self.redis_prefix)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("escalation", &self.escalation)
@@ -71,6 +75,7 @@ impl Default for Config {
                 .parse()
                 .expect("the default database_url parses"),
             redis_url: None,
+            redis_prefix: String::new(),
             admin_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             escalation: EscalationConfig {
@@ -111,6 +116,7 @@ struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
     admin_token: Option<String>,
     max_body_bytes: Option<usize>,
     #[serde(default)]
@@ -157,6 +163,7 @@ impl Config {
                     "listen" => &mut raw.listen,
                     "database_url" => &mut raw.database_url,
                     "redis_url" => &mut raw.redis_url,
+                    "redis_prefix" => &mut raw.redis_prefix,
                     _ => &mut raw.admin_token,
                 };
                 *slot = Some(value);
@@ -195,6 +202,17 @@ impl Config {
                 ));
             }
         }
+        let redis_prefix = raw.redis_prefix.unwrap_or_default();
+        if redis_prefix.len() > MAX_REDIS_PREFIX_CHARS
+            || !redis_prefix.chars().all(is_redis_prefix_char)
+        {
+            return Err(invalid(
+                "redis_prefix",
+                format!(
+                    "must be at most {MAX_REDIS_PREFIX_CHARS} letters, digits or `:._-` characters"
+                ),
+            ));
+        }
         if let Some(token) = &raw.admin_token {
             check_admin_token(token)?;
         }
@@ -223,6 +241,7 @@ impl Config {
             listen,
             database_url,
             redis_url: raw.redis_url,
+            redis_prefix,
             admin_token: raw.admin_token,
             max_body_bytes,
             escalation: EscalationConfig {
@@ -256,6 +275,15 @@ fn check_admin_token(token: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The longest `redis_prefix` accepted: a namespace, not a place for data.
+pub const MAX_REDIS_PREFIX_CHARS: usize = 64;
+
+/// What a `redis_prefix` is made of: plain characters that print the same everywhere and need no
+/// quoting in `redis-cli`.
+fn is_redis_prefix_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-')
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -326,6 +354,13 @@ mod tests {
         assert_eq!(config.database_url.as_str(), DEFAULT_DATABASE_URL);
         assert_eq!(config.escalation.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(config.escalation.policy, EscalationPolicy::standard());
+        assert_eq!(config.redis_prefix, "");
+    }
+
+    #[test]
+    fn reads_a_redis_prefix() {
+        let config = Config::from_toml("redis_prefix = \"staging:klaxon-2.eu_1:\"").unwrap();
+        assert_eq!(config.redis_prefix, "staging:klaxon-2.eu_1:");
     }
 
     #[test]
@@ -374,6 +409,12 @@ mod tests {
         );
         let gap = "[[escalation.levels]]\nlevel = 2\ndelay = \"5m\"\nchannels = [\"sms\"]";
         assert!(error_of(gap).contains("`escalation.levels`"));
+        assert!(error_of("redis_prefix = \"a b\"").contains("`redis_prefix`"));
+        let long_prefix = format!(
+            "redis_prefix = \"{}\"",
+            "p".repeat(MAX_REDIS_PREFIX_CHARS + 1)
+        );
+        assert!(error_of(&long_prefix).contains("`redis_prefix`"));
         assert!(error_of("lisen = \"x\"").contains("lisen"));
         assert!(error_of("listen = 3000").contains("`listen`"));
     }

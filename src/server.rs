@@ -222,7 +222,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let store: Arc<dyn Store> = Arc::new(guarded);
     let redis = match &config.redis_url {
         Some(url) => Some(Arc::new(
-            RedisIndex::new(url, store.clone()).map_err(StartError::Redis)?,
+            RedisIndex::new(url, &config.redis_prefix, store.clone()).map_err(StartError::Redis)?,
         )),
         None => None,
     };

@@ -32,11 +32,12 @@ const SECRET_PREFIX: &str = "klx_";
 /// A bootstrap admin secret for tests that need to know it up front.
 const ADMIN_TOKEN: &str = "cli-test-admin-token-5f1c9a";
 /// Variables of the outer environment that would change what the binary does.
-const INHERITED_SETTINGS: [&str; 6] = [
+const INHERITED_SETTINGS: [&str; 7] = [
     "KLAXON_CONFIG",
     "KLAXON_LISTEN",
     "KLAXON_DATABASE_URL",
     "KLAXON_REDIS_URL",
+    "KLAXON_REDIS_PREFIX",
     "KLAXON_ADMIN_TOKEN",
     "RUST_LOG",
 ];
@@ -406,6 +407,14 @@ async fn a_bad_duration_stops_start_up_naming_its_key() {
     let stderr =
         refused_configuration(dir.path(), &["serve", "--config", "klaxon.toml"], &[]).await;
     assert!(stderr.contains("escalation.poll_interval"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_redis_prefix_from_the_environment_stops_start_up_naming_its_key() {
+    let dir = fresh_dir();
+    let env = [("KLAXON_REDIS_PREFIX", "two words")];
+    let stderr = refused_configuration(dir.path(), &["serve"], &env).await;
+    assert!(stderr.contains("`redis_prefix`"), "{stderr}");
 }
 
 #[tokio::test]

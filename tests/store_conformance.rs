@@ -24,6 +24,7 @@ use IncidentStatus::{Acknowledged, Cancelled, Escalating, Open, Resolved};
 
 on_every_backend!(
     migrating_twice_is_a_no_op,
+    the_installation_id_outlives_connections,
     a_large_batch_stores_every_event_in_order,
     ingest_opens_an_open_incident,
     dedup_key_joins_a_live_incident,
@@ -200,6 +201,28 @@ async fn migrating_twice_is_a_no_op(backend: Backend) {
     let again = open_store(&db).await;
     again.ping().await.unwrap();
     assert_eq!(again.incident(incident.id).await.unwrap(), incident);
+}
+
+/// The id the Redis index names its keys after: made once with the database, then the same on
+/// every connection and after migrating again; another database has another.
+async fn the_installation_id_outlives_connections(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let id = store.installation_id().await.unwrap();
+    assert!(!id.is_nil());
+    assert_eq!(store.installation_id().await.unwrap(), id);
+    drop(store);
+    let reopened = open_store(&db).await;
+    assert_eq!(reopened.installation_id().await.unwrap(), id);
+    let Some(other) = TestDatabase::create(backend).await else {
+        return;
+    };
+    assert_ne!(
+        open_store(&other).await.installation_id().await.unwrap(),
+        id
+    );
 }
 
 async fn ingest_opens_an_open_incident(backend: Backend) {
@@ -825,7 +848,15 @@ async fn the_database_refuses_deletes(backend: Backend) {
         created_at: minute(0),
     };
     store.create_token(new_token).await.unwrap();
-    for table in ["incidents", "events", "escalations", "timeline", "tokens"] {
+    let tables = [
+        "incidents",
+        "events",
+        "escalations",
+        "timeline",
+        "tokens",
+        "installation",
+    ];
+    for table in tables {
         let statement = format!("delete from {table}");
         let refused = raw(backend, &db.url, &statement).await;
         let error = refused.expect_err(&statement);
@@ -838,6 +869,7 @@ async fn the_database_refuses_deletes(backend: Backend) {
     assert_eq!(store.escalations(incident.id).await.unwrap().len(), 1);
     assert_eq!(store.timeline(incident.id).await.unwrap().len(), 3);
     assert_eq!(store.tokens().await.unwrap().len(), 1);
+    store.installation_id().await.unwrap();
 }
 
 async fn an_unreachable_database_is_unavailable(backend: Backend) {

@@ -1,5 +1,11 @@
-//! The optional Redis index of pending escalations, as the prototype had it: a sorted set
-//! `escalations:pending`, score = due time in epoch milliseconds, member = escalation id.
+//! The optional Redis index of pending escalations: a sorted set, score = due time in epoch
+//! milliseconds, member = escalation id, under the key
+//! `{redis_prefix}{installation id}:escalations:pending`.
+//!
+//! Every key is named after the deployment (the installation id its database keeps, and the
+//! configured `redis_prefix`), so deployments that share a Redis never read, and so never remove,
+//! each other's entries. An index only ever holds ids of its own database; one that database no
+//! longer has pending is stale, and removing it harms nobody.
 //!
 //! The database stays the source of truth. The index is written after each commit (added when
 //! scheduled, removed when executed or cancelled); the worker takes due ids from it and claims
@@ -10,7 +16,7 @@
 //! when Redis answers again the index is rebuilt from the database before it is used.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -20,8 +26,12 @@ use uuid::Uuid;
 use crate::domain::Timestamp;
 use crate::store::{Scheduled, Store};
 
-/// The sorted set of pending escalations.
-pub const PENDING_KEY: &str = "escalations:pending";
+/// The deployment's sorted set of pending escalations: `prefix` (the configured `redis_prefix`),
+/// then the installation id, then `escalations:pending`.
+fn pending_key(prefix: &str, installation: Uuid) -> String {
+    format!("{prefix}{installation}:escalations:pending")
+}
+
 /// How long one Redis command may take before Redis counts as down.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a down Redis is probed.
@@ -32,13 +42,17 @@ const REBUILD_PAGE: u32 = 10_000;
 pub struct RedisIndex {
     connection: ConnectionManager,
     store: Arc<dyn Store>,
+    prefix: String,
+    /// [`pending_key`], known once the first rebuild has read the installation id; always set
+    /// while the index is up.
+    pending: OnceLock<String>,
     up: AtomicBool,
 }
 
 impl RedisIndex {
     /// Prepares the index without connecting: it starts down and [`RedisIndex::supervise`]
-    /// brings it up.
-    pub fn new(url: &str, store: Arc<dyn Store>) -> Result<Self, redis::RedisError> {
+    /// brings it up. `prefix` is the configured `redis_prefix`.
+    pub fn new(url: &str, prefix: &str, store: Arc<dyn Store>) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -48,6 +62,8 @@ impl RedisIndex {
         Ok(Self {
             connection,
             store,
+            prefix: prefix.to_owned(),
+            pending: OnceLock::new(),
             up: AtomicBool::new(false),
         })
     }
@@ -77,11 +93,14 @@ impl RedisIndex {
     }
 
     pub async fn add(&self, scheduled: &[Scheduled]) {
+        let Some(key) = self.pending.get() else {
+            return;
+        };
         if scheduled.is_empty() {
             return;
         }
         let mut command = redis::cmd("ZADD");
-        command.arg(PENDING_KEY);
+        command.arg(key);
         for entry in scheduled {
             command.arg(entry.due.as_millis()).arg(entry.id.to_string());
         }
@@ -89,11 +108,14 @@ impl RedisIndex {
     }
 
     pub async fn remove(&self, ids: &[Uuid]) {
+        let Some(key) = self.pending.get() else {
+            return;
+        };
         if ids.is_empty() {
             return;
         }
         let mut command = redis::cmd("ZREM");
-        command.arg(PENDING_KEY);
+        command.arg(key);
         for id in ids {
             command.arg(id.to_string());
         }
@@ -104,7 +126,7 @@ impl RedisIndex {
     pub async fn due(&self, now: Timestamp, limit: u32) -> Option<Vec<Uuid>> {
         let mut command = redis::cmd("ZRANGEBYSCORE");
         command
-            .arg(PENDING_KEY)
+            .arg(self.pending.get()?)
             .arg("-inf")
             .arg(now.as_millis())
             .arg("LIMIT")
@@ -123,7 +145,11 @@ impl RedisIndex {
     /// the index is down.
     pub async fn next_due(&self) -> Option<Option<Timestamp>> {
         let mut command = redis::cmd("ZRANGE");
-        command.arg(PENDING_KEY).arg(0).arg(0).arg("WITHSCORES");
+        command
+            .arg(self.pending.get()?)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
         let first: Vec<(String, f64)> = self.run(&command).await?;
         Some(
             first
@@ -147,6 +173,7 @@ impl RedisIndex {
                         // (it was down): add it now that writes go through again.
                         let caught_up = self.catch_up(last).await;
                         tracing::info!(
+                            key = self.pending.get().map(String::as_str),
                             pending = count + caught_up,
                             "redis index rebuilt from the database"
                         );
@@ -176,8 +203,9 @@ impl RedisIndex {
     }
 
     /// Replaces the index with the database's pending escalations: written under a temporary
-    /// key and renamed over the live one, so readers never see it half-built. Returns how many
-    /// and the last id read.
+    /// key (the live key + `:rebuild:` + a fresh id) and renamed over the live one, so readers
+    /// never see it half-built. The first rebuild learns the live key from the installation id.
+    /// Returns how many and the last id read.
     async fn rebuild(
         &self,
     ) -> Result<(usize, Option<Uuid>), Box<dyn std::error::Error + Send + Sync>> {
@@ -185,7 +213,15 @@ impl RedisIndex {
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await?;
-        let staging = format!("{PENDING_KEY}:rebuild:{}", Uuid::now_v7());
+        let pending = match self.pending.get() {
+            Some(key) => key,
+            None => {
+                let installation = self.store.installation_id().await?;
+                self.pending
+                    .get_or_init(|| pending_key(&self.prefix, installation))
+            }
+        };
+        let staging = format!("{pending}:rebuild:{}", Uuid::now_v7());
         let mut after = None;
         let mut count = 0;
         loop {
@@ -202,13 +238,13 @@ impl RedisIndex {
         }
         if count == 0 {
             redis::cmd("DEL")
-                .arg(PENDING_KEY)
+                .arg(pending)
                 .query_async::<()>(&mut connection)
                 .await?;
         } else {
             redis::cmd("RENAME")
                 .arg(&staging)
-                .arg(PENDING_KEY)
+                .arg(pending)
                 .query_async::<()>(&mut connection)
                 .await?;
         }

@@ -195,6 +195,10 @@ impl Queries for Guarded {
     async fn pending_page(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<Scheduled>> {
         self.call(self.inner.pending_page(after, limit)).await
     }
+
+    async fn installation_id(&self) -> Result<Uuid> {
+        self.call(self.inner.installation_id()).await
+    }
 }
 
 #[async_trait]

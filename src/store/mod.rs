@@ -145,6 +145,10 @@ pub trait Queries: Send + Sync + 'static {
     /// Answers when the database can be reached.
     async fn ping(&self) -> Result<()>;
 
+    /// This deployment's id: made once, by the migration that added it, then the same on every
+    /// connection and every instance.
+    async fn installation_id(&self) -> Result<Uuid>;
+
     async fn incident(&self, id: Uuid) -> Result<Incident>;
 
     /// Newest first.

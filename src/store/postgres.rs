@@ -161,6 +161,11 @@ impl Queries for PostgresStore {
         Ok(())
     }
 
+    async fn installation_id(&self) -> Result<Uuid> {
+        let row = statements::installation().fetch_one(&self.pool).await?;
+        rows::installation_id(&row)
+    }
+
     async fn incident(&self, id: Uuid) -> Result<Incident> {
         let row = statements::incident(id)
             .fetch_optional(&self.pool)

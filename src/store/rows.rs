@@ -140,6 +140,11 @@ pub(crate) fn scheduled(row: &impl Columns) -> Result<Scheduled> {
     })
 }
 
+/// The deployment's id (`id` of `installation`).
+pub(crate) fn installation_id(row: &impl Columns) -> Result<Uuid> {
+    row.uuid("id")
+}
+
 /// A claimed escalation with its incident's `incident_status` and policy snapshot (`policy`,
 /// checked as any policy is).
 pub(crate) fn claimed(row: &impl Columns) -> Result<Claimed> {

@@ -84,6 +84,11 @@ pub(crate) fn timeline_of<'q, D: Dialect>(incident_id: Uuid) -> Statement<'q, D>
         .bind(D::id(incident_id))
 }
 
+/// This deployment's id: the one row of `installation`, written by the migration that created it.
+pub(crate) fn installation<'q, D: Dialect>() -> Statement<'q, D> {
+    sqlx::query("select id from installation")
+}
+
 pub(crate) fn create_token<'q, D: Dialect>(token: &NewToken) -> Statement<'q, D>
 where
     String: Encode<'q, D> + Type<D>,
