@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::Timestamp;
-use crate::store::{Scheduled, Store};
+use crate::store::{Scheduled, Store, StoreError};
 
 /// The deployment's sorted set of pending escalations: `prefix` (the configured `redis_prefix`),
 /// then the installation id, then `escalations:pending`.
@@ -177,11 +177,21 @@ impl RedisIndex {
                             pending = count + caught_up,
                             "redis index rebuilt from the database"
                         );
+                        first_attempt = false;
                     }
-                    Err(error) if first_attempt => warn_down(&*error),
-                    Err(error) => tracing::debug!(%error, "redis still unreachable"),
+                    // The database is reported by the store; only Redis is this index's to warn
+                    // of, once, whenever it is first found down.
+                    Err(RebuildError::Store(error)) => {
+                        tracing::debug!(%error, "cannot rebuild the redis index yet: the database did not answer");
+                    }
+                    Err(RebuildError::Redis(error)) if first_attempt => {
+                        warn_down(&error);
+                        first_attempt = false;
+                    }
+                    Err(RebuildError::Redis(error)) => {
+                        tracing::debug!(%error, "redis still unreachable")
+                    }
                 }
-                first_attempt = false;
             }
             tokio::select! {
                 _ = tokio::time::sleep(PROBE_INTERVAL) => {}
@@ -206,9 +216,7 @@ impl RedisIndex {
     /// key (the live key + `:rebuild:` + a fresh id) and renamed over the live one, so readers
     /// never see it half-built. The first rebuild learns the live key from the installation id.
     /// Returns how many and the last id read.
-    async fn rebuild(
-        &self,
-    ) -> Result<(usize, Option<Uuid>), Box<dyn std::error::Error + Send + Sync>> {
+    async fn rebuild(&self) -> Result<(usize, Option<Uuid>), RebuildError> {
         let mut connection = self.connection.clone();
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
@@ -250,6 +258,15 @@ impl RedisIndex {
         }
         Ok((count, after))
     }
+}
+
+/// Why a rebuild failed: Redis, or the database it reads from.
+#[derive(Debug, thiserror::Error)]
+enum RebuildError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The one warning of an outage, at start or mid-run.
