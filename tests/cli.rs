@@ -918,10 +918,26 @@ async fn a_client_request_id_reaches_the_logs_only_when_plain() {
         async move { logged }
     })
     .await;
+    // A path is the client's text too: it is logged quoted, its quotes escaped.
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut raw = std::net::TcpStream::connect(&addr).expect("connect to serve");
+    std::io::Write::write_all(
+        &mut raw,
+        format!("GET /x\"msg=\"forged HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("send a raw request");
+    let _ = std::io::Read::read_to_end(&mut raw, &mut Vec::new());
+    eventually("the odd path in the log", READY_TIMEOUT, || {
+        let logged = process.stderr().contains(r#"path="/x\"msg=\"forged""#);
+        async move { logged }
+    })
+    .await;
     let (status, process) = server.terminate().await;
     assert!(status.success(), "serve exited with {status}");
     let stderr = process.stderr();
     assert!(!stderr.contains("admin logged in"), "{stderr}");
+    assert!(!stderr.contains(r#"path=/x"msg="forged"#), "{stderr}");
 }
 
 #[tokio::test]

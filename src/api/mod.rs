@@ -139,10 +139,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                         .get(X_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
+                    // The path is the client's text: logged quoted and escaped (`?`), so that it
+                    // cannot forge the look of a log line.
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
-                        path = %request.uri().path(),
+                        path = ?request.uri().path(),
                         request_id = %request_id,
                     )
                 })
