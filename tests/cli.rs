@@ -907,3 +907,57 @@ async fn every_acknowledged_message_survives_kill_9_mid_stream() {
         acknowledged.len()
     );
 }
+
+/// Issue 7's reproduction: with `ulimit -n 256`, 300 sockets that send nothing made every real
+/// request time out. Now the connection cap keeps descriptors in hand, the silent sockets are
+/// closed after the head deadline, and a real request is served.
+#[cfg(unix)]
+#[tokio::test]
+async fn silent_sockets_beyond_the_descriptor_limit_do_not_starve_real_requests() {
+    use std::os::unix::process::CommandExt;
+
+    const DESCRIPTORS: libc::rlim_t = 256;
+    const SILENT: usize = 300;
+    let dir = fresh_dir();
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "[http]\nheader_timeout = \"1s\"\n",
+    );
+    let addr = free_local_addr();
+    let mut command = klaxon(dir.path(), &["--config", "klaxon.toml", "serve"]);
+    command.env("KLAXON_LISTEN", addr.to_string());
+    let limit = libc::rlimit {
+        rlim_cur: DESCRIPTORS,
+        rlim_max: DESCRIPTORS,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let server = Server::ready(command, addr).await;
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let health = server.client.get(format!("{}/health", server.base)).send();
+    let answer = tokio::time::timeout(READY_TIMEOUT, health)
+        .await
+        .expect("a real request is served while the silent sockets wait")
+        .expect("the server answers");
+    assert_eq!(answer.status(), StatusCode::OK);
+    drop(silent);
+    let (status, process) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+    let stderr = process.stderr();
+    assert!(
+        !stderr.contains("cannot accept connections"),
+        "the cap let the descriptors run out:\n{stderr}"
+    );
+}
