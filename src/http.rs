@@ -409,7 +409,7 @@ impl AsyncWrite for Guarded {
 }
 
 /// The status of `written` if it is the answer hyper makes itself for a head it cannot parse: a
-/// 400, 414 or 431 head without a body. The app's error answers always carry one.
+/// 400 or 431 head without a body (a long request target meets the 431 first). The app's error answers always carry one.
 fn hypers_own_answer(written: &[u8]) -> Option<StatusCode> {
     if !written.ends_with(b"\r\n\r\n") {
         return None;
@@ -418,7 +418,6 @@ fn hypers_own_answer(written: &[u8]) -> Option<StatusCode> {
     let status = StatusCode::from_bytes(status).ok()?;
     let own = [
         StatusCode::BAD_REQUEST,
-        StatusCode::URI_TOO_LONG,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     ];
     let bodiless = written
@@ -438,7 +437,6 @@ fn json_error(status: StatusCode) -> Vec<u8> {
             "request_header_fields_too_large",
             format!("the request head is larger than {MAX_HEADER_BYTES} bytes"),
         ),
-        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request target is too long".to_owned()),
         _ => ("bad_request", "the request head is malformed".to_owned()),
     };
     let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
