@@ -94,18 +94,30 @@ async fn read_health_answer(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
+/// Sends `GET /health` on a keep-alive connection and expects 200.
+async fn ask_health(stream: &mut TcpStream) {
+    stream.write_all(HEALTH).await.expect("send the request");
+    let answer = read_health_answer(stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Expects the server to close the connection within `within` without a word.
+async fn closed_silently(stream: &mut TcpStream, within: Duration) {
+    let received = until_closed(stream, within).await;
+    assert!(
+        received.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+}
+
 #[tokio::test]
 async fn a_socket_that_sends_nothing_is_closed() {
     let Some(app) = spawn(short_limits()).await else {
         return;
     };
     let mut silent = connect(&app).await;
-    let received = until_closed(&mut silent, SHORT + CLOSE_SLACK).await;
-    assert!(
-        received.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&received)
-    );
+    closed_silently(&mut silent, SHORT + CLOSE_SLACK).await;
     app.finish().await;
 }
 
@@ -151,22 +163,11 @@ async fn an_idle_keep_alive_is_closed_after_the_idle_limit_not_the_head_limit() 
         return;
     };
     let mut client = connect(&app).await;
-    client.write_all(HEALTH).await.unwrap();
-    assert!(read_health_answer(&mut client)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    ask_health(&mut client).await;
     // Idle for longer than a head may take: the idle limit, not the head's, applies.
     tokio::time::sleep(SHORT * 2).await;
-    client.write_all(HEALTH).await.unwrap();
-    assert!(read_health_answer(&mut client)
-        .await
-        .starts_with("HTTP/1.1 200"));
-    let received = until_closed(&mut client, long_idle + CLOSE_SLACK).await;
-    assert!(
-        received.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&received)
-    );
+    ask_health(&mut client).await;
+    closed_silently(&mut client, long_idle + CLOSE_SLACK).await;
     app.finish().await;
 }
 
