@@ -59,44 +59,61 @@ def wait_ready(port: int) -> None:
     raise RuntimeError("klaxon did not start listening")
 
 
-async def one(port: int, opened: asyncio.Event, all_open: asyncio.Event, counter: list) -> bool:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    counter[0] += 1
-    if counter[0] == counter[1]:
-        all_open.set()
-    await all_open.wait()
-    writer.write(b"GET /health HTTP/1.1\r\nhost: bench\r\n\r\n")
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    ok = head.startswith(b"HTTP/1.1 200")
-    counter[2] += 1
-    if counter[2] == counter[1]:
-        opened.set()
-    await opened.wait()
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass
-    return ok
+class Burst:
+    """Counts the connections in: each one sends its request once all are open, and closes once
+    all are answered, so that all 3,000 are open at once."""
+
+    def __init__(self, connections: int) -> None:
+        self.connections = connections
+        self.opened = 0
+        self.answered = 0
+        self.all_open = asyncio.Event()
+        self.all_answered = asyncio.Event()
+
+    def _arrived(self, event: asyncio.Event, count: int) -> int:
+        count += 1
+        if count == self.connections:
+            event.set()
+        return count
+
+    async def one(self, port: int) -> bool:
+        """A connection that fails still counts as opened and answered, so none waits forever."""
+        head = b""
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            self.opened = self._arrived(self.all_open, self.opened)
+        try:
+            await self.all_open.wait()
+            writer.write(b"GET /health HTTP/1.1\r\nhost: bench\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            self.answered = self._arrived(self.all_answered, self.answered)
+        await self.all_answered.wait()
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return head.startswith(b"HTTP/1.1 200")
 
 
 async def burst(port: int, connections: int, pid: int) -> tuple[int, float]:
-    answered, all_open = asyncio.Event(), asyncio.Event()
-    counter = [0, connections, 0]
+    """Returns how many were answered 200, and the peak RSS while they were open."""
+    burst = Burst(connections)
     peak = 0.0
 
     async def watch() -> None:
         nonlocal peak
-        while not answered.is_set():
+        while not burst.all_answered.is_set():
             peak = max(peak, rss_mb(pid))
             await asyncio.sleep(0.05)
         peak = max(peak, rss_mb(pid))
 
     watcher = asyncio.create_task(watch())
     results = await asyncio.gather(
-        *(one(port, answered, all_open, counter) for _ in range(connections)),
-        return_exceptions=True,
+        *(burst.one(port) for _ in range(connections)), return_exceptions=True
     )
     await watcher
     return sum(1 for r in results if r is True), peak
