@@ -32,7 +32,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, DEFAULT_MAX_CONNECTIONS};
 
 /// The largest request head (request line and headers) accepted; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -47,19 +47,25 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const TIMED_OUT_ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// The connection cap: `configured`, lowered to stay [`RESERVED_DESCRIPTORS`] below the
-/// process's open-file limit (`RLIMIT_NOFILE`), and at least 1.
+/// process's open-file limit (`RLIMIT_NOFILE`), and between 1 and `u32::MAX`. Lowering a
+/// configured cap is worth a warning; lowering the default is what it is for.
 pub fn connection_cap(configured: usize) -> usize {
+    let configured = configured.min(u32::MAX as usize);
     let Some(limit) = descriptor_limit() else {
         return configured;
     };
     let room = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
     if configured > room {
-        tracing::warn!(
-            configured,
-            descriptor_limit = limit,
-            cap = room,
-            "http.max_connections lowered to stay below the open-file limit (ulimit -n)"
-        );
+        if configured == DEFAULT_MAX_CONNECTIONS {
+            tracing::info!(descriptor_limit = limit, cap = room, "connection cap");
+        } else {
+            tracing::warn!(
+                configured,
+                descriptor_limit = limit,
+                cap = room,
+                "http.max_connections lowered to stay below the open-file limit (ulimit -n)"
+            );
+        }
     }
     configured.min(room)
 }
@@ -123,7 +129,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let all = u32::try_from(cap).unwrap_or(u32::MAX);
+    let all = u32::try_from(cap).expect("connection_cap is at most u32::MAX");
     let _ = permits.acquire_many(all).await;
     Ok(())
 }
