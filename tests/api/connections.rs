@@ -262,3 +262,46 @@ async fn a_malformed_head_gets_400_as_json() {
     assert_eq!(body["error"]["code"], "bad_request", "{body}");
     app.finish().await;
 }
+
+/// Stopping closes the door to new connections and lets the request in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_refuses_new_connections_and_finishes_the_request_in_flight() {
+    const BODY: &str = r#"{"text":"in flight"}"#;
+    let Some(app) = spawn(HttpConfig::default()).await else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut client = connect(&app).await;
+    // With `expect: 100-continue` the server answers `100 Continue` once the handler reads the
+    // body: the request is then in flight.
+    let head = format!(
+        "POST /message HTTP/1.1\r\nhost: klaxon\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        BODY.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("100 Continue\r\n\r\n") {
+        let mut chunk = [0; 256];
+        let n = timeout(CLOSE_SLACK, client.read(&mut chunk))
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let stopping = tokio::spawn(app.finish());
+    crate::common::eventually("new connections to be refused", CLOSE_SLACK, || {
+        let addr = addr.clone();
+        async move { TcpStream::connect(addr).await.is_err() }
+    })
+    .await;
+    client.write_all(BODY.as_bytes()).await.unwrap();
+    let answer =
+        String::from_utf8_lossy(&until_closed(&mut client, CLOSE_SLACK).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    timeout(CLOSE_SLACK, stopping)
+        .await
+        .expect("stop returns once the request is answered")
+        .expect("the stop does not panic");
+}
