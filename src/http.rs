@@ -299,14 +299,12 @@ impl Exchange {
             changed.as_mut().enable();
             let deadline = {
                 let between = self.between.lock().unwrap_or_else(PoisonError::into_inner);
-                match (between.busy, between.heard) {
-                    (true, _) => None,
-                    (false, Some(heard)) => Some((heard + limits.header_timeout, true)),
-                    (false, None) if between.answered == 0 => {
-                        Some((between.since + limits.header_timeout, false))
-                    }
-                    (false, None) => Some((between.since + limits.idle_timeout, false)),
-                }
+                let deadline = match between.heard {
+                    _ if between.answered == 0 => between.since + limits.header_timeout,
+                    Some(first_byte) => first_byte + limits.header_timeout,
+                    None => between.since + limits.idle_timeout,
+                };
+                (!between.busy).then_some((deadline, between.heard.is_some()))
             };
             match deadline {
                 None => changed.await,

@@ -12,7 +12,7 @@ use klaxon::server::{self, Roles};
 use klaxon::telemetry::{self, LogFormat};
 
 /// jemalloc, not glibc's malloc: after a burst of connections glibc keeps the freed buffers in
-/// its arenas (RSS 114 MB of 11 MB idle, even with `MALLOC_ARENA_MAX=2`), where jemalloc hands
+/// its arenas (RSS 114 MB, against 11 MB idle, even with `MALLOC_ARENA_MAX=2`), where jemalloc hands
 /// them back within seconds (docs/PERFORMANCE.md, "Memory after a burst").
 #[cfg(unix)]
 #[global_allocator]
