@@ -36,6 +36,8 @@ use crate::config::{HttpConfig, DEFAULT_MAX_CONNECTIONS};
 
 /// The largest request head (request line and headers) accepted; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most headers a request may have; more get 431.
+pub const MAX_HEADERS: usize = 100;
 /// Descriptors kept back from the connection cap: the database pool, the SQLite files, Redis,
 /// the listener, the log.
 pub const RESERVED_DESCRIPTORS: usize = 64;
@@ -207,7 +209,8 @@ fn serve_connection(
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(None)
-        .max_header_size(MAX_HEADER_BYTES);
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     async move {
         tokio::pin!(connection);
@@ -439,7 +442,10 @@ fn json_error(status: StatusCode) -> Vec<u8> {
         ),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
             "request_header_fields_too_large",
-            format!("the request head is larger than {MAX_HEADER_BYTES} bytes"),
+            format!(
+                "the request head is larger than {MAX_HEADER_BYTES} bytes or has more than \
+                 {MAX_HEADERS} headers"
+            ),
         ),
         _ => ("bad_request", "the request head is malformed".to_owned()),
     };

@@ -237,6 +237,15 @@ async fn an_oversized_head_gets_431_as_json() {
         body["error"]["code"], "request_header_fields_too_large",
         "{body}"
     );
+    // So does a head of more headers than allowed, however short.
+    let mut client = connect(&app).await;
+    let many: String = (0..=klaxon::http::MAX_HEADERS)
+        .map(|i| format!("x-h{i}: 1\r\n"))
+        .collect();
+    let request = format!("GET /health HTTP/1.1\r\nhost: klaxon\r\n{many}\r\n");
+    let _ = client.write_all(request.as_bytes()).await;
+    let (status, body) = parse_answer(&until_closed(&mut client, CLOSE_SLACK).await);
+    assert_eq!(status, 431, "{body}");
     // A head just under the limit is served.
     let (status, _) = TestApp::send(
         app.request(reqwest::Method::GET, "/health", None)
