@@ -22,6 +22,15 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://klaxon.db";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// The largest request body accepted (SPEC §4: 1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a client has to send a request head, from its first byte (or from connecting).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request body, from the end of its head.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a keep-alive connection may wait for its next request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most connections served at once, unless the descriptor limit allows fewer
+/// (`http::connection_cap`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The environment variables that override the file, with the key each one sets.
 const ENV_OVERRIDES: [(&str, &str); 5] = [
@@ -42,7 +51,28 @@ pub struct Config {
     /// The bootstrap admin secret. Not `Debug`-printed: see the manual impl below.
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
+    pub http: HttpConfig,
     pub escalation: EscalationConfig,
+}
+
+/// `[http]`: how long clients may take, and how many may be connected at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("redis_prefix", &self.redis_prefix)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("http", &self.http)
             .field("escalation", &self.escalation)
             .finish()
     }
@@ -78,6 +109,7 @@ impl Default for Config {
             redis_prefix: String::new(),
             admin_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            http: HttpConfig::default(),
             escalation: EscalationConfig {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 policy: EscalationPolicy::standard(),
@@ -120,7 +152,18 @@ struct FileConfig {
     admin_token: Option<String>,
     max_body_bytes: Option<usize>,
     #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
     escalation: FileEscalation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,19 +263,35 @@ impl Config {
         if max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be greater than 0"));
         }
-        let poll_interval = match raw.escalation.poll_interval {
-            Some(text) => {
-                let interval = parse_duration("escalation.poll_interval", &text)?;
-                if interval.is_zero() {
-                    return Err(invalid(
-                        "escalation.poll_interval",
-                        "must be greater than 0",
-                    ));
-                }
-                interval
-            }
-            None => defaults.escalation.poll_interval,
+        let poll_interval = positive_duration(
+            "escalation.poll_interval",
+            raw.escalation.poll_interval,
+            defaults.escalation.poll_interval,
+        )?;
+        let http = HttpConfig {
+            header_timeout: positive_duration(
+                "http.header_timeout",
+                raw.http.header_timeout,
+                defaults.http.header_timeout,
+            )?,
+            body_timeout: positive_duration(
+                "http.body_timeout",
+                raw.http.body_timeout,
+                defaults.http.body_timeout,
+            )?,
+            idle_timeout: positive_duration(
+                "http.idle_timeout",
+                raw.http.idle_timeout,
+                defaults.http.idle_timeout,
+            )?,
+            max_connections: raw
+                .http
+                .max_connections
+                .unwrap_or(defaults.http.max_connections),
         };
+        if http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be greater than 0"));
+        }
         let policy = match raw.escalation.levels {
             Some(levels) => policy_from_levels(levels)?,
             None => defaults.escalation.policy,
@@ -244,6 +303,7 @@ impl Config {
             redis_prefix,
             admin_token: raw.admin_token,
             max_body_bytes,
+            http,
             escalation: EscalationConfig {
                 poll_interval,
                 policy,
@@ -319,6 +379,22 @@ fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// `text` as a duration greater than 0, or `default` without one.
+fn positive_duration(
+    key: &str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let duration = parse_duration(key, &text)?;
+    if duration.is_zero() {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(duration)
+}
+
 fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, ConfigError> {
     let mut parsed = Vec::with_capacity(levels.len());
     for (index, level) in levels.into_iter().enumerate() {
@@ -355,12 +431,28 @@ mod tests {
         assert_eq!(config.escalation.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(config.escalation.policy, EscalationPolicy::standard());
         assert_eq!(config.redis_prefix, "");
+        assert_eq!(config.http, HttpConfig::default());
     }
 
     #[test]
     fn reads_a_redis_prefix() {
         let config = Config::from_toml("redis_prefix = \"staging:klaxon-2.eu_1:\"").unwrap();
         assert_eq!(config.redis_prefix, "staging:klaxon-2.eu_1:");
+    }
+
+    #[test]
+    fn reads_the_http_limits() {
+        let config = Config::from_toml(
+            "[http]\nheader_timeout = \"2s\"\nbody_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_connections = 5",
+        )
+        .unwrap();
+        let expected = HttpConfig {
+            header_timeout: Duration::from_secs(2),
+            body_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(4),
+            max_connections: 5,
+        };
+        assert_eq!(config.http, expected);
     }
 
     #[test]
@@ -416,6 +508,9 @@ mod tests {
         );
         assert!(error_of(&long_prefix).contains("`redis_prefix`"));
         assert!(error_of("lisen = \"x\"").contains("lisen"));
+        assert!(error_of("[http]\nheader_timeout = \"0s\"").contains("`http.header_timeout`"));
+        assert!(error_of("[http]\nidle_timeout = \"later\"").contains("`http.idle_timeout`"));
+        assert!(error_of("[http]\nmax_connections = 0").contains("`http.max_connections`"));
         assert!(error_of("listen = 3000").contains("`listen`"));
     }
 

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::domain::{Role, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::store::availability::{Gate, Guarded};
 use crate::store::batch::IngestQueue;
@@ -284,14 +285,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             tokens,
         };
         let app = api::router(state, config.max_body_bytes);
-        let mut stopping = stopping.clone();
-        let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopping.changed().await;
-                })
-                .await
-        });
+        let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));
         tasks.push(("the API", serve));
         tracing::info!(%addr, "listening");
         api_addr = Some(addr);

@@ -1056,3 +1056,130 @@ async fn every_acknowledged_message_survives_kill_9_mid_stream() {
         acknowledged.len()
     );
 }
+
+/// Issue 7's reproduction: with `ulimit -n 256`, 300 sockets that send nothing made every real
+/// request time out. Now the connection cap keeps descriptors in hand, the silent sockets are
+/// closed after the head deadline, and a real request is served.
+#[cfg(unix)]
+#[tokio::test]
+async fn silent_sockets_beyond_the_descriptor_limit_do_not_starve_real_requests() {
+    use std::os::unix::process::CommandExt;
+
+    const DESCRIPTORS: libc::rlim_t = 256;
+    const SILENT: usize = 300;
+    let dir = fresh_dir();
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "[http]\nheader_timeout = \"1s\"\n",
+    );
+    let addr = free_local_addr();
+    let mut command = klaxon(dir.path(), &["--config", "klaxon.toml", "serve"]);
+    command.env("KLAXON_LISTEN", addr.to_string());
+    let limit = libc::rlimit {
+        rlim_cur: DESCRIPTORS,
+        rlim_max: DESCRIPTORS,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let server = Server::ready(command, addr).await;
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let health = server.client.get(format!("{}/health", server.base)).send();
+    let answer = tokio::time::timeout(READY_TIMEOUT, health)
+        .await
+        .expect("a real request is served while the silent sockets wait")
+        .expect("the server answers");
+    assert_eq!(answer.status(), StatusCode::OK);
+    drop(silent);
+    let (status, process) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+    let stderr = process.stderr();
+    assert!(
+        !stderr.contains("cannot accept connections"),
+        "the cap let the descriptors run out:\n{stderr}"
+    );
+}
+
+/// SPEC §7 after a burst (issue 7): 3,000 connections at once, each answered, then closed; the
+/// server's resident memory is back under 64 MB within seconds. `bench/burst_rss.py` measures
+/// the same on the release build, with figures in docs/PERFORMANCE.md.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn memory_returns_under_64_mb_after_3000_connections() {
+    const CONNECTIONS: usize = 3000;
+    const IDLE_RSS_LIMIT_KB: u64 = 64 * 1024;
+    /// How long the memory may take to come back.
+    const SETTLE: Duration = Duration::from_secs(20);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct we own.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max.min(16 * 1024);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised || limit.rlim_cur < 2 * CONNECTIONS as libc::rlim_t + 256 {
+        eprintln!("skipped: the open-file limit is too low for {CONNECTIONS} connections");
+        return;
+    }
+    let dir = fresh_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let pid = server.process.child.id();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Each connection asks as soon as it is open, and stays open (kept alive) until all 3,000
+    // have been answered.
+    let ask = |addr: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: klaxon\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>((stream, head.starts_with(b"HTTP/1.1 200")))
+    };
+    let answers =
+        futures::future::join_all((0..CONNECTIONS).map(|_| tokio::spawn(ask(addr.clone())))).await;
+    let mut connections = Vec::with_capacity(CONNECTIONS);
+    for answer in answers {
+        let (stream, ok) = answer.expect("no panic").expect("an answer");
+        assert!(ok, "not 200");
+        connections.push(stream);
+    }
+    drop(connections);
+    let rss_kb = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("VmRSS in /proc/PID/status")
+    };
+    eventually("RSS back under 64 MB after the burst", SETTLE, || {
+        let rss = rss_kb();
+        async move { rss < IDLE_RSS_LIMIT_KB }
+    })
+    .await;
+    let (status, _) = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+}

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod concurrency;
+mod connections;
 mod edges;
 mod input;
 mod lifecycle;
