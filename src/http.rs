@@ -32,6 +32,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+use crate::api::error::ErrorBody;
 use crate::config::{HttpConfig, DEFAULT_MAX_CONNECTIONS};
 
 /// The largest request head (request line and headers) accepted; larger ones get 431.
@@ -449,7 +450,7 @@ fn json_error(status: StatusCode) -> Vec<u8> {
         ),
         _ => ("bad_request", "the request head is malformed".to_owned()),
     };
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let body = serde_json::to_string(&ErrorBody::new(code, message)).unwrap_or_default();
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          x-content-type-options: nosniff\r\nconnection: close\r\n\r\n",

@@ -101,7 +101,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `invalid_transition`,
-    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`.
+    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`;
+    /// below the router (`crate::http`): `request_timeout`, `request_header_fields_too_large`.
     pub code: &'static str,
     /// What went wrong, naming the field at fault.
     pub message: String,
@@ -109,6 +110,22 @@ pub struct ErrorDetail {
     pub status: Option<IncidentStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
+}
+
+impl ErrorBody {
+    /// An error with no incident status or action attached.
+    pub fn new(code: &'static str, message: String) -> Self {
+        Self {
+            error: ErrorDetail {
+                code,
+                message,
+                status: None,
+                action: None,
+            },
+            status: None,
+            action: None,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
