@@ -3,6 +3,7 @@
 //! runs. A bad value is a [`ConfigError`] that names the key at fault; the CLI turns it into exit
 //! code 2.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,13 +34,37 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The environment variables that override the file, with the key each one sets.
-const ENV_OVERRIDES: [(&str, &str); 5] = [
+const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("KLAXON_LISTEN", "listen"),
     ("KLAXON_DATABASE_URL", "database_url"),
     ("KLAXON_REDIS_URL", "redis_url"),
     ("KLAXON_REDIS_PREFIX", "redis_prefix"),
     ("KLAXON_ADMIN_TOKEN", "admin_token"),
+    ("KLAXON_PUBLIC_URL", "public_url"),
+    ("KLAXON_SMTP_USERNAME", "email.username"),
+    ("KLAXON_SMTP_PASSWORD", "email.password"),
 ];
+
+/// How many times a notification is tried before it is `FAILED`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// The first retry of a failed notification waits up to this long, doubling each time.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// No retry of a failed notification waits longer than this.
+pub const DEFAULT_RETRY_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// How long an acknowledge or resolve link in a message stays valid.
+pub const DEFAULT_LINK_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// The SMTP port when `[email]` names none: submission with STARTTLS.
+pub const DEFAULT_SMTP_PORT: u16 = 587;
+/// Storm protection for email: at most this many mails per recipient per window.
+pub const DEFAULT_EMAIL_RATE: RateLimit = RateLimit {
+    count: 20,
+    per: Duration::from_secs(15 * 60),
+};
+/// Storm protection for webhooks: at most this many posts per webhook per window.
+pub const DEFAULT_WEBHOOK_RATE: RateLimit = RateLimit {
+    count: 60,
+    per: Duration::from_secs(60),
+};
 
 #[derive(Clone)]
 pub struct Config {
@@ -53,6 +78,112 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub http: HttpConfig,
     pub escalation: EscalationConfig,
+    /// The base of the links in messages (`http://<listen>` unless set).
+    pub public_url: String,
+    /// `[email]`: the SMTP server mail goes through; without it email notifications fail with a
+    /// clear reason.
+    pub email: Option<EmailConfig>,
+    /// `[webhooks.<name>]`: the webhooks levels may name.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    pub notifications: NotificationConfig,
+}
+
+/// `[email]`. Not `Debug`-printed with its password: see the manual impl below.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EmailConfig {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The `From` address, `Name <addr>` or `addr`.
+    pub from: String,
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text: a local relay or a test sink only.
+    None,
+    /// Plain, then upgraded with `STARTTLS`, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[webhooks.<name>]`. Not `Debug`-printed with its secret: see the manual impl below.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub format: WebhookFormat,
+    /// The key of the `X-Klaxon-Signature` HMAC-SHA256 header; without it, none is sent.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Slack's incoming-webhook JSON (`text` and `blocks`), which Mattermost and others take too.
+    Slack,
+    /// Klaxon's own JSON, with the whole incident.
+    #[default]
+    Generic,
+}
+
+/// `[notifications]`: retries, links and storm protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationConfig {
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_cap: Duration,
+    pub link_expiry: Duration,
+    pub email_rate: RateLimit,
+    pub webhook_rate: RateLimit,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            retry_backoff_cap: DEFAULT_RETRY_BACKOFF_CAP,
+            link_expiry: DEFAULT_LINK_EXPIRY,
+            email_rate: DEFAULT_EMAIL_RATE,
+            webhook_rate: DEFAULT_WEBHOOK_RATE,
+        }
+    }
+}
+
+/// At most `count` messages per recipient and channel in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
 }
 
 /// `[http]`: how long clients may take, and how many may be connected at once.
@@ -92,16 +223,21 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("http", &self.http)
             .field("escalation", &self.escalation)
+            .field("public_url", &self.public_url)
+            .field("email", &self.email)
+            .field("webhooks", &self.webhooks)
+            .field("notifications", &self.notifications)
             .finish()
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .expect("the default listen address parses");
         Self {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .expect("the default listen address parses"),
+            listen,
             database_url: DEFAULT_DATABASE_URL
                 .parse()
                 .expect("the default database_url parses"),
@@ -114,6 +250,10 @@ impl Default for Config {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 policy: EscalationPolicy::standard(),
             },
+            public_url: format!("http://{listen}"),
+            email: None,
+            webhooks: BTreeMap::new(),
+            notifications: NotificationConfig::default(),
         }
     }
 }
@@ -155,6 +295,57 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     escalation: FileEscalation,
+    public_url: Option<String>,
+    email: Option<FileEmail>,
+    #[serde(default)]
+    webhooks: BTreeMap<String, FileWebhook>,
+    #[serde(default)]
+    notifications: FileNotifications,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEmail {
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    tls: Option<SmtpTls>,
+    username: Option<String>,
+    password: Option<String>,
+    from: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    url: String,
+    #[serde(default)]
+    format: WebhookFormat,
+    secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNotifications {
+    max_attempts: Option<u32>,
+    retry_backoff: Option<String>,
+    retry_backoff_cap: Option<String>,
+    link_expiry: Option<String>,
+    #[serde(default)]
+    rate_limits: FileRateLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRateLimits {
+    email: Option<FileRateLimit>,
+    webhook: Option<FileRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRateLimit {
+    count: u32,
+    per: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +370,10 @@ struct FileLevel {
     level: i32,
     delay: String,
     channels: Vec<Channel>,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    webhooks: Vec<String>,
 }
 
 /// Sets the variables of `.env` in the working directory, if there is one, that are not set
@@ -207,6 +402,13 @@ impl Config {
                     "database_url" => &mut raw.database_url,
                     "redis_url" => &mut raw.redis_url,
                     "redis_prefix" => &mut raw.redis_prefix,
+                    "public_url" => &mut raw.public_url,
+                    "email.username" => {
+                        &mut raw.email.get_or_insert_with(Default::default).username
+                    }
+                    "email.password" => {
+                        &mut raw.email.get_or_insert_with(Default::default).password
+                    }
                     _ => &mut raw.admin_token,
                 };
                 *slot = Some(value);
@@ -292,10 +494,21 @@ impl Config {
         if http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be greater than 0"));
         }
+        let webhooks = raw
+            .webhooks
+            .into_iter()
+            .map(|(name, webhook)| Ok((name.clone(), webhook_from_file(&name, webhook)?)))
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let policy = match raw.escalation.levels {
-            Some(levels) => policy_from_levels(levels)?,
+            Some(levels) => policy_from_levels(levels, &webhooks)?,
             None => defaults.escalation.policy,
         };
+        let public_url = match raw.public_url {
+            Some(url) => check_public_url(url)?,
+            None => format!("http://{listen}"),
+        };
+        let email = raw.email.map(email_from_file).transpose()?;
+        let notifications = notifications_from_file(raw.notifications)?;
         Ok(Self {
             listen,
             database_url,
@@ -308,8 +521,141 @@ impl Config {
                 poll_interval,
                 policy,
             },
+            public_url,
+            email,
+            webhooks,
+            notifications,
         })
     }
+}
+
+/// An absolute `http(s)` URL, kept without its trailing `/` so that paths join on.
+fn check_public_url(url: String) -> Result<String, ConfigError> {
+    let trimmed = url.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(invalid(
+            "public_url",
+            format!("{url:?} is not an absolute http:// or https:// URL"),
+        )),
+    }
+}
+
+fn email_from_file(email: FileEmail) -> Result<EmailConfig, ConfigError> {
+    let smtp_host = email
+        .smtp_host
+        .filter(|host| !host.trim().is_empty())
+        .ok_or_else(|| invalid("email.smtp_host", "is required in [email]"))?;
+    let from = email
+        .from
+        .filter(|from| from.contains('@'))
+        .ok_or_else(|| {
+            invalid(
+                "email.from",
+                "is required in [email]: an address like klaxon@example.com",
+            )
+        })?;
+    let tls = email.tls.unwrap_or(SmtpTls::Starttls);
+    let smtp_port = email.smtp_port.unwrap_or(match tls {
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+        SmtpTls::Starttls => DEFAULT_SMTP_PORT,
+    });
+    if email.password.is_some() && email.username.is_none() {
+        return Err(invalid(
+            "email.username",
+            "is required when a password is set",
+        ));
+    }
+    Ok(EmailConfig {
+        smtp_host,
+        smtp_port,
+        tls,
+        username: email.username,
+        password: email.password,
+        from,
+    })
+}
+
+fn webhook_from_file(name: &str, webhook: FileWebhook) -> Result<WebhookConfig, ConfigError> {
+    let key = format!("webhooks.{name}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            key,
+            "a webhook's name is letters, digits, `-` and `_`",
+        ));
+    }
+    if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+        return Err(invalid(
+            format!("{key}.url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    if webhook.secret.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid(
+            format!("{key}.secret"),
+            "must not be empty; leave it out to send no signature",
+        ));
+    }
+    Ok(WebhookConfig {
+        url: webhook.url,
+        format: webhook.format,
+        secret: webhook.secret,
+    })
+}
+
+fn notifications_from_file(file: FileNotifications) -> Result<NotificationConfig, ConfigError> {
+    let defaults = NotificationConfig::default();
+    let max_attempts = file.max_attempts.unwrap_or(defaults.max_attempts);
+    if max_attempts == 0 {
+        return Err(invalid(
+            "notifications.max_attempts",
+            "must be greater than 0",
+        ));
+    }
+    let rate = |channel: &str, file: Option<FileRateLimit>, default: RateLimit| {
+        let Some(file) = file else {
+            return Ok(default);
+        };
+        let key = format!("notifications.rate_limits.{channel}");
+        if file.count == 0 {
+            return Err(invalid(format!("{key}.count"), "must be greater than 0"));
+        }
+        let per = positive_duration(&format!("{key}.per"), Some(file.per), default.per)?;
+        Ok(RateLimit {
+            count: file.count,
+            per,
+        })
+    };
+    Ok(NotificationConfig {
+        max_attempts,
+        retry_backoff: positive_duration(
+            "notifications.retry_backoff",
+            file.retry_backoff,
+            defaults.retry_backoff,
+        )?,
+        retry_backoff_cap: positive_duration(
+            "notifications.retry_backoff_cap",
+            file.retry_backoff_cap,
+            defaults.retry_backoff_cap,
+        )?,
+        link_expiry: positive_duration(
+            "notifications.link_expiry",
+            file.link_expiry,
+            defaults.link_expiry,
+        )?,
+        email_rate: rate("email", file.rate_limits.email, defaults.email_rate)?,
+        webhook_rate: rate("webhook", file.rate_limits.webhook, defaults.webhook_rate)?,
+    })
 }
 
 /// A bootstrap admin token shorter than this is refused: it would be guessable.
@@ -395,7 +741,10 @@ fn positive_duration(
     Ok(duration)
 }
 
-fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, ConfigError> {
+fn policy_from_levels(
+    levels: Vec<FileLevel>,
+    webhooks: &BTreeMap<String, WebhookConfig>,
+) -> Result<EscalationPolicy, ConfigError> {
     let mut parsed = Vec::with_capacity(levels.len());
     for (index, level) in levels.into_iter().enumerate() {
         let key = format!("escalation.levels[{index}]");
@@ -406,10 +755,41 @@ fn policy_from_levels(levels: Vec<FileLevel>) -> Result<EscalationPolicy, Config
                 "name at least one channel",
             ));
         }
+        if let Some(blank) = level.targets.iter().find(|handle| handle.trim().is_empty()) {
+            return Err(invalid(
+                format!("{key}.targets"),
+                format!("{blank:?} is not a user handle"),
+            ));
+        }
+        let posts = level.channels.contains(&Channel::Webhook);
+        if posts && level.webhooks.is_empty() {
+            return Err(invalid(
+                format!("{key}.webhooks"),
+                "the webhook channel needs the names of the webhooks to post to",
+            ));
+        }
+        if !posts && !level.webhooks.is_empty() {
+            return Err(invalid(
+                format!("{key}.channels"),
+                "webhooks are named but the webhook channel is not",
+            ));
+        }
+        if let Some(unknown) = level
+            .webhooks
+            .iter()
+            .find(|name| !webhooks.contains_key(*name))
+        {
+            return Err(invalid(
+                format!("{key}.webhooks"),
+                format!("no [webhooks.{unknown}] is configured"),
+            ));
+        }
         parsed.push(EscalationLevel {
             level: level.level,
             delay,
             channels: level.channels,
+            targets: level.targets,
+            webhooks: level.webhooks,
         });
     }
     EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))

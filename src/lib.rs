@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -134,6 +134,8 @@ fn policy(delays: &[u64]) -> Arc<EscalationPolicy> {
             level,
             delay: Duration::from_millis(delay),
             channels: vec![Channel::InApp],
+            targets: Vec::new(),
+            webhooks: Vec::new(),
         })
         .collect();
     Arc::new(EscalationPolicy::new(levels).expect("a valid policy"))

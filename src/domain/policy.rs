@@ -21,6 +21,13 @@ pub struct EscalationLevel {
     #[serde(with = "humantime_millis")]
     pub delay: Duration,
     pub channels: Vec<Channel>,
+    /// The handles of the users this level tells; none tells every active responder and admin.
+    /// Resolved when the level executes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// The webhooks (`[webhooks.<name>]`) the `webhook` channel posts to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
 }
 
 /// The ordered levels of a policy. Invariant (checked by [`EscalationPolicy::new`], which
@@ -78,6 +85,8 @@ impl EscalationPolicy {
             level,
             delay: Duration::from_secs(minutes * 60),
             channels: vec![channel],
+            targets: Vec::new(),
+            webhooks: Vec::new(),
         };
         Self {
             levels: vec![

@@ -19,6 +19,8 @@ pub fn policy(delays_ms: &[u64]) -> EscalationPolicy {
             level,
             delay: Duration::from_millis(*delay),
             channels: vec![Channel::InApp],
+            targets: Vec::new(),
+            webhooks: Vec::new(),
         })
         .collect();
     EscalationPolicy::new(levels).unwrap()

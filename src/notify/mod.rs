@@ -1,0 +1,110 @@
+//! Telling people: the channels that carry a notification out of Klaxon, and the dispatcher that
+//! drains the outbox through them.
+//!
+//! A channel's [`Sender`] takes one [`Outgoing`] message and either hands it to its provider
+//! ([`Delivered`], with the provider's id when it gives one) or says why not, classed
+//! ([`SendError::Retryable`] or [`SendError::Fatal`]) so that the dispatcher knows whether to try
+//! again. A sender never touches the database and never holds a transaction: the dispatcher claims
+//! rows, sends without a transaction, then records the outcome.
+//!
+//! Every message carries an idempotency key ([`Outgoing::key`]) that stays the same when a send is
+//! repeated after a crash, so that receivers can drop the duplicate: the mail's `Message-ID`, the
+//! webhook's `Idempotency-Key`.
+
+use async_trait::async_trait;
+
+use crate::domain::{Incident, Severity};
+
+/// One message to one recipient over one channel: about one incident, or, when a rate limit held
+/// several back, a digest of several ([`Outgoing::items`] longer than one).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The idempotency key: the same on every attempt to send this message.
+    pub key: String,
+    pub recipient: Recipient,
+    /// What the message is about, oldest first; never empty.
+    pub items: Vec<Item>,
+}
+
+impl Outgoing {
+    pub fn is_digest(&self) -> bool {
+        self.items.len() > 1
+    }
+
+    /// The most severe incident of the message decides its urgency.
+    pub fn severity(&self) -> Severity {
+        self.items
+            .iter()
+            .map(|item| item.incident.severity)
+            .min()
+            .unwrap_or_default()
+    }
+}
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user, through the address the channel uses (email, phone).
+    Person(Person),
+    /// A webhook named in the configuration (`[webhooks.<name>]`).
+    Webhook(String),
+}
+
+/// The parts of a user that messages use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub handle: String,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+}
+
+/// One incident that a message tells of, at the level that reached the recipient, with the links
+/// the recipient can follow.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub incident: Incident,
+    pub escalation_level: i32,
+    pub links: Links,
+}
+
+/// Absolute URLs under `public_url`. The acknowledge and resolve links are signed for one
+/// recipient and one incident: a `GET` shows a confirmation page, a `POST` acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    pub incident: String,
+    pub acknowledge: String,
+    pub resolve: String,
+}
+
+/// A message the provider accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The provider's id for the message (an SMTP queue id, a webhook's answer id), when it gives
+    /// one.
+    pub provider_id: Option<String>,
+}
+
+/// Why a message was not delivered, classed by whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Timeouts, refused connections, 5xx, 429, a provider that said "try later".
+    #[error("{0}")]
+    Retryable(String),
+    /// A 4xx, an invalid address, a channel that is not configured: the same message will fail
+    /// the same way.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SendError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// A channel's way out: hands one message to its provider.
+#[async_trait]
+pub trait Sender: Send + Sync + 'static {
+    async fn send(&self, message: &Outgoing) -> Result<Delivered, SendError>;
+}
