@@ -847,10 +847,16 @@ mod tests {
             level = 1
             delay = "300ms"
             channels = ["in_app", "webhook"]
+            targets = ["alice", "bob"]
+            webhooks = ["ops"]
             [[escalation.levels]]
             level = 2
             delay = "1h"
             channels = ["sms"]
+            [webhooks.ops]
+            url = "https://hooks.example.com/T1"
+            format = "slack"
+            secret = "s3cret"
             "#,
         )
         .unwrap();
@@ -859,7 +865,79 @@ mod tests {
         let levels = config.escalation.policy.levels();
         assert_eq!(levels[0].delay, Duration::from_millis(300));
         assert_eq!(levels[0].channels, [Channel::InApp, Channel::Webhook]);
+        assert_eq!(levels[0].targets, ["alice", "bob"]);
+        assert_eq!(levels[0].webhooks, ["ops"]);
         assert_eq!(levels[1].delay, Duration::from_secs(3600));
+        assert_eq!(config.webhooks["ops"].format, WebhookFormat::Slack);
+        assert_eq!(config.public_url, "http://0.0.0.0:8080");
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn reads_email_and_notifications() {
+        let config = Config::from_toml(
+            r#"
+            public_url = "https://klaxon.example.com/"
+            [email]
+            smtp_host = "smtp.example.com"
+            tls = "tls"
+            username = "klaxon"
+            password = "hunter22"
+            from = "Klaxon <klaxon@example.com>"
+            [notifications]
+            max_attempts = 3
+            retry_backoff = "2s"
+            link_expiry = "1h"
+            [notifications.rate_limits]
+            email = { count = 5, per = "10m" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.public_url, "https://klaxon.example.com");
+        let email = config.email.as_ref().unwrap();
+        assert_eq!((email.smtp_port, email.tls), (465, SmtpTls::Tls));
+        assert!(!format!("{config:?}").contains("hunter22"));
+        let notifications = &config.notifications;
+        assert_eq!(notifications.max_attempts, 3);
+        assert_eq!(notifications.retry_backoff, Duration::from_secs(2));
+        assert_eq!(notifications.link_expiry, Duration::from_secs(3600));
+        assert_eq!(
+            notifications.email_rate,
+            RateLimit {
+                count: 5,
+                per: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(notifications.webhook_rate, DEFAULT_WEBHOOK_RATE);
+        assert!(Config::from_toml("").unwrap().email.is_none());
+    }
+
+    #[test]
+    fn bad_notification_settings_name_their_key() {
+        let level =
+            |extra: &str| format!("[[escalation.levels]]\nlevel = 1\ndelay = \"1m\"\n{extra}");
+        assert!(error_of(&level("channels = [\"webhook\"]")).contains("levels[0].webhooks"));
+        assert!(
+            error_of(&level("channels = [\"webhook\"]\nwebhooks = [\"nope\"]"))
+                .contains("no [webhooks.nope]")
+        );
+        assert!(
+            error_of(&level("channels = [\"email\"]\ntargets = [\" \"]"))
+                .contains("levels[0].targets")
+        );
+        assert!(error_of("public_url = \"klaxon.example.com\"").contains("`public_url`"));
+        assert!(error_of("[email]\nfrom = \"a@b.c\"").contains("`email.smtp_host`"));
+        assert!(error_of("[email]\nsmtp_host = \"h\"").contains("`email.from`"));
+        assert!(
+            error_of("[email]\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\ntls = \"ssl\"")
+                .contains("email.tls")
+        );
+        assert!(error_of("[webhooks.ops]\nurl = \"ftp://x\"").contains("`webhooks.ops.url`"));
+        assert!(error_of("[notifications]\nmax_attempts = 0").contains("max_attempts"));
+        assert!(
+            error_of("[notifications.rate_limits]\nemail = { count = 0, per = \"1m\" }")
+                .contains("rate_limits.email.count")
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     InvalidTransition(InvalidTransition),
+    /// A unique value taken already (a user's handle).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -42,6 +45,7 @@ impl ApiError {
             StoreError::NotFound => Self::NotFound(missing()),
             StoreError::InvalidTransition(refused) => Self::InvalidTransition(refused),
             StoreError::Unavailable(_) | StoreError::Conflict(_) => Self::Unavailable(error),
+            StoreError::Duplicate(message) => Self::Conflict(message),
             StoreError::Internal(_) => Self::Internal(Box::new(error)),
         }
     }
@@ -54,6 +58,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -100,7 +105,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `invalid_transition`,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `invalid_transition`, `conflict`,
     /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`;
     /// below the router (`crate::http`): `request_timeout`, `request_header_fields_too_large`.
     pub code: &'static str,

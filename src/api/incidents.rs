@@ -146,6 +146,7 @@ async fn act(
         note,
         at: Timestamp::now(),
         policy: state.policy.clone(),
+        link: None,
     };
     let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
     let outcome = to_completion(async move {

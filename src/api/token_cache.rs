@@ -110,6 +110,7 @@ mod tests {
             role: Role::Responder,
             created_at: Timestamp::now(),
             revoked_at: None,
+            user_id: None,
         }
     }
 

@@ -6,17 +6,23 @@
 pub mod escalation;
 pub mod event;
 pub mod incident;
+pub mod notification;
 pub mod policy;
 pub mod severity;
 pub mod time;
 pub mod timeline;
 pub mod token;
+pub mod user;
 
 pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
+pub use notification::{
+    Attempt, Audience, LevelNotifications, Notification, NotificationStatus, Outcome, RetryPolicy,
+};
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;
 pub use time::Timestamp;
 pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};
 pub use token::{InvalidTokenName, NewToken, Role, Token, TokenSecret};
+pub use user::{InvalidUser, User, UserChange, UserFields};

@@ -101,6 +101,13 @@ impl EscalationPolicy {
         &self.levels
     }
 
+    /// The level numbered `level` (from 1).
+    pub fn level(&self, level: i32) -> Option<&EscalationLevel> {
+        usize::try_from(level - 1)
+            .ok()
+            .and_then(|index| self.levels.get(index))
+    }
+
     pub fn first(&self) -> &EscalationLevel {
         &self.levels[0]
     }

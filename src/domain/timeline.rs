@@ -3,7 +3,8 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Action, Escalation, Event, IncidentStatus, Timestamp};
+use super::notification::{Notification, NotificationStatus, Outcome};
+use super::{Action, Channel, Escalation, Event, IncidentStatus, Timestamp};
 
 /// What happened. Stored as its dotted name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -26,10 +27,22 @@ pub enum TimelineKind {
     EscalationCancelled,
     #[serde(rename = "escalation.executed")]
     EscalationExecuted,
+    #[serde(rename = "escalation.target_unresolved")]
+    TargetUnresolved,
+    #[serde(rename = "escalation.fell_back_to_admins")]
+    FellBackToAdmins,
+    #[serde(rename = "notification.sent")]
+    NotificationSent,
+    #[serde(rename = "notification.retrying")]
+    NotificationRetrying,
+    #[serde(rename = "notification.failed")]
+    NotificationFailed,
+    #[serde(rename = "notification.cancelled")]
+    NotificationsCancelled,
 }
 
 impl TimelineKind {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 15] = [
         Self::IncidentCreated,
         Self::EventAppended,
         Self::IncidentAcknowledged,
@@ -39,6 +52,12 @@ impl TimelineKind {
         Self::EscalationScheduled,
         Self::EscalationCancelled,
         Self::EscalationExecuted,
+        Self::TargetUnresolved,
+        Self::FellBackToAdmins,
+        Self::NotificationSent,
+        Self::NotificationRetrying,
+        Self::NotificationFailed,
+        Self::NotificationsCancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +71,12 @@ impl TimelineKind {
             Self::EscalationScheduled => "escalation.scheduled",
             Self::EscalationCancelled => "escalation.cancelled",
             Self::EscalationExecuted => "escalation.executed",
+            Self::TargetUnresolved => "escalation.target_unresolved",
+            Self::FellBackToAdmins => "escalation.fell_back_to_admins",
+            Self::NotificationSent => "notification.sent",
+            Self::NotificationRetrying => "notification.retrying",
+            Self::NotificationFailed => "notification.failed",
+            Self::NotificationsCancelled => "notification.cancelled",
         }
     }
 
@@ -128,6 +153,38 @@ pub enum TimelineDetail {
         escalation_level: i32,
         reason: String,
     },
+    /// A level's target named no active user when the level executed.
+    TargetUnresolved {
+        escalation_level: i32,
+        target: String,
+        reason: String,
+    },
+    /// Nobody a level named could be told, so every active admin was.
+    FellBackToAdmins {
+        escalation_level: i32,
+        admins: Vec<String>,
+        reason: String,
+    },
+    /// One attempt to deliver a notification, and what came of it.
+    NotificationAttempted {
+        #[serde(skip)]
+        status: NotificationStatus,
+        notification_id: Uuid,
+        channel: Channel,
+        recipient: String,
+        attempt: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_at: Option<Timestamp>,
+        /// Sent in one digest with this many notifications, the rate limit having held them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest_of: Option<usize>,
+    },
+    /// The incident stopped escalating before these notifications were sent.
+    NotificationsCancelled { count: usize, reason: String },
 }
 
 impl TimelineDetail {
@@ -179,8 +236,53 @@ impl TimelineDetail {
         }
     }
 
+    /// `notification` as sent (by being stored, for in-app), in a digest of `digest_of` if so.
+    pub fn notification_sent(notification: &Notification, digest_of: Option<usize>) -> Self {
+        Self::NotificationAttempted {
+            status: NotificationStatus::Sent,
+            notification_id: notification.id,
+            channel: notification.channel,
+            recipient: notification.recipient.clone(),
+            attempt: notification.attempts,
+            provider_id: notification.provider_id.clone(),
+            error: None,
+            retry_at: None,
+            digest_of,
+        }
+    }
+
+    /// What attempt number `attempt` of `notification` came to.
+    pub fn attempted(
+        notification: &Notification,
+        attempt: i32,
+        outcome: &Outcome,
+        digest_of: Option<usize>,
+    ) -> Self {
+        Self::NotificationAttempted {
+            status: outcome.status,
+            notification_id: notification.id,
+            channel: notification.channel,
+            recipient: notification.recipient.clone(),
+            attempt,
+            provider_id: outcome.provider_id.clone(),
+            error: outcome.last_error.clone(),
+            retry_at: (outcome.status == NotificationStatus::Pending).then_some(outcome.due_at),
+            digest_of,
+        }
+    }
+
     pub fn kind(&self) -> TimelineKind {
         match self {
+            Self::TargetUnresolved { .. } => TimelineKind::TargetUnresolved,
+            Self::FellBackToAdmins { .. } => TimelineKind::FellBackToAdmins,
+            Self::NotificationAttempted { status, .. } => match status {
+                NotificationStatus::Sent => TimelineKind::NotificationSent,
+                NotificationStatus::Pending => TimelineKind::NotificationRetrying,
+                NotificationStatus::Failed | NotificationStatus::Cancelled => {
+                    TimelineKind::NotificationFailed
+                }
+            },
+            Self::NotificationsCancelled { .. } => TimelineKind::NotificationsCancelled,
             Self::Ingested {
                 deduplicated: false,
                 ..

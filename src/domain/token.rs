@@ -110,6 +110,8 @@ pub struct NewToken {
     pub role: Role,
     pub secret_hash: String,
     pub created_at: Timestamp,
+    /// The user the token acts for, if any.
+    pub user_id: Option<Uuid>,
 }
 
 impl NewToken {
@@ -126,6 +128,7 @@ impl NewToken {
             role,
             secret_hash: secret.hash(),
             created_at,
+            user_id: None,
         })
     }
 }
@@ -137,6 +140,8 @@ pub struct Token {
     pub role: Role,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The user the token acts for: its actions are attributed to the user's handle.
+    pub user_id: Option<Uuid>,
 }
 
 impl Token {

@@ -18,11 +18,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Backlog, Changes, IncidentQuery, Ingested, Page, Queries, Result, Scheduled, Settled, Store,
-    StoreError, TransitionOutcome, TransitionRequest,
+    AttemptRecord, Backlog, Changes, IncidentQuery, Ingested, Outbox, Page, People, Queries,
+    Result, Scheduled, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
-use crate::domain::{Escalation, Incident, NewEvent, NewToken, TimelineEntry, Timestamp, Token};
+use crate::domain::{
+    Escalation, Incident, NewEvent, NewToken, Notification, TimelineEntry, Timestamp, Token, User,
+};
 
 /// The first probe of an unreachable database comes up to this long after the failure.
 pub const FIRST_PROBE: Duration = Duration::from_millis(100);
@@ -202,7 +204,69 @@ impl Queries for Guarded {
 }
 
 #[async_trait]
+impl People for Guarded {
+    async fn create_user(&self, user: &User) -> Result<User> {
+        self.call(self.inner.create_user(user)).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        self.call(self.inner.users()).await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<User> {
+        self.call(self.inner.user(id)).await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<User> {
+        self.call(self.inner.update_user(user)).await
+    }
+}
+
+#[async_trait]
+impl Outbox for Guarded {
+    async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>> {
+        self.call(self.inner.notifications_of(incident_id)).await
+    }
+
+    async fn inbox(&self, user_id: Uuid, unread: bool, limit: u32) -> Result<Vec<Notification>> {
+        self.call(self.inner.inbox(user_id, unread, limit)).await
+    }
+
+    async fn mark_read(&self, id: Uuid, user_id: Uuid, at: Timestamp) -> Result<Notification> {
+        self.call(self.inner.mark_read(id, user_id, at)).await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Notification>> {
+        self.call(self.inner.claim_notifications(now, lease, limit))
+            .await
+    }
+
+    async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
+        self.call(self.inner.next_notification_due()).await
+    }
+
+    async fn sent_in_window(
+        &self,
+        channel: &str,
+        recipient: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        self.call(self.inner.sent_in_window(channel, recipient, since))
+            .await
+    }
+}
+
+#[async_trait]
 impl Changes for Guarded {
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {
+        self.call(self.inner.record_attempts(records)).await
+    }
+
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
         self.call(self.inner.ingest(event)).await
     }

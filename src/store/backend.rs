@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::shared::OutboxTx;
 use super::{Queries, Result};
 use crate::domain::{
     Escalation, EscalationPolicy, Event, Incident, IncidentStatus, NewTimelineEntry, Timestamp,
@@ -19,7 +20,7 @@ use crate::domain::{
 /// can join.
 #[async_trait]
 pub trait Backend: Queries {
-    type Tx: WriteTx;
+    type Tx: WriteTx + OutboxTx;
 
     /// Starts a write transaction.
     async fn begin(&self) -> Result<Self::Tx>;

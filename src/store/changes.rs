@@ -16,14 +16,16 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
+use super::shared::OutboxTx;
 use super::{
-    Backend, Changes, Ingested, Result, Scheduled, Settled, StoreError, TransitionOutcome,
-    TransitionRequest,
+    AttemptRecord, Backend, Changes, Ingested, Result, Scheduled, Settled, StoreError,
+    TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition, NewEvent,
-    NewTimelineEntry, NextLevel, TimelineDetail, Timestamp, Transition,
+    Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
+    LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification, NotificationStatus,
+    TimelineDetail, Timestamp, Transition,
 };
 
 /// At most this many events go into one multi-row statement.
@@ -91,6 +93,13 @@ impl<B: Backend> Changes for B {
             transition.from,
             request.note.clone(),
         ))];
+        if let Some(link) = &request.link {
+            if !tx.use_link(link, id, at).await? {
+                return Err(StoreError::Duplicate(
+                    "this link has been used already".into(),
+                ));
+            }
+        }
         let mut cancelled = Vec::new();
         if transition.cancels_pending {
             for escalation in tx.cancel_pending(id, at).await? {
@@ -99,6 +108,13 @@ impl<B: Backend> Changes for B {
                     request.action.as_str(),
                 )));
                 cancelled.push(escalation.id);
+            }
+            let unsent = tx.cancel_notifications(id, at).await?;
+            if unsent > 0 {
+                entries.push(entry(TimelineDetail::NotificationsCancelled {
+                    count: unsent as usize,
+                    reason: request.action.as_str().to_owned(),
+                }));
             }
         }
         tx.append_timeline(&entries).await?;
@@ -131,6 +147,17 @@ impl<B: Backend> Changes for B {
         let mut entries = Vec::with_capacity(claimed.len());
         let mut raised = Vec::new();
         let (mut next_levels, mut next_of) = (Vec::new(), Vec::new());
+        let mut notifications = Vec::new();
+        let mut to_send = vec![0; claimed.len()];
+        // Targets resolve when the level executes, against the users there are now.
+        let users = if claimed
+            .iter()
+            .any(|claim| claim.escalation.status == EscalationStatus::Executed)
+        {
+            tx.active_users().await?
+        } else {
+            Vec::new()
+        };
         for (position, claim) in claimed.iter().enumerate() {
             let Claimed {
                 escalation,
@@ -150,6 +177,16 @@ impl<B: Backend> Changes for B {
             let policy = policy.as_ref().ok_or_else(|| {
                 StoreError::internal("an escalating incident has no policy snapshot")
             })?;
+            if let Some(level) = policy.level(escalation.escalation_level) {
+                let planned = LevelNotifications::plan(escalation, level, &users, now);
+                to_send[position] = planned
+                    .notifications
+                    .iter()
+                    .filter(|n| n.status == NotificationStatus::Pending)
+                    .count();
+                notifications.extend(planned.notifications);
+                entries.extend(planned.entries);
+            }
             if let Some(next) = NextLevel::after(escalation, policy, now) {
                 next_levels.push(next);
                 next_of.push(position);
@@ -157,6 +194,9 @@ impl<B: Backend> Changes for B {
         }
         if !raised.is_empty() {
             tx.raise_levels(&raised, now).await?;
+        }
+        if !notifications.is_empty() {
+            tx.insert_notifications(&notifications).await?;
         }
         tx.append_timeline(&entries).await?;
         let mut next = vec![None; claimed.len()];
@@ -170,11 +210,41 @@ impl<B: Backend> Changes for B {
         Ok(claimed
             .into_iter()
             .zip(next)
-            .map(|(claim, next)| Settled {
+            .zip(to_send)
+            .map(|((claim, next), to_send)| Settled {
                 escalation: claim.escalation,
                 next,
+                to_send,
             })
             .collect())
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {
+        let mut tx = self.begin().await?;
+        let mut recorded = Vec::with_capacity(records.len());
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            let Some(notification) = tx.record_outcome(record).await? else {
+                continue;
+            };
+            if !record.outcome.held {
+                let detail = TimelineDetail::attempted(
+                    &notification,
+                    record.attempts,
+                    &record.outcome,
+                    record.digest_of,
+                );
+                entries.push(NewTimelineEntry::system(
+                    notification.incident_id,
+                    record.at,
+                    detail,
+                ));
+            }
+            recorded.push(notification);
+        }
+        tx.append_timeline(&entries).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod changes;
 pub mod listen;
 pub mod postgres;
 mod rows;
+pub mod shared;
 pub mod sqlite;
 mod statements;
 pub mod url;
@@ -31,13 +32,14 @@ pub use backend::Backend;
 pub use url::DatabaseUrl;
 
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
     Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, TimelineEntry, Timestamp, Token,
+    NewEvent, NewToken, Notification, Outcome, TimelineEntry, Timestamp, Token, User,
 };
 
 /// What every store operation returns.
@@ -59,6 +61,9 @@ pub enum StoreError {
     /// failure) and was rolled back whole; running it again will do (HTTP 503 if it still fails).
     #[error("transaction conflict: {0}")]
     Conflict(#[source] Arc<sqlx::Error>),
+    /// A row that would repeat a unique value (HTTP 409), with what a person should know.
+    #[error("{0}")]
+    Duplicate(String),
     /// Anything else: a bug or corrupt data. Logged, never shown to clients (HTTP 500).
     #[error("database error: {0}")]
     Internal(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -87,6 +92,14 @@ impl StoreError {
         }
     }
 
+    /// A unique-constraint violation said as `message`; any other error as it is.
+    fn duplicate(self, message: &str) -> Self {
+        match self {
+            Self::Duplicate(_) => Self::Duplicate(message.to_owned()),
+            other => other,
+        }
+    }
+
     /// A value read back from the database that does not parse: data written by something else.
     fn corrupt(what: &str, value: &str) -> Self {
         Self::internal(format!("stored {what} {value:?} is not valid"))
@@ -112,6 +125,9 @@ pub struct TransitionRequest {
     pub at: Timestamp,
     /// The policy an `escalate` snapshots onto the incident and schedules level 1 of.
     pub policy: Arc<EscalationPolicy>,
+    /// The id of the signed link this action came through: it acts once
+    /// ([`StoreError::Duplicate`] the second time).
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -209,12 +225,73 @@ pub trait Changes: Send + Sync + 'static {
         limit: u32,
         only: Option<&[Uuid]>,
     ) -> Result<Vec<Settled>>;
+
+    /// Applies each attempt's outcome to its notification, if it is still `PENDING` (or it was
+    /// `CANCELLED` while its message went out), with a timeline entry for each attempt, in one
+    /// transaction. Returns the notifications changed.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>>;
 }
 
-/// A whole store: what a backend answers itself, and the rules written once above it.
-pub trait Store: Queries + Changes {}
+/// Users: written once for every backend, in [`shared`].
+#[async_trait]
+pub trait People: Send + Sync + 'static {
+    /// [`StoreError::Duplicate`] if the handle is taken.
+    async fn create_user(&self, user: &User) -> Result<User>;
 
-impl<S: Queries + Changes> Store for S {}
+    /// Every user, active or not, by handle.
+    async fn users(&self) -> Result<Vec<User>>;
+
+    async fn user(&self, id: Uuid) -> Result<User>;
+
+    /// Stores `user`'s fields (all but its handle and creation time) over the user with its id.
+    async fn update_user(&self, user: &User) -> Result<User>;
+}
+
+/// The notifications outbox: written once for every backend, in [`shared`].
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Oldest first; `NotFound` if there is no incident.
+    async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>>;
+
+    /// A user's in-app notifications, newest first, only the unread ones if asked.
+    async fn inbox(
+        &self,
+        user_id: Uuid,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Notification>>;
+
+    /// Marks one of `user_id`'s in-app notifications read (once); `NotFound` if it is not theirs.
+    async fn mark_read(&self, id: Uuid, user_id: Uuid, at: Timestamp) -> Result<Notification>;
+
+    /// Claims up to `limit` `PENDING` notifications due at `now`, earliest first, each leased
+    /// until `now + lease` (its `due_at` moves there, so another dispatcher takes it only once
+    /// the lease runs out) and its `attempts` counted. Concurrent claimers take disjoint rows.
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Notification>>;
+
+    /// When the earliest `PENDING` notification is due (or its lease runs out).
+    async fn next_notification_due(&self) -> Result<Option<Timestamp>>;
+
+    /// When each message sent to `recipient` over `channel` after `since` went out, oldest first
+    /// (a digest counts once).
+    async fn sent_in_window(
+        &self,
+        channel: &str,
+        recipient: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>>;
+}
+
+/// A whole store: what a backend answers itself, the tables written once for every backend, and
+/// the rules written once above them.
+pub trait Store: Queries + People + Outbox + Changes {}
+
+impl<S: Queries + People + Outbox + Changes> Store for S {}
 
 /// A transition as committed: the incident, and what it did to escalations.
 #[derive(Debug, Clone)]
@@ -240,6 +317,22 @@ pub struct Settled {
     pub escalation: Escalation,
     /// The next level, scheduled because this one executed; `None` after the last level.
     pub next: Option<Scheduled>,
+    /// How many notifications executing it left for the dispatcher to send.
+    pub to_send: usize,
+}
+
+/// What one attempt to deliver a notification came to, for [`Changes::record_attempts`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub id: Uuid,
+    /// The attempts counted, this one included (a send the rate limit held back is not one).
+    pub attempts: i32,
+    pub outcome: Outcome,
+    /// The idempotency key of the message that carried it.
+    pub message_key: String,
+    /// Sent in one digest with this many, when it was.
+    pub digest_of: Option<usize>,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,6 +386,8 @@ enum ErrorClass {
     Transient,
     /// A lost conflict between transactions: [`StoreError::Conflict`].
     Conflict,
+    /// A unique constraint refused the row: [`StoreError::Duplicate`].
+    Duplicate,
     /// Anything else: [`StoreError::Internal`].
     Internal,
 }
@@ -316,6 +411,7 @@ fn classify(error: sqlx::Error) -> StoreError {
     match class {
         ErrorClass::Transient => StoreError::Unavailable(error),
         ErrorClass::Conflict => StoreError::Conflict(error),
+        ErrorClass::Duplicate => StoreError::Duplicate(error.to_string()),
         ErrorClass::Internal => StoreError::Internal(error),
     }
 }

@@ -26,13 +26,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows;
+use super::shared::{Pools, TxConnection};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -59,6 +60,8 @@ pub const TOKEN_CHANNEL: &str = "klaxon_tokens";
 /// SQLSTATEs of a transaction that lost to a concurrent one and may simply run again.
 const SERIALIZATION_FAILURE: &str = "40001";
 const DEADLOCK_DETECTED: &str = "40P01";
+/// A unique constraint refused the row.
+const UNIQUE_VIOLATION: &str = "23505";
 /// SQLSTATEs (and classes, by their first two characters) that mean the database is out of
 /// reach or refusing work for now.
 const CONNECTION_EXCEPTION_CLASS: &str = "08";
@@ -111,7 +114,14 @@ impl Dialect for Postgres {
         Ok(Json(policy.clone()))
     }
 
+    /// Concurrent dispatchers take disjoint rows and never wait for each other.
+    const SKIP_LOCKED: &'static str = "for update skip locked";
+
     fn read_id(row: &PgRow, column: &str) -> Result<Uuid> {
+        Ok(row.try_get(column)?)
+    }
+
+    fn read_optional_id(row: &PgRow, column: &str) -> Result<Option<Uuid>> {
         Ok(row.try_get(column)?)
     }
 
@@ -134,6 +144,8 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
         || matches!(code, QUERY_CANCELED | READ_ONLY_SQL_TRANSACTION)
     {
         ErrorClass::Transient
+    } else if code == UNIQUE_VIOLATION {
+        ErrorClass::Duplicate
     } else {
         ErrorClass::Internal
     }
@@ -323,8 +335,29 @@ impl Backend for PostgresStore {
     }
 }
 
+/// One pool for reads and writes.
+impl Pools for PostgresStore {
+    type Db = Postgres;
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
 /// A write transaction on a pooled connection.
 pub struct PgTx(Transaction<'static, Postgres>);
+
+impl TxConnection for PgTx {
+    type Db = Postgres;
+
+    fn connection(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
 
 impl PgTx {
     /// Inserts `incidents` in one statement, in their order, followed by `then` (an `on conflict`
@@ -616,6 +649,7 @@ mod tests {
         let class = |code| match classify_code(code) {
             ErrorClass::Transient => "transient",
             ErrorClass::Conflict => "conflict",
+            ErrorClass::Duplicate => "duplicate",
             ErrorClass::Internal => "internal",
         };
         for code in ["40001", "40P01"] {
@@ -624,7 +658,8 @@ mod tests {
         for code in ["08006", "53300", "57P01", "57014", "3D000", "25006"] {
             assert_eq!(class(code), "transient", "{code}");
         }
-        for code in ["23505", "22P02", "42P01"] {
+        assert_eq!(class("23505"), "duplicate");
+        for code in ["23503", "22P02", "42P01"] {
             assert_eq!(class(code), "internal", "{code}");
         }
     }

@@ -10,8 +10,9 @@ use super::backend::Claimed;
 use super::statements::Dialect;
 use super::{Page, Result, Scheduled, StoreError};
 use crate::domain::{
-    Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus, Role, Severity,
-    TimelineEntry, TimelineKind, Timestamp, Token,
+    Channel, Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
+    Notification, NotificationStatus, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
+    Token, User,
 };
 
 /// The column types Klaxon stores, read from a row.
@@ -20,7 +21,9 @@ pub(crate) trait Columns {
     fn optional_text(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
     fn small_int(&self, column: &str) -> Result<i32>;
+    fn flag(&self, column: &str) -> Result<bool>;
     fn uuid(&self, column: &str) -> Result<Uuid>;
+    fn optional_uuid(&self, column: &str) -> Result<Option<Uuid>>;
     fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>>;
     fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>>;
 
@@ -50,6 +53,7 @@ where
     for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn text(&self, column: &str) -> Result<String> {
         Ok(self.try_get(column)?)
@@ -67,8 +71,16 @@ where
         Ok(self.try_get(column)?)
     }
 
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+
     fn uuid(&self, column: &str) -> Result<Uuid> {
         R::Database::read_id(self, column)
+    }
+
+    fn optional_uuid(&self, column: &str) -> Result<Option<Uuid>> {
+        R::Database::read_optional_id(self, column)
     }
 
     fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
@@ -129,6 +141,45 @@ pub(crate) fn token(row: &impl Columns) -> Result<Token> {
         role: row.parsed("role", Role::parse)?,
         created_at: row.timestamp("created_at")?,
         revoked_at: row.optional_timestamp("revoked_at")?,
+        user_id: row.optional_uuid("user_id")?,
+    })
+}
+
+pub(crate) fn user(row: &impl Columns) -> Result<User> {
+    Ok(User {
+        id: row.uuid("id")?,
+        handle: row.text("handle")?,
+        name: row.text("name")?,
+        email: row.text("email")?,
+        phone: row.optional_text("phone")?,
+        role: row.parsed("role", Role::parse)?,
+        time_zone: row.text("time_zone")?,
+        active: row.flag("active")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+    })
+}
+
+pub(crate) fn notification(row: &impl Columns) -> Result<Notification> {
+    Ok(Notification {
+        id: row.uuid("id")?,
+        escalation_id: row.uuid("escalation_id")?,
+        incident_id: row.uuid("incident_id")?,
+        escalation_level: row.small_int("escalation_level")?,
+        channel: row.parsed("channel", Channel::parse)?,
+        recipient: row.text("recipient")?,
+        user_id: row.optional_uuid("user_id")?,
+        status: row.parsed("status", NotificationStatus::parse)?,
+        attempts: row.small_int("attempts")?,
+        last_error: row.optional_text("last_error")?,
+        provider_id: row.optional_text("provider_id")?,
+        held: row.flag("held")?,
+        message_key: row.optional_text("message_key")?,
+        due_at: row.timestamp("due_at")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        sent_at: row.optional_timestamp("sent_at")?,
+        read_at: row.optional_timestamp("read_at")?,
     })
 }
 

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows;
+use super::shared::{Pools, TxConnection};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -47,6 +48,8 @@ const SQLITE_LOCKED: i32 = 6;
 const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 const SQLITE_CANTOPEN: i32 = 14;
+/// The extended code of a unique constraint's refusal.
+const SQLITE_CONSTRAINT_UNIQUE: &str = "2067";
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -95,9 +98,18 @@ impl Dialect for Sqlite {
         serde_json::to_string(policy).map_err(StoreError::internal)
     }
 
+    /// The single writer runs one statement at a time.
+    const SKIP_LOCKED: &'static str = "";
+
     fn read_id(row: &SqliteRow, column: &str) -> Result<Uuid> {
         let text: String = row.try_get(column)?;
         Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text))
+    }
+
+    fn read_optional_id(row: &SqliteRow, column: &str) -> Result<Option<Uuid>> {
+        let text: Option<String> = row.try_get(column)?;
+        text.map(|text| Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
+            .transpose()
     }
 
     fn read_time(row: &SqliteRow, column: &str) -> Result<Option<Timestamp>> {
@@ -120,6 +132,7 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
         Ok(SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
             ErrorClass::Transient
         }
+        _ if code == SQLITE_CONSTRAINT_UNIQUE => ErrorClass::Duplicate,
         _ => ErrorClass::Internal,
     }
 }
@@ -275,8 +288,29 @@ impl Backend for SqliteStore {
     }
 }
 
+/// Reads from the read-only pool, writes through the single writer.
+impl Pools for SqliteStore {
+    type Db = Sqlite;
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
 /// A write transaction on the single writer connection.
 pub struct SqliteTx(Transaction<'static, Sqlite>);
+
+impl TxConnection for SqliteTx {
+    type Db = Sqlite;
+
+    fn connection(&mut self) -> &mut SqliteConnection {
+        &mut self.0
+    }
+}
 
 impl SqliteTx {
     /// Runs `push` on each slice of at most [`ROWS_PER_INSERT`] `rows`, one statement each.

@@ -13,7 +13,7 @@ use super::{IncidentQuery, Result, StoreError};
 use crate::domain::{EscalationPolicy, IncidentStatus, NewToken, Timestamp};
 
 /// How a backend binds and reads the values whose column types differ between backends.
-pub(crate) trait Dialect: Database {
+pub trait Dialect: Database {
     type Id: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     type Time: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     type Json: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
@@ -22,7 +22,12 @@ pub(crate) trait Dialect: Database {
     fn time(at: Timestamp) -> Self::Time;
     fn policy(policy: &EscalationPolicy) -> Result<Self::Json>;
 
+    /// What follows the subquery that picks rows to claim, so that concurrent claimers skip the
+    /// rows another holds: `for update skip locked`, or nothing where one writer runs at a time.
+    const SKIP_LOCKED: &'static str;
+
     fn read_id(row: &Self::Row, column: &str) -> Result<Uuid>;
+    fn read_optional_id(row: &Self::Row, column: &str) -> Result<Option<Uuid>>;
     fn read_time(row: &Self::Row, column: &str) -> Result<Option<Timestamp>>;
     fn read_json(row: &Self::Row, column: &str) -> Result<Option<serde_json::Value>>;
 }
@@ -93,16 +98,18 @@ pub(crate) fn create_token<'q, D: Dialect>(token: &NewToken) -> Statement<'q, D>
 where
     String: Encode<'q, D> + Type<D>,
     &'static str: Encode<'q, D> + Type<D>,
+    Option<D::Id>: Encode<'q, D> + Type<D>,
 {
     sqlx::query(
-        "insert into tokens (id, name, role, secret_hash, created_at)
-         values ($1, $2, $3, $4, $5) returning *",
+        "insert into tokens (id, name, role, secret_hash, created_at, user_id)
+         values ($1, $2, $3, $4, $5, $6) returning *",
     )
     .bind(D::id(Uuid::now_v7()))
     .bind(token.name.clone())
     .bind(token.role.as_str())
     .bind(token.secret_hash.clone())
     .bind(D::time(token.created_at))
+    .bind(token.user_id.map(D::id))
 }
 
 pub(crate) fn token_by_hash<'q, D: Dialect>(secret_hash: &str) -> Statement<'q, D>

@@ -54,6 +54,7 @@ pub async fn seed_escalating(url: &str, count: usize, policy: &EscalationPolicy)
                 note: None,
                 at: Timestamp::now(),
                 policy: policy.clone(),
+                link: None,
             })
             .await
             .unwrap();

@@ -1,0 +1,310 @@
+//! Notifications: who a level tells, the outbox rows it creates, and what each attempt to
+//! deliver one does to it.
+//!
+//! A level executes in one transaction that also creates its notifications: one per
+//! (escalation, recipient, channel), which the store's unique constraint makes the only one.
+//! In-app notifications are delivered by being stored; the others wait, `PENDING`, for the
+//! dispatcher.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{
+    Channel, Escalation, EscalationLevel, NewTimelineEntry, Role, TimelineDetail, Timestamp, User,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NotificationStatus {
+    /// Waiting for its first or next attempt (or being sent right now, under a lease).
+    Pending,
+    /// The provider accepted it.
+    Sent,
+    /// Its attempts ran out, or it failed in a way no retry mends; `last_error` says why.
+    Failed,
+    /// The incident was acknowledged, resolved or cancelled before it was sent.
+    Cancelled,
+}
+
+impl NotificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Sent => "SENT",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InApp => "in_app",
+            Self::Email => "email",
+            Self::Sms => "sms",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::InApp, Self::Email, Self::Sms, Self::Webhook]
+            .into_iter()
+            .find(|channel| channel.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Notification {
+    pub id: Uuid,
+    pub escalation_id: Uuid,
+    pub incident_id: Uuid,
+    pub escalation_level: i32,
+    pub channel: Channel,
+    /// The user's handle, or the webhook's name.
+    pub recipient: String,
+    pub user_id: Option<Uuid>,
+    pub status: NotificationStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// The provider's id for the message that carried it.
+    pub provider_id: Option<String>,
+    /// Held back by the recipient's rate limit, to go out in a digest.
+    pub held: bool,
+    /// The idempotency key of the message that carried it (or will): its own id, or a digest's.
+    pub message_key: Option<String>,
+    /// When it may next be attempted.
+    pub due_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+    pub read_at: Option<Timestamp>,
+}
+
+/// Who a level reaches, resolved from its targets and the users there are when it executes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience<'a> {
+    pub people: Vec<&'a User>,
+    /// Targets that name no active user.
+    pub unresolved: Vec<String>,
+    /// Nobody the level named could be told, so every active admin is.
+    pub fell_back_to_admins: bool,
+}
+
+impl<'a> Audience<'a> {
+    /// The active users `level` names, or, without targets, every active responder and admin;
+    /// every active admin when that is nobody (a page is never lost while there is an admin).
+    pub fn of(level: &EscalationLevel, users: &'a [User]) -> Self {
+        let mut people: Vec<&User> = if level.targets.is_empty() {
+            users.iter().filter(|user| user.is_on_duty()).collect()
+        } else {
+            users
+                .iter()
+                .filter(|user| user.active && level.targets.contains(&user.handle))
+                .collect()
+        };
+        let unresolved = level
+            .targets
+            .iter()
+            .filter(|handle| !people.iter().any(|user| &user.handle == *handle))
+            .cloned()
+            .collect();
+        let fell_back_to_admins = people.is_empty();
+        if fell_back_to_admins {
+            people = users
+                .iter()
+                .filter(|user| user.active && user.role == Role::Admin)
+                .collect();
+        }
+        Self {
+            people,
+            unresolved,
+            fell_back_to_admins,
+        }
+    }
+}
+
+/// What executing one level creates: its notifications and the timeline entries that say who it
+/// could not reach.
+#[derive(Debug, Clone, Default)]
+pub struct LevelNotifications {
+    pub notifications: Vec<Notification>,
+    pub entries: Vec<NewTimelineEntry>,
+}
+
+impl LevelNotifications {
+    /// The notifications of `escalation`, which executed `level` at `at`, to `users` (every user
+    /// there is; the level picks its own).
+    pub fn plan(
+        escalation: &Escalation,
+        level: &EscalationLevel,
+        users: &[User],
+        at: Timestamp,
+    ) -> Self {
+        let audience = Audience::of(level, users);
+        let mut planned = Self::default();
+        let incident_id = escalation.incident_id;
+        for target in &audience.unresolved {
+            planned.entries.push(NewTimelineEntry::system(
+                incident_id,
+                at,
+                TimelineDetail::TargetUnresolved {
+                    escalation_level: level.level,
+                    target: target.clone(),
+                    reason: "no active user has this handle".into(),
+                },
+            ));
+        }
+        let tells_people = level.channels.iter().any(|c| *c != Channel::Webhook);
+        if audience.fell_back_to_admins && tells_people {
+            let reason = if audience.people.is_empty() {
+                "nobody to tell: there is no active admin either"
+            } else {
+                "nobody the level names is active: telling every active admin"
+            };
+            planned.entries.push(NewTimelineEntry::system(
+                incident_id,
+                at,
+                TimelineDetail::FellBackToAdmins {
+                    escalation_level: level.level,
+                    admins: audience.people.iter().map(|u| u.handle.clone()).collect(),
+                    reason: reason.into(),
+                },
+            ));
+        }
+        for &channel in &level.channels {
+            if channel == Channel::Webhook {
+                for name in &level.webhooks {
+                    planned.add(escalation, channel, name, None, at);
+                }
+                continue;
+            }
+            for user in &audience.people {
+                planned.add(escalation, channel, &user.handle, Some(user.id), at);
+            }
+        }
+        planned
+    }
+
+    fn add(
+        &mut self,
+        escalation: &Escalation,
+        channel: Channel,
+        recipient: &str,
+        user_id: Option<Uuid>,
+        at: Timestamp,
+    ) {
+        let id = Uuid::now_v7();
+        // In-app is delivered by being stored: it is sent the moment it exists.
+        let in_app = channel == Channel::InApp;
+        let notification = Notification {
+            id,
+            escalation_id: escalation.id,
+            incident_id: escalation.incident_id,
+            escalation_level: escalation.escalation_level,
+            channel,
+            recipient: recipient.to_owned(),
+            user_id,
+            status: if in_app {
+                NotificationStatus::Sent
+            } else {
+                NotificationStatus::Pending
+            },
+            attempts: i32::from(in_app),
+            last_error: None,
+            provider_id: None,
+            held: false,
+            message_key: Some(id.to_string()),
+            due_at: at,
+            created_at: at,
+            updated_at: at,
+            sent_at: in_app.then_some(at),
+            read_at: None,
+        };
+        if in_app {
+            self.entries.push(NewTimelineEntry::system(
+                escalation.incident_id,
+                at,
+                TimelineDetail::notification_sent(&notification, None),
+            ));
+        }
+        self.notifications.push(notification);
+    }
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Sent {
+        provider_id: Option<String>,
+    },
+    /// Failed; `retry_in` is the jittered backoff the dispatcher drew for a retry.
+    Failed {
+        error: String,
+        retryable: bool,
+        retry_in: Duration,
+    },
+}
+
+/// What an attempt changes on its notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: NotificationStatus,
+    pub due_at: Timestamp,
+    pub last_error: Option<String>,
+    pub provider_id: Option<String>,
+    pub sent_at: Option<Timestamp>,
+    /// Held back by the rate limit, for the next digest.
+    pub held: bool,
+}
+
+impl Outcome {
+    /// The outcome of attempt number `attempts` (counted from 1) at `at`: sent, retried after its
+    /// backoff, or failed for good when the error is fatal or the attempts are spent.
+    pub fn of(attempt: &Attempt, attempts: i32, policy: RetryPolicy, at: Timestamp) -> Self {
+        match attempt {
+            Attempt::Sent { provider_id } => Self {
+                status: NotificationStatus::Sent,
+                due_at: at,
+                last_error: None,
+                provider_id: provider_id.clone(),
+                sent_at: Some(at),
+                held: false,
+            },
+            Attempt::Failed {
+                error,
+                retryable,
+                retry_in,
+            } => {
+                let spent = u32::try_from(attempts).unwrap_or(u32::MAX) >= policy.max_attempts;
+                let retry = *retryable && !spent;
+                Self {
+                    status: if retry {
+                        NotificationStatus::Pending
+                    } else {
+                        NotificationStatus::Failed
+                    },
+                    due_at: if retry { at.after(*retry_in) } else { at },
+                    last_error: Some(error.clone()),
+                    provider_id: None,
+                    sent_at: None,
+                    held: false,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The reads and writes of the tables added after the first two backends were written (users,
+//! notifications, used links), written **once** for every backend: the SQL is the same on
+//! both, so a backend only says where its pools are ([`Pools`]) and how its transactions reach
+//! their connection ([`TxConnection`]); the values bind through its [`Dialect`].
+//!
+//! Locking: claiming notifications is the one statement that must not let two dispatchers take
+//! the same row. It marks the rows it selects in the same statement, and PostgreSQL's subquery
+//! takes them `for update skip locked` ([`Dialect::SKIP_LOCKED`]); SQLite's single writer
+//! serializes the statement whole.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use uuid::Uuid;
+
+use super::rows::{self, Columns};
+use super::statements::Dialect;
+use super::{AttemptRecord, Outbox, People, Result, StoreError};
+use crate::domain::{Notification, Timestamp, User};
+
+/// At most this many notifications go into one multi-row insert.
+const NOTIFICATIONS_PER_INSERT: usize = 500;
+/// The values of one notification row in that insert.
+const NOTIFICATION_COLUMNS: usize = 18;
+
+/// `($1, …, $columns), ($columns+1, …)`: the numbered placeholders of `rows` rows.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let numbers: Vec<String> = (1..=columns)
+            .map(|c| format!("${}", r * columns + c))
+            .collect();
+        format!("({})", numbers.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// A backend's pools: where the statements written here run.
+pub trait Pools: Send + Sync + 'static {
+    type Db: Dialect;
+
+    /// Reads that may run beside writes.
+    fn reader(&self) -> &Pool<Self::Db>;
+
+    /// Writes (SQLite's single writer; PostgreSQL's one pool).
+    fn writer(&self) -> &Pool<Self::Db>;
+}
+
+/// A backend's write transaction, as a connection the statements written here can run on.
+pub trait TxConnection: Send {
+    type Db: Dialect;
+
+    fn connection(&mut self) -> &mut <Self::Db as Database>::Connection;
+}
+
+#[async_trait]
+impl<B> People for B
+where
+    B: Pools,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<String>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Id>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Time>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i32: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
+    <B::Db as Database>::Row: Columns,
+{
+    async fn create_user(&self, user: &User) -> Result<User> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into users (id, handle, name, email, phone, role, time_zone, active, created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning *",
+        )
+        .bind(B::Db::id(user.id))
+        .bind(user.handle.clone())
+        .bind(user.name.clone())
+        .bind(user.email.clone())
+        .bind(user.phone.clone())
+        .bind(user.role.as_str())
+        .bind(user.time_zone.clone())
+        .bind(user.active)
+        .bind(B::Db::time(user.created_at))
+        .bind(B::Db::time(user.updated_at))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|error| StoreError::from(error).duplicate("a user with this handle already exists"))?;
+        rows::user(&row)
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query("select * from users order by handle")
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::user).collect()
+    }
+
+    async fn user(&self, id: Uuid) -> Result<User> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query("select * from users where id = $1")
+            .bind(B::Db::id(id))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::user(&row)
+    }
+
+    async fn update_user(&self, user: &User) -> Result<User> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update users set name = $1, email = $2, phone = $3, role = $4, time_zone = $5,
+                 active = $6, updated_at = $7
+             where id = $8 returning *",
+        )
+        .bind(user.name.clone())
+        .bind(user.email.clone())
+        .bind(user.phone.clone())
+        .bind(user.role.as_str())
+        .bind(user.time_zone.clone())
+        .bind(user.active)
+        .bind(B::Db::time(user.updated_at))
+        .bind(B::Db::id(user.id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::user(&row)
+    }
+}
+
+#[async_trait]
+impl<B> Outbox for B
+where
+    B: Pools,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<String>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Id>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Time>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
+    <B::Db as Database>::Row: Columns,
+{
+    async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>> {
+        let mut conn = self.reader().acquire().await?;
+        sqlx::query("select 1 from incidents where id = $1")
+            .bind(B::Db::id(incident_id))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let found = sqlx::query("select * from notifications where incident_id = $1 order by id")
+            .bind(B::Db::id(incident_id))
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::notification).collect()
+    }
+
+    async fn inbox(
+        &self,
+        user_id: Uuid,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Notification>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from notifications
+             where user_id = $1 and channel = 'in_app' and ($2 = false or read_at is null)
+             order by id desc limit $3",
+        )
+        .bind(B::Db::id(user_id))
+        .bind(unread_only)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(rows::notification).collect()
+    }
+
+    async fn mark_read(&self, id: Uuid, user_id: Uuid, at: Timestamp) -> Result<Notification> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update notifications set read_at = coalesce(read_at, $1)
+             where id = $2 and user_id = $3 and channel = 'in_app' returning *",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(user_id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::notification(&row)
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Notification>> {
+        let mut conn = self.writer().acquire().await?;
+        let claim = format!(
+            "update notifications set due_at = $1, attempts = attempts + 1, updated_at = $2
+             where id in (
+                 select id from notifications
+                 where status = 'PENDING' and due_at <= $2
+                 order by due_at limit $3 {})
+             returning *",
+            B::Db::SKIP_LOCKED
+        );
+        let found = sqlx::query(&claim)
+            .bind(B::Db::time(now.after(lease)))
+            .bind(B::Db::time(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut claimed = found
+            .iter()
+            .map(rows::notification)
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|notification| notification.id);
+        Ok(claimed)
+    }
+
+    async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query(
+            "select due_at from notifications where status = 'PENDING' order by due_at limit 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|row| row.timestamp("due_at")).transpose()
+    }
+
+    async fn sent_in_window(
+        &self,
+        channel: &str,
+        recipient: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select min(sent_at) as sent_at from notifications
+             where channel = $1 and recipient = $2 and sent_at > $3 and status = 'SENT'
+             group by message_key order by 1",
+        )
+        .bind(channel.to_owned())
+        .bind(recipient.to_owned())
+        .bind(B::Db::time(since))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(|row| row.timestamp("sent_at")).collect()
+    }
+}
+
+/// The outbox's statements inside a transaction that carries a rule (executing a level,
+/// stopping an incident, recording an attempt): see [`super::changes`].
+#[async_trait]
+pub trait OutboxTx: Send {
+    /// Every active user, for resolving a level's targets when it executes.
+    async fn active_users(&mut self) -> Result<Vec<User>>;
+
+    /// Inserts notifications; one that already exists for its (escalation, recipient, channel)
+    /// is left as it is. Returns the ids inserted.
+    async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>>;
+
+    /// Marks the incident's `PENDING` notifications `CANCELLED` at `at`; how many.
+    async fn cancel_notifications(&mut self, incident_id: Uuid, at: Timestamp) -> Result<u64>;
+
+    /// Applies an attempt's outcome to a notification still `PENDING` (or `CANCELLED` while the
+    /// message went out: it was sent all the same), and returns it; `None` if it had moved on.
+    async fn record_outcome(&mut self, record: &AttemptRecord) -> Result<Option<Notification>>;
+
+    /// Marks a link used, once: `false` if it was used before.
+    async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool>;
+}
+
+#[async_trait]
+impl<T> OutboxTx for T
+where
+    T: TxConnection,
+    for<'c> &'c mut <T::Db as Database>::Connection: Executor<'c, Database = T::Db>,
+    for<'q> <T::Db as Database>::Arguments<'q>: IntoArguments<'q, T::Db>,
+    for<'q> String: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> Option<String>: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> Option<<T::Db as Dialect>::Id>: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> Option<<T::Db as Dialect>::Time>: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> &'q str: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> i32: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> bool: Encode<'q, T::Db> + Type<T::Db>,
+    <T::Db as Database>::Row: Columns,
+{
+    async fn active_users(&mut self) -> Result<Vec<User>> {
+        let found = sqlx::query("select * from users where active = true order by handle")
+            .fetch_all(self.connection())
+            .await?;
+        found.iter().map(rows::user).collect()
+    }
+
+    async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>> {
+        let mut inserted = Vec::with_capacity(notifications.len());
+        for chunk in notifications.chunks(NOTIFICATIONS_PER_INSERT) {
+            let sql = format!(
+                "insert into notifications (id, escalation_id, incident_id, escalation_level,
+                     channel, recipient, user_id, status, attempts, last_error, provider_id, held,
+                     message_key, due_at, created_at, updated_at, sent_at, read_at)
+                 values {}
+                 on conflict (escalation_id, recipient, channel) do nothing returning id",
+                placeholders(chunk.len(), NOTIFICATION_COLUMNS)
+            );
+            let mut insert = sqlx::query(&sql);
+            for n in chunk {
+                insert = insert
+                    .bind(T::Db::id(n.id))
+                    .bind(T::Db::id(n.escalation_id))
+                    .bind(T::Db::id(n.incident_id))
+                    .bind(n.escalation_level)
+                    .bind(n.channel.as_str())
+                    .bind(n.recipient.clone())
+                    .bind(n.user_id.map(T::Db::id))
+                    .bind(n.status.as_str())
+                    .bind(n.attempts)
+                    .bind(n.last_error.clone())
+                    .bind(n.provider_id.clone())
+                    .bind(n.held)
+                    .bind(n.message_key.clone())
+                    .bind(T::Db::time(n.due_at))
+                    .bind(T::Db::time(n.created_at))
+                    .bind(T::Db::time(n.updated_at))
+                    .bind(n.sent_at.map(T::Db::time))
+                    .bind(n.read_at.map(T::Db::time));
+            }
+            for row in insert.fetch_all(self.connection()).await? {
+                inserted.push(row.uuid("id")?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn cancel_notifications(&mut self, incident_id: Uuid, at: Timestamp) -> Result<u64> {
+        let cancelled = sqlx::query(
+            "update notifications set status = 'CANCELLED', updated_at = $1
+             where incident_id = $2 and status = 'PENDING' returning id",
+        )
+        .bind(T::Db::time(at))
+        .bind(T::Db::id(incident_id))
+        .fetch_all(self.connection())
+        .await?;
+        Ok(cancelled.len() as u64)
+    }
+
+    async fn record_outcome(&mut self, record: &AttemptRecord) -> Result<Option<Notification>> {
+        let outcome = &record.outcome;
+        let row = sqlx::query(
+            "update notifications set status = $1, due_at = $2, last_error = coalesce($3, last_error),
+                 provider_id = $4, sent_at = $5, message_key = $6, held = $7, updated_at = $8,
+                 attempts = $10
+             where id = $9 and (status = 'PENDING' or (status = 'CANCELLED' and $1 = 'SENT'))
+             returning *",
+        )
+        .bind(outcome.status.as_str())
+        .bind(T::Db::time(outcome.due_at))
+        .bind(outcome.last_error.clone())
+        .bind(outcome.provider_id.clone())
+        .bind(outcome.sent_at.map(T::Db::time))
+        .bind(record.message_key.clone())
+        .bind(outcome.held)
+        .bind(T::Db::time(record.at))
+        .bind(T::Db::id(record.id))
+        .bind(record.attempts)
+        .fetch_optional(self.connection())
+        .await?;
+        row.as_ref().map(rows::notification).transpose()
+    }
+
+    async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool> {
+        let row = sqlx::query(
+            "insert into used_links (id, incident_id, used_at) values ($1, $2, $3)
+             on conflict (id) do nothing returning id",
+        )
+        .bind(link_id.to_owned())
+        .bind(T::Db::id(incident_id))
+        .bind(T::Db::time(at))
+        .fetch_optional(self.connection())
+        .await?;
+        Ok(row.is_some())
+    }
+}

@@ -1,0 +1,471 @@
+//! Users and the notifications outbox, on every backend.
+
+use super::*;
+use klaxon::domain::{
+    Attempt, NotificationStatus, Outcome, RetryPolicy, User, UserChange, UserFields,
+};
+use klaxon::store::{AttemptRecord, StoreError};
+
+on_every_backend!(
+    users_are_created_listed_changed_and_never_share_a_handle,
+    executing_a_level_tells_active_responders_and_admins_once,
+    targets_that_name_nobody_are_written_and_fall_back_to_admins,
+    claims_are_leased_and_attempts_recorded,
+    stopping_an_incident_cancels_its_unsent_notifications,
+    the_inbox_holds_a_users_in_app_notifications,
+    a_link_acts_once,
+);
+
+fn person(handle: &str, role: Role) -> User {
+    let fields = UserFields {
+        handle: handle.into(),
+        name: format!("{handle} person"),
+        email: format!("{handle}@example.com"),
+        phone: None,
+        role: Some(role),
+        time_zone: None,
+    };
+    User::new(fields, minute(0)).expect("a valid user")
+}
+
+/// A one-level policy over `channels`, telling `targets`.
+fn telling(channels: &[Channel], targets: &[&str]) -> Arc<EscalationPolicy> {
+    let level = EscalationLevel {
+        level: 1,
+        delay: Duration::from_secs(60),
+        channels: channels.to_vec(),
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        webhooks: Vec::new(),
+    };
+    Arc::new(EscalationPolicy::new(vec![level]).expect("a valid policy"))
+}
+
+/// An incident escalated at minute 0 under `policy`, with level 1 executed at minute 1.
+async fn executed(store: &dyn Store, policy: Arc<EscalationPolicy>) -> Incident {
+    let (incident, _) = escalated(store, minute(0), policy).await;
+    let settled = store.settle_due(&|| minute(1), 10, None).await.unwrap();
+    assert_eq!(settled.len(), 1);
+    incident
+}
+
+async fn users_are_created_listed_changed_and_never_share_a_handle(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let given = person("alice", Role::Responder);
+    let alice = store.create_user(&given).await.unwrap();
+    assert_eq!(alice, given, "read back exactly as given");
+    let again = store.create_user(&person("alice", Role::Admin)).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
+    let bob = store
+        .create_user(&person("bob", Role::Admin))
+        .await
+        .unwrap();
+    assert_eq!(store.users().await.unwrap(), [alice.clone(), bob.clone()]);
+    assert_eq!(store.user(bob.id).await.unwrap(), bob);
+    assert!(matches!(
+        store.user(Uuid::now_v7()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let change = UserChange {
+        active: Some(false),
+        phone: Some(Some("+33612345678".into())),
+        ..UserChange::default()
+    };
+    let deactivated = alice.changed(change, minute(5)).unwrap();
+    assert_eq!(store.update_user(&deactivated).await.unwrap(), deactivated);
+    assert_eq!(store.user(alice.id).await.unwrap(), deactivated);
+    assert!(!deactivated.active);
+    let ghost = person("ghost", Role::Viewer);
+    assert!(matches!(
+        store.update_user(&ghost).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn executing_a_level_tells_active_responders_and_admins_once(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let alice = store
+        .create_user(&person("alice", Role::Responder))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(&person("bob", Role::Admin))
+        .await
+        .unwrap();
+    store
+        .create_user(&person("carol", Role::Viewer))
+        .await
+        .unwrap();
+    let dave = store
+        .create_user(&person("dave", Role::Responder))
+        .await
+        .unwrap();
+    let gone = UserChange {
+        active: Some(false),
+        ..UserChange::default()
+    };
+    store
+        .update_user(&dave.changed(gone, minute(0)).unwrap())
+        .await
+        .unwrap();
+
+    let policy = telling(&[Channel::InApp, Channel::Email], &[]);
+    let incident = executed(store.as_ref(), policy).await;
+    let notifications = store.notifications_of(incident.id).await.unwrap();
+    let sent: Vec<_> = notifications
+        .iter()
+        .map(|n| (n.recipient.as_str(), n.channel, n.status, n.user_id))
+        .collect();
+    use NotificationStatus::{Pending, Sent};
+    let mut expected = vec![
+        ("alice", Channel::InApp, Sent, Some(alice.id)),
+        ("bob", Channel::InApp, Sent, Some(bob.id)),
+        ("alice", Channel::Email, Pending, Some(alice.id)),
+        ("bob", Channel::Email, Pending, Some(bob.id)),
+    ];
+    let mut got = sent.clone();
+    got.sort_by_key(|(r, c, ..)| (c.as_str(), *r));
+    expected.sort_by_key(|(r, c, ..)| (c.as_str(), *r));
+    assert_eq!(got, expected, "carol is a viewer, dave is inactive");
+    for n in &notifications {
+        assert_eq!((n.escalation_level, n.created_at), (1, minute(1)));
+        assert_eq!(n.message_key.as_deref(), Some(n.id.to_string().as_str()));
+    }
+    let timeline = store.timeline(incident.id).await.unwrap();
+    let in_app_entries = timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::NotificationSent)
+        .count();
+    assert_eq!(in_app_entries, 2, "in-app is delivered by being stored");
+
+    // A second notification for one (escalation, recipient, channel) is refused by the database.
+    let copy = match backend {
+        Backend::Sqlite => "insert into notifications select 'copy-' || id, escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at from notifications limit 1",
+        Backend::Postgres => "insert into notifications select gen_random_uuid(), escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at from notifications limit 1",
+    };
+    let refused = raw(backend, &db.url, copy).await.expect_err("a second row");
+    assert!(
+        refused.to_string().to_lowercase().contains("unique"),
+        "{refused}"
+    );
+}
+
+async fn targets_that_name_nobody_are_written_and_fall_back_to_admins(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    store
+        .create_user(&person("alice", Role::Responder))
+        .await
+        .unwrap();
+    store
+        .create_user(&person("bob", Role::Admin))
+        .await
+        .unwrap();
+
+    let some = executed(
+        store.as_ref(),
+        telling(&[Channel::Email], &["alice", "ghost"]),
+    )
+    .await;
+    let told: Vec<_> = store.notifications_of(some.id).await.unwrap();
+    assert_eq!(
+        told.iter()
+            .map(|n| n.recipient.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
+    let timeline = store.timeline(some.id).await.unwrap();
+    let unresolved = timeline
+        .iter()
+        .find(|e| e.kind == TimelineKind::TargetUnresolved)
+        .expect("the target that names nobody is written down");
+    assert_eq!(unresolved.detail["target"], "ghost");
+
+    let none = executed(store.as_ref(), telling(&[Channel::Email], &["ghost"])).await;
+    let told: Vec<_> = store.notifications_of(none.id).await.unwrap();
+    assert_eq!(
+        told.iter()
+            .map(|n| n.recipient.as_str())
+            .collect::<Vec<_>>(),
+        ["bob"]
+    );
+    let timeline = store.timeline(none.id).await.unwrap();
+    let fallback = timeline
+        .iter()
+        .find(|e| e.kind == TimelineKind::FellBackToAdmins)
+        .expect("the fallback is written down");
+    assert_eq!(fallback.detail["admins"], json!(["bob"]));
+}
+
+fn record(n: &klaxon::domain::Notification, attempt: Attempt, at: Timestamp) -> AttemptRecord {
+    let policy = RetryPolicy { max_attempts: 3 };
+    AttemptRecord {
+        id: n.id,
+        attempts: n.attempts,
+        outcome: Outcome::of(&attempt, n.attempts, policy, at),
+        message_key: n.id.to_string(),
+        digest_of: None,
+        at,
+    }
+}
+
+fn failed(retryable: bool) -> Attempt {
+    Attempt::Failed {
+        error: "451 try later".into(),
+        retryable,
+        retry_in: Duration::from_secs(30),
+    }
+}
+
+async fn claims_are_leased_and_attempts_recorded(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    for handle in ["alice", "bob", "carol"] {
+        store
+            .create_user(&person(handle, Role::Responder))
+            .await
+            .unwrap();
+    }
+    let incident = executed(store.as_ref(), telling(&[Channel::Email], &[])).await;
+    let lease = Duration::from_secs(60);
+    assert_eq!(
+        store.next_notification_due().await.unwrap(),
+        Some(minute(1))
+    );
+    let claimed = store
+        .claim_notifications(minute(1), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed
+        .iter()
+        .all(|n| n.attempts == 1 && n.due_at == minute(2)));
+    assert!(
+        store
+            .claim_notifications(minute(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+
+    let [sent, retried, fatal] = claimed.as_slice() else {
+        unreachable!()
+    };
+    let delivered = Attempt::Sent {
+        provider_id: Some("queued as 42".into()),
+    };
+    let at = minute(1);
+    let records = [
+        record(sent, delivered, at),
+        record(retried, failed(true), at),
+        record(fatal, failed(false), at),
+    ];
+    let recorded = store.record_attempts(&records).await.unwrap();
+    assert_eq!(recorded.len(), 3);
+    let now: Vec<_> = store.notifications_of(incident.id).await.unwrap();
+    let find = |id| now.iter().find(|n| n.id == id).unwrap();
+    assert_eq!(find(sent.id).status, NotificationStatus::Sent);
+    assert_eq!(find(sent.id).provider_id.as_deref(), Some("queued as 42"));
+    assert_eq!(find(sent.id).sent_at, Some(at));
+    assert_eq!(find(retried.id).status, NotificationStatus::Pending);
+    assert_eq!(find(retried.id).due_at, at.after(Duration::from_secs(30)));
+    assert_eq!(find(fatal.id).status, NotificationStatus::Failed);
+    assert_eq!(find(fatal.id).last_error.as_deref(), Some("451 try later"));
+
+    let kinds: Vec<_> = store
+        .timeline(incident.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_str().starts_with("notification."))
+        .map(|e| e.kind)
+        .collect();
+    use TimelineKind::{NotificationFailed, NotificationRetrying, NotificationSent};
+    assert_eq!(
+        kinds,
+        [NotificationSent, NotificationRetrying, NotificationFailed]
+    );
+
+    // The retry is taken again once due; its attempts run out at the policy's maximum.
+    let later = at.after(Duration::from_secs(30));
+    let [again] = store
+        .claim_notifications(later, lease, 10)
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!((again.id, again.attempts), (retried.id, 2));
+    store
+        .record_attempts(&[record(&again, failed(true), later)])
+        .await
+        .unwrap();
+    let last = later.after(Duration::from_secs(30));
+    let [third] = store
+        .claim_notifications(last, lease, 10)
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    store
+        .record_attempts(&[record(&third, failed(true), last)])
+        .await
+        .unwrap();
+    let spent = store.notifications_of(incident.id).await.unwrap();
+    let spent = spent.iter().find(|n| n.id == retried.id).unwrap();
+    assert_eq!(
+        (spent.status, spent.attempts),
+        (NotificationStatus::Failed, 3)
+    );
+    assert_eq!(store.next_notification_due().await.unwrap(), None);
+}
+
+async fn stopping_an_incident_cancels_its_unsent_notifications(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    store
+        .create_user(&person("alice", Role::Responder))
+        .await
+        .unwrap();
+    store
+        .create_user(&person("bob", Role::Responder))
+        .await
+        .unwrap();
+    let policy = telling(&[Channel::InApp, Channel::Email], &[]);
+    let incident = executed(store.as_ref(), policy).await;
+    let lease = Duration::from_secs(60);
+    let claimed = store
+        .claim_notifications(minute(1), lease, 1)
+        .await
+        .unwrap();
+    let in_flight = claimed[0].clone();
+
+    store
+        .transition(request(incident.id, Action::Acknowledge, minute(2)))
+        .await
+        .unwrap();
+    let after: Vec<_> = store.notifications_of(incident.id).await.unwrap();
+    let statuses: Vec<_> = after.iter().map(|n| (n.channel, n.status)).collect();
+    assert!(
+        statuses.contains(&(Channel::InApp, NotificationStatus::Sent)),
+        "kept as sent"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(_, s)| *s == NotificationStatus::Cancelled)
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+    let timeline = store.timeline(incident.id).await.unwrap();
+    let cancelled = timeline
+        .iter()
+        .find(|e| e.kind == TimelineKind::NotificationsCancelled)
+        .expect("written down");
+    assert_eq!(cancelled.detail["count"], 2);
+
+    // The one in flight when the incident was acknowledged went out all the same.
+    let delivered = Attempt::Sent { provider_id: None };
+    let recorded = store
+        .record_attempts(&[record(&in_flight, delivered, minute(2))])
+        .await
+        .unwrap();
+    assert_eq!(recorded[0].status, NotificationStatus::Sent);
+    let other = after
+        .iter()
+        .find(|n| n.channel == Channel::Email && n.id != in_flight.id)
+        .unwrap();
+    let ignored = store
+        .record_attempts(&[record(other, failed(true), minute(2))])
+        .await
+        .unwrap();
+    assert!(
+        ignored.is_empty(),
+        "a failure does not revive a cancelled notification"
+    );
+    assert!(store
+        .claim_notifications(minute(9), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn the_inbox_holds_a_users_in_app_notifications(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let alice = store
+        .create_user(&person("alice", Role::Responder))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(&person("bob", Role::Responder))
+        .await
+        .unwrap();
+    let policy = telling(&[Channel::InApp, Channel::Email], &["alice"]);
+    let first = executed(store.as_ref(), policy.clone()).await;
+    let second = executed(store.as_ref(), policy).await;
+
+    let inbox = store.inbox(alice.id, false, 50).await.unwrap();
+    let incidents: Vec<_> = inbox.iter().map(|n| n.incident_id).collect();
+    assert_eq!(
+        incidents,
+        [second.id, first.id],
+        "newest first, in-app only"
+    );
+    assert!(store.inbox(bob.id, false, 50).await.unwrap().is_empty());
+
+    let read = store
+        .mark_read(inbox[1].id, alice.id, minute(3))
+        .await
+        .unwrap();
+    assert_eq!(read.read_at, Some(minute(3)));
+    let again = store
+        .mark_read(inbox[1].id, alice.id, minute(4))
+        .await
+        .unwrap();
+    assert_eq!(again.read_at, Some(minute(3)), "the first read stands");
+    let unread = store.inbox(alice.id, true, 50).await.unwrap();
+    assert_eq!(
+        unread.iter().map(|n| n.incident_id).collect::<Vec<_>>(),
+        [second.id]
+    );
+    let not_hers = store.mark_read(inbox[0].id, bob.id, minute(3)).await;
+    assert!(matches!(not_hers, Err(StoreError::NotFound)));
+}
+
+async fn a_link_acts_once(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let incident = incident_in(store.as_ref(), Escalating).await;
+    let through = |action| TransitionRequest {
+        link: Some("link-1".into()),
+        ..request(incident.id, action, minute(2))
+    };
+    store
+        .transition(through(Action::Acknowledge))
+        .await
+        .unwrap();
+    let again = store.transition(through(Action::Resolve)).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
+    assert_eq!(
+        store.incident(incident.id).await.unwrap().status,
+        Acknowledged
+    );
+}
