@@ -11,6 +11,8 @@
 //! repeated after a crash, so that receivers can drop the duplicate: the mail's `Message-ID`, the
 //! webhook's `Idempotency-Key`.
 
+pub mod links;
+
 use async_trait::async_trait;
 
 use crate::domain::{Incident, Severity};

@@ -246,6 +246,10 @@ impl Outbox for Guarded {
             .await
     }
 
+    async fn link_key(&self) -> Result<String> {
+        self.call(self.inner.link_key()).await
+    }
+
     async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
         self.call(self.inner.next_notification_due()).await
     }

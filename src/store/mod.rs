@@ -274,6 +274,10 @@ pub trait Outbox: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Notification>>;
 
+    /// The key that signs the links in messages: made once by the migration that added it, then
+    /// the same on every instance.
+    async fn link_key(&self) -> Result<String>;
+
     /// When the earliest `PENDING` notification is due (or its lease runs out).
     async fn next_notification_due(&self) -> Result<Option<Timestamp>>;
 

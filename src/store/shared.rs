@@ -225,6 +225,14 @@ where
         Ok(claimed)
     }
 
+    async fn link_key(&self) -> Result<String> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query("select link_key from installation")
+            .fetch_one(&mut *conn)
+            .await?;
+        row.text("link_key")
+    }
+
     async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
         let mut conn = self.reader().acquire().await?;
         let row = sqlx::query(

@@ -48,6 +48,12 @@ create index notifications_incident on notifications (incident_id, id);
 create index notifications_user on notifications (user_id, channel, id);
 create index notifications_sent on notifications (channel, recipient, sent_at) where sent_at is not null;
 
+-- the key that signs the acknowledge and resolve links in messages: made once, here, and shared
+-- by every instance, so a link works whichever instance serves it (gen_random_uuid draws from a
+-- cryptographically strong source: two give 244 random bits)
+alter table installation add column link_key text;
+update installation set link_key = replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+
 -- each acknowledge or resolve link acts once
 create table used_links (
     id text primary key,
