@@ -12,8 +12,10 @@
 //! webhook's `Idempotency-Key`.
 
 pub mod links;
+pub mod webhook;
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 use crate::domain::{Incident, Severity};
 
@@ -72,7 +74,7 @@ pub struct Item {
 
 /// Absolute URLs under `public_url`. The acknowledge and resolve links are signed for one
 /// recipient and one incident: a `GET` shows a confirmation page, a `POST` acts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Links {
     pub incident: String,
     pub acknowledge: String,
