@@ -39,11 +39,17 @@ impl Backoff {
     /// between half and all of `base × 2^failures`, capped at `cap` (jitter keeps several workers
     /// from retrying in lockstep).
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32.checked_shl(self.failures).unwrap_or(u32::MAX))
-            .min(self.cap);
+        let delay = Self::after(self.base, self.cap, self.failures);
         self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    /// The delay [`Backoff::next_delay`] draws after `failures` earlier failures: for retries
+    /// counted elsewhere (a notification's attempts are counted in the database).
+    pub fn after(base: Duration, cap: Duration, failures: u32) -> Duration {
+        let ceiling = base
+            .saturating_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+            .min(cap);
         rand::rng().random_range(ceiling / 2..=ceiling)
     }
 

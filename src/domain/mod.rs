@@ -18,7 +18,8 @@ pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use notification::{
-    Attempt, Audience, LevelNotifications, Notification, NotificationStatus, Outcome, RetryPolicy,
+    Attempt, Audience, Delivery, LevelNotifications, Notification, NotificationStatus, Outcome,
+    RetryPolicy,
 };
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;

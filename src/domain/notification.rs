@@ -273,6 +273,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Held back by the rate limit until `opens`, then sent in a digest.
+    pub fn held_until(opens: Timestamp) -> Self {
+        Self {
+            status: NotificationStatus::Pending,
+            due_at: opens,
+            last_error: None,
+            provider_id: None,
+            sent_at: None,
+            held: true,
+        }
+    }
+
     /// The outcome of attempt number `attempts` (counted from 1) at `at`: sent, retried after its
     /// backoff, or failed for good when the error is fatal or the attempts are spent.
     pub fn of(attempt: &Attempt, attempts: i32, policy: RetryPolicy, at: Timestamp) -> Self {
@@ -305,6 +317,224 @@ impl Outcome {
                     held: false,
                 }
             }
+        }
+    }
+}
+
+/// How the notifications due for one recipient on one channel go out, oldest first, given how
+/// many more messages the recipient's rate limit allows now (`slots`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One message for the notification at this index.
+    Single(usize),
+    /// One digest message for these.
+    Digest(Vec<usize>),
+    /// Over the limit: held until the window opens, then sent in a digest.
+    Hold(Vec<usize>),
+}
+
+impl Delivery {
+    /// Storm protection: while there is room, each notification goes alone; what does not fit
+    /// goes, with everything held before, into one digest that takes the last slot; with no
+    /// slot left, everything waits. Nothing is ever dropped.
+    pub fn plan(held: &[bool], slots: usize) -> Vec<Self> {
+        let all: Vec<usize> = (0..held.len()).collect();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        if slots == 0 {
+            return vec![Self::Hold(all)];
+        }
+        let any_held = held.iter().any(|h| *h);
+        if !any_held && held.len() <= slots {
+            return all.into_iter().map(Self::Single).collect();
+        }
+        // Held ones are older than any new one: they lead the digest.
+        let (waiting, fresh): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|i| held[*i]);
+        let singles = (slots - 1).min(fresh.len());
+        let mut plan: Vec<Self> = fresh[..singles].iter().copied().map(Self::Single).collect();
+        let mut digest = waiting;
+        digest.extend_from_slice(&fresh[singles..]);
+        match digest.as_slice() {
+            [] => {}
+            [only] if !held[*only] => plan.push(Self::Single(*only)),
+            _ => plan.push(Self::Digest(digest)),
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EscalationStatus, Role, UserFields};
+
+    fn user(handle: &str, role: Role, active: bool) -> User {
+        let fields = UserFields {
+            handle: handle.into(),
+            name: handle.into(),
+            email: format!("{handle}@example.com"),
+            role: Some(role),
+            ..UserFields::default()
+        };
+        let mut user = User::new(fields, Timestamp::from_millis(0)).unwrap();
+        user.active = active;
+        user
+    }
+
+    fn level(channels: &[Channel], targets: &[&str], webhooks: &[&str]) -> EscalationLevel {
+        EscalationLevel {
+            level: 2,
+            delay: Duration::ZERO,
+            channels: channels.to_vec(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            webhooks: webhooks.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn handles(audience: &Audience) -> Vec<String> {
+        audience.people.iter().map(|u| u.handle.clone()).collect()
+    }
+
+    #[test]
+    fn without_targets_every_active_responder_and_admin_is_told() {
+        let users = [
+            user("ann", Role::Admin, true),
+            user("ben", Role::Responder, true),
+            user("cy", Role::Viewer, true),
+            user("dee", Role::Responder, false),
+        ];
+        let audience = Audience::of(&level(&[Channel::Email], &[], &[]), &users);
+        assert_eq!(handles(&audience), ["ann", "ben"]);
+        assert!(!audience.fell_back_to_admins && audience.unresolved.is_empty());
+    }
+
+    #[test]
+    fn targets_that_name_nobody_active_fall_back_to_admins() {
+        let users = [
+            user("ann", Role::Admin, true),
+            user("dee", Role::Responder, false),
+        ];
+        let audience = Audience::of(&level(&[Channel::Email], &["dee", "zed"], &[]), &users);
+        assert_eq!(handles(&audience), ["ann"]);
+        assert_eq!(audience.unresolved, ["dee", "zed"]);
+        assert!(audience.fell_back_to_admins);
+        let viewers = [user("cy", Role::Viewer, true)];
+        let viewer_only = Audience::of(&level(&[Channel::Email], &["cy"], &[]), &viewers);
+        assert_eq!(handles(&viewer_only), ["cy"], "a named viewer is told");
+    }
+
+    #[test]
+    fn a_level_plans_one_notification_per_recipient_and_channel() {
+        let users = [
+            user("ann", Role::Admin, true),
+            user("ben", Role::Responder, true),
+        ];
+        let escalation = Escalation {
+            id: Uuid::now_v7(),
+            incident_id: Uuid::now_v7(),
+            escalation_level: 2,
+            status: EscalationStatus::Executed,
+            scheduled_at: Timestamp::from_millis(5),
+            executed_at: Some(Timestamp::from_millis(6)),
+            cancelled_at: None,
+            created_at: Timestamp::from_millis(1),
+        };
+        let level = level(
+            &[Channel::InApp, Channel::Email, Channel::Webhook],
+            &["ben"],
+            &["ops", "slack"],
+        );
+        let at = Timestamp::from_millis(6);
+        let planned = LevelNotifications::plan(&escalation, &level, &users, at);
+        let rows: Vec<_> = planned
+            .notifications
+            .iter()
+            .map(|n| (n.channel, n.recipient.as_str(), n.status))
+            .collect();
+        use NotificationStatus::{Pending, Sent};
+        assert_eq!(
+            rows,
+            [
+                (Channel::InApp, "ben", Sent),
+                (Channel::Email, "ben", Pending),
+                (Channel::Webhook, "ops", Pending),
+                (Channel::Webhook, "slack", Pending),
+            ]
+        );
+        assert_eq!(
+            planned.entries.len(),
+            1,
+            "the in-app delivery is on the timeline"
+        );
+    }
+
+    #[test]
+    fn outcomes_retry_until_the_attempts_are_spent() {
+        let policy = RetryPolicy { max_attempts: 3 };
+        let at = Timestamp::from_millis(1_000);
+        let failed = |retryable| Attempt::Failed {
+            error: "boom".into(),
+            retryable,
+            retry_in: Duration::from_secs(2),
+        };
+        let retry = Outcome::of(&failed(true), 2, policy, at);
+        assert_eq!(
+            (retry.status, retry.due_at),
+            (NotificationStatus::Pending, Timestamp::from_millis(3_000))
+        );
+        assert_eq!(
+            Outcome::of(&failed(true), 3, policy, at).status,
+            NotificationStatus::Failed
+        );
+        assert_eq!(
+            Outcome::of(&failed(false), 1, policy, at).status,
+            NotificationStatus::Failed
+        );
+        let sent = Outcome::of(
+            &Attempt::Sent {
+                provider_id: Some("x".into()),
+            },
+            1,
+            policy,
+            at,
+        );
+        assert_eq!(
+            (sent.status, sent.sent_at),
+            (NotificationStatus::Sent, Some(at))
+        );
+    }
+
+    #[test]
+    fn storm_protection_digests_what_is_over_the_limit_and_drops_nothing() {
+        use Delivery::*;
+        assert_eq!(Delivery::plan(&[false, false], 5), [Single(0), Single(1)]);
+        assert_eq!(
+            Delivery::plan(&[false; 4], 2),
+            [Single(0), Digest(vec![1, 2, 3])]
+        );
+        assert_eq!(Delivery::plan(&[false; 3], 1), [Digest(vec![0, 1, 2])]);
+        assert_eq!(Delivery::plan(&[false; 3], 0), [Hold(vec![0, 1, 2])]);
+        assert_eq!(
+            Delivery::plan(&[true, true, false], 1),
+            [Digest(vec![0, 1, 2])]
+        );
+        assert_eq!(
+            Delivery::plan(&[true, false], 3),
+            [Single(1), Digest(vec![0])]
+        );
+        assert_eq!(Delivery::plan(&[true], 1), [Digest(vec![0])]);
+        assert_eq!(Delivery::plan(&[], 1), []);
+        for (held, slots) in [(vec![true, false, false, true], 2), (vec![false; 9], 3)] {
+            let mut covered: Vec<usize> = Delivery::plan(&held, slots)
+                .into_iter()
+                .flat_map(|d| match d {
+                    Single(i) => vec![i],
+                    Digest(v) | Hold(v) => v,
+                })
+                .collect();
+            covered.sort();
+            assert_eq!(covered, (0..held.len()).collect::<Vec<_>>(), "each once");
         }
     }
 }

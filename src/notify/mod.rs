@@ -11,11 +11,14 @@
 //! repeated after a crash, so that receivers can drop the duplicate: the mail's `Message-ID`, the
 //! webhook's `Idempotency-Key`.
 
+pub mod dispatcher;
 pub mod links;
 pub mod webhook;
 
 use async_trait::async_trait;
 use serde::Serialize;
+
+pub use dispatcher::{Channels, Dispatcher};
 
 use crate::domain::{Incident, Severity};
 

@@ -1,0 +1,360 @@
+//! The dispatcher: drains the outbox through the channels, on any number of instances.
+//!
+//! - **Claim, send, record**: it claims due `PENDING` notifications with a lease (their `due_at`
+//!   moves to the lease's end, so a crashed dispatcher's rows come back once it runs out), sends
+//!   without any transaction open, then records each outcome with its timeline entry in one short
+//!   transaction. A crash between sending and recording re-sends once the lease runs out, with
+//!   the same idempotency key.
+//! - **Never in the engine's way**: it runs as its own task; a slow provider holds up only its
+//!   own sends (each bounded by the channel's timeout), never the escalation worker.
+//! - **Retries**: a retryable failure is tried again after a capped, jittered exponential
+//!   backoff, until `max_attempts`; a fatal one (or the last) is `FAILED` with its error.
+//! - **Storm protection**: per recipient and channel, at most `count` messages in any window of
+//!   `per`; what is over is held and goes out as one digest when the window opens.
+//! - **Wake-up**: the worker wakes it when a level leaves something to send; otherwise it sleeps
+//!   until the next notification is due, at most [`POLL_INTERVAL`] (what another instance's
+//!   worker created is found within that).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::links::LinkSigner;
+use super::{Delivered, Item, Outgoing, Person, Recipient, SendError, Sender};
+use crate::backoff::Backoff;
+use crate::config::{NotificationConfig, RateLimit};
+use crate::domain::{
+    Attempt, Channel, Delivery, Incident, Notification, Outcome, RetryPolicy, Timestamp, User,
+};
+use crate::store::{AttemptRecord, Store, StoreError};
+
+/// Notifications claimed at once.
+pub const BATCH_SIZE: u32 = 256;
+/// How long a claimed notification is held before another dispatcher may take it: far longer
+/// than any channel's send timeout, so a live dispatcher is never raced.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// The longest the dispatcher sleeps without looking for due notifications.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The channels' senders; a channel without one fails its notifications with the reason.
+#[derive(Clone, Default)]
+pub struct Channels {
+    pub email: Option<Arc<dyn Sender>>,
+    pub webhook: Option<Arc<dyn Sender>>,
+}
+
+impl Channels {
+    fn sender(&self, channel: Channel) -> Result<&Arc<dyn Sender>, SendError> {
+        let missing = |why: &str| SendError::Fatal(why.to_owned());
+        match channel {
+            Channel::Email => self
+                .email
+                .as_ref()
+                .ok_or_else(|| missing("email is not configured: add an [email] section")),
+            Channel::Webhook => self
+                .webhook
+                .as_ref()
+                .ok_or_else(|| missing("no webhook is configured")),
+            Channel::Sms => Err(missing("no SMS provider is configured")),
+            Channel::InApp => Err(missing("in-app notifications are delivered when stored")),
+        }
+    }
+}
+
+pub struct Dispatcher {
+    pub store: Arc<dyn Store>,
+    pub channels: Channels,
+    pub config: NotificationConfig,
+    pub public_url: String,
+    /// Notified when there may be something to send now.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("notification dispatcher started");
+        let mut backoff = Backoff::default();
+        let mut signer = None;
+        while !*shutdown.borrow() {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.round(&mut signer).await {
+                Ok(Round::More) => continue,
+                Ok(Round::Idle(next_due)) => {
+                    backoff.reset();
+                    let wait = next_due
+                        .map(|due| due.as_millis() - Timestamp::now().as_millis())
+                        .map_or(POLL_INTERVAL, |ms| {
+                            Duration::from_millis(ms.max(0) as u64).min(POLL_INTERVAL)
+                        });
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = woken => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    if !backoff.is_failing() {
+                        tracing::warn!(%error, "dispatcher cannot reach the database; retrying with backoff");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("notification dispatcher stopped");
+    }
+
+    /// Claims one batch, sends it, records it.
+    async fn round(&self, signer: &mut Option<LinkSigner>) -> Result<Round, StoreError> {
+        let now = Timestamp::now();
+        let claimed = self
+            .store
+            .claim_notifications(now, LEASE, BATCH_SIZE)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Round::Idle(self.store.next_notification_due().await?));
+        }
+        let full = claimed.len() == BATCH_SIZE as usize;
+        if signer.is_none() {
+            let key = self.store.link_key().await?;
+            *signer = Some(LinkSigner::new(
+                &key,
+                &self.public_url,
+                self.config.link_expiry,
+            ));
+        }
+        let signer = signer.as_ref().expect("set above");
+        let context = self.context(&claimed).await?;
+
+        let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
+        for notification in &claimed {
+            let key = (notification.channel.as_str(), notification.recipient.as_str());
+            groups.entry(key).or_default().push(notification.clone());
+        }
+        let mut records = Vec::new();
+        let mut sends = JoinSet::new();
+        for ((_, recipient), group) in groups {
+            let channel = group[0].channel;
+            let (slots, opens) = self.room(channel, recipient, now).await?;
+            let held: Vec<bool> = group.iter().map(|n| n.held).collect();
+            for delivery in Delivery::plan(&held, slots) {
+                let members: Vec<Notification> = match &delivery {
+                    Delivery::Single(i) => vec![group[*i].clone()],
+                    Delivery::Digest(all) | Delivery::Hold(all) => {
+                        all.iter().map(|i| group[*i].clone()).collect()
+                    }
+                };
+                if let Delivery::Hold(_) = delivery {
+                    records.extend(members.iter().map(|n| hold(n, opens, now)));
+                    continue;
+                }
+                let message = context.message(&members, signer, now);
+                let sender = self.channels.sender(channel).cloned();
+                let policy = self.retry_policy();
+                let config = self.config.clone();
+                sends.spawn(async move {
+                    let result = match (&message, sender) {
+                        (Ok(message), Ok(sender)) => sender.send(message).await,
+                        (Err(error), _) => Err(error.clone()),
+                        (_, Err(error)) => Err(error),
+                    };
+                    let key = message.map_or_else(|_| members[0].id.to_string(), |m| m.key);
+                    attempted(&members, &result, &key, policy, &config)
+                });
+            }
+        }
+        while let Some(joined) = sends.join_next().await {
+            match joined {
+                Ok(done) => records.extend(done),
+                Err(panic) => tracing::error!(%panic, "a send panicked; its notifications come back when their lease runs out"),
+            }
+        }
+        for record in &records {
+            log_record(record);
+        }
+        self.store.record_attempts(&records).await?;
+        Ok(if full {
+            Round::More
+        } else {
+            Round::Idle(self.store.next_notification_due().await?)
+        })
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.max_attempts,
+        }
+    }
+
+    /// How many more messages `recipient` may get on `channel` now, and when the window opens
+    /// for one more if none.
+    async fn room(
+        &self,
+        channel: Channel,
+        recipient: &str,
+        now: Timestamp,
+    ) -> Result<(usize, Timestamp), StoreError> {
+        let limit = match channel {
+            Channel::Email => self.config.email_rate,
+            Channel::Webhook => self.config.webhook_rate,
+            Channel::Sms | Channel::InApp => return Ok((usize::MAX, now)),
+        };
+        let RateLimit { count, per } = limit;
+        let since = Timestamp::from_millis(now.as_millis() - per.as_millis() as i64);
+        let sent = self
+            .store
+            .sent_in_window(channel.as_str(), recipient, since)
+            .await?;
+        let slots = (count as usize).saturating_sub(sent.len());
+        let opens = sent.first().map_or(now, |oldest| oldest.after(per));
+        Ok((slots, opens))
+    }
+
+    /// The incidents and people the claimed notifications are about.
+    async fn context(&self, claimed: &[Notification]) -> Result<Context, StoreError> {
+        let mut context = Context::default();
+        for notification in claimed {
+            if !context.incidents.contains_key(&notification.incident_id) {
+                let incident = self.store.incident(notification.incident_id).await?;
+                context.incidents.insert(incident.id, incident);
+            }
+            if let Some(user_id) = notification.user_id {
+                if !context.users.contains_key(&user_id) {
+                    let user = self.store.user(user_id).await?;
+                    context.users.insert(user_id, user);
+                }
+            }
+        }
+        Ok(context)
+    }
+}
+
+enum Round {
+    /// A full batch was claimed: there may be more due now.
+    More,
+    /// Nothing more is due now; the next is due then, if any.
+    Idle(Option<Timestamp>),
+}
+
+#[derive(Default)]
+struct Context {
+    incidents: HashMap<Uuid, Incident>,
+    users: HashMap<Uuid, User>,
+}
+
+impl Context {
+    /// The message carrying `members` (one, or a digest), keyed by the first.
+    fn message(
+        &self,
+        members: &[Notification],
+        signer: &LinkSigner,
+        now: Timestamp,
+    ) -> Result<Outgoing, SendError> {
+        let first = &members[0];
+        let recipient = match (first.channel, first.user_id) {
+            (Channel::Webhook, _) => Recipient::Webhook(first.recipient.clone()),
+            (_, Some(user_id)) => {
+                let user = self.users.get(&user_id).ok_or_else(|| {
+                    SendError::Fatal(format!("user {} not found", first.recipient))
+                })?;
+                Recipient::Person(Person {
+                    handle: user.handle.clone(),
+                    name: user.name.clone(),
+                    email: user.email.clone(),
+                    phone: user.phone.clone(),
+                })
+            }
+            (_, None) => return Err(SendError::Fatal("the notification names no user".into())),
+        };
+        let items = members
+            .iter()
+            .map(|n| {
+                let incident = self.incidents.get(&n.incident_id).cloned().ok_or_else(|| {
+                    SendError::Fatal(format!("incident {} not found", n.incident_id))
+                })?;
+                Ok(Item {
+                    links: signer.links(n.id, incident.id, now),
+                    incident,
+                    escalation_level: n.escalation_level,
+                })
+            })
+            .collect::<Result<Vec<_>, SendError>>()?;
+        let key = match members {
+            [one] => one.message_key.clone().unwrap_or_else(|| one.id.to_string()),
+            _ => format!("{}-digest", first.id),
+        };
+        Ok(Outgoing {
+            key,
+            recipient,
+            items,
+        })
+    }
+}
+
+/// What one send came to, for each notification it carried.
+fn attempted(
+    members: &[Notification],
+    result: &Result<Delivered, SendError>,
+    key: &str,
+    policy: RetryPolicy,
+    config: &NotificationConfig,
+) -> Vec<AttemptRecord> {
+    let at = Timestamp::now();
+    let digest_of = (members.len() > 1).then_some(members.len());
+    members
+        .iter()
+        .map(|n| {
+            let attempt = match result {
+                Ok(delivered) => Attempt::Sent {
+                    provider_id: delivered.provider_id.clone(),
+                },
+                Err(error) => Attempt::Failed {
+                    error: error.to_string(),
+                    retryable: error.is_retryable(),
+                    retry_in: Backoff::after(
+                        config.retry_backoff,
+                        config.retry_backoff_cap,
+                        u32::try_from(n.attempts - 1).unwrap_or(0),
+                    ),
+                },
+            };
+            AttemptRecord {
+                id: n.id,
+                attempts: n.attempts,
+                outcome: Outcome::of(&attempt, n.attempts, policy, at),
+                message_key: key.to_owned(),
+                digest_of,
+                at,
+            }
+        })
+        .collect()
+}
+
+/// `notification` held back by the rate limit until `opens`: not an attempt.
+fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> AttemptRecord {
+    AttemptRecord {
+        id: notification.id,
+        attempts: notification.attempts - 1,
+        outcome: Outcome::held_until(opens.max(now)),
+        message_key: notification.id.to_string(),
+        digest_of: None,
+        at: now,
+    }
+}
+
+fn log_record(record: &AttemptRecord) {
+    let outcome = &record.outcome;
+    match &outcome.last_error {
+        None if outcome.held => tracing::info!(notification_id = %record.id, until = %outcome.due_at, "notification held by the rate limit"),
+        None => tracing::info!(notification_id = %record.id, attempt = record.attempts, "notification sent"),
+        Some(error) => tracing::warn!(notification_id = %record.id, attempt = record.attempts, status = outcome.status.as_str(), %error, "notification not delivered"),
+    }
+}
