@@ -12,6 +12,7 @@
 //! webhook's `Idempotency-Key`.
 
 pub mod dispatcher;
+pub mod email;
 pub mod links;
 pub mod webhook;
 
@@ -95,11 +96,12 @@ pub struct Delivered {
 /// Why a message was not delivered, classed by whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// Timeouts, refused connections, 5xx, 429, a provider that said "try later".
+    /// Timeouts, refused connections, an HTTP 5xx or 429, an SMTP 4xx: a provider that said "try
+    /// later".
     #[error("{0}")]
     Retryable(String),
-    /// A 4xx, an invalid address, a channel that is not configured: the same message will fail
-    /// the same way.
+    /// An HTTP 4xx, an SMTP 5xx, an invalid address, a channel that is not configured: the same
+    /// message will fail the same way.
     #[error("{0}")]
     Fatal(String),
 }
