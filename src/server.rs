@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -22,6 +22,9 @@ use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::notify::email::EmailSender;
+use crate::notify::webhook::WebhookSender;
+use crate::notify::{Channels, Dispatcher, Sender};
 use crate::store::availability::{Gate, Guarded};
 use crate::store::batch::IngestQueue;
 use crate::store::listen::{self, Audience};
@@ -43,6 +46,35 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up the {channel} channel: {message}")]
+    Channel {
+        channel: &'static str,
+        message: String,
+    },
+}
+
+/// The senders of the channels the configuration sets up.
+fn channels(config: &Config) -> Result<Channels, StartError> {
+    let email = match &config.email {
+        Some(email) => {
+            let sender = EmailSender::new(email).map_err(|error| StartError::Channel {
+                channel: "email",
+                message: error.to_string(),
+            })?;
+            Some(Arc::new(sender) as Arc<dyn Sender>)
+        }
+        None => None,
+    };
+    let webhook = if config.webhooks.is_empty() {
+        None
+    } else {
+        let sender = WebhookSender::new(&config.webhooks).map_err(|error| StartError::Channel {
+            channel: "webhook",
+            message: error.to_string(),
+        })?;
+        Some(Arc::new(sender) as Arc<dyn Sender>)
+    };
+    Ok(Channels { email, webhook })
 }
 
 /// Connects to the configured database and applies pending migrations.
@@ -215,6 +247,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     } else {
         None
     };
+    let channels = channels(config)?;
     // Opened without waiting: a database that is away at start is waited for in the background
     // (`await_database`) while the port answers 503, rather than failing start-up.
     let inner = store::open(&config.database_url).await?;
@@ -261,16 +294,29 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         tasks.push(("the PostgreSQL listener", background(listen)));
     }
     if roles.worker {
+        let outbox = Arc::new(Notify::new());
         let worker = Worker {
             store: store.clone(),
             scheduler: scheduler.clone(),
             metrics: metrics.clone(),
             status: worker_status.clone(),
             poll_interval: config.escalation.poll_interval,
+            outbox: outbox.clone(),
         };
         tasks.push((
             "the escalation worker",
             background(worker.run(stopping.clone())),
+        ));
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            channels,
+            config: config.notifications.clone(),
+            public_url: config.public_url.clone(),
+            wake: outbox,
+        };
+        tasks.push((
+            "the notification dispatcher",
+            background(dispatcher.run(stopping.clone())),
         ));
     }
     let mut api_addr = None;

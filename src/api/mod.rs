@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod incidents;
+pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
@@ -119,6 +120,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/incidents/escalations/{id}", get(incidents::escalations))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/links/{id}/{action}", get(links::confirm).post(links::act))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -59,6 +59,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub status: Arc<WorkerStatus>,
     pub poll_interval: Duration,
+    /// Notified when an executed level leaves notifications to send: wakes the dispatcher.
+    pub outbox: Arc<Notify>,
 }
 
 impl Worker {
@@ -157,6 +159,9 @@ impl Worker {
     }
 
     async fn record(&self, settled: &[Settled], claimed: &[Uuid]) {
+        if settled.iter().any(|s| s.to_send > 0) {
+            self.outbox.notify_one();
+        }
         for Settled { escalation, .. } in settled {
             match (escalation.status, escalation.executed_at) {
                 (EscalationStatus::Executed, Some(executed_at)) => {

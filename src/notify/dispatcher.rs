@@ -136,7 +136,10 @@ impl Dispatcher {
 
         let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
         for notification in &claimed {
-            let key = (notification.channel.as_str(), notification.recipient.as_str());
+            let key = (
+                notification.channel.as_str(),
+                notification.recipient.as_str(),
+            );
             groups.entry(key).or_default().push(notification.clone());
         }
         let mut records = Vec::new();
@@ -174,7 +177,9 @@ impl Dispatcher {
         while let Some(joined) = sends.join_next().await {
             match joined {
                 Ok(done) => records.extend(done),
-                Err(panic) => tracing::error!(%panic, "a send panicked; its notifications come back when their lease runs out"),
+                Err(panic) => {
+                    tracing::error!(%panic, "a send panicked; its notifications come back when their lease runs out")
+                }
             }
         }
         for record in &records {
@@ -288,7 +293,10 @@ impl Context {
             })
             .collect::<Result<Vec<_>, SendError>>()?;
         let key = match members {
-            [one] => one.message_key.clone().unwrap_or_else(|| one.id.to_string()),
+            [one] => one
+                .message_key
+                .clone()
+                .unwrap_or_else(|| one.id.to_string()),
             _ => format!("{}-digest", first.id),
         };
         Ok(Outgoing {
@@ -353,8 +361,14 @@ fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> Attemp
 fn log_record(record: &AttemptRecord) {
     let outcome = &record.outcome;
     match &outcome.last_error {
-        None if outcome.held => tracing::info!(notification_id = %record.id, until = %outcome.due_at, "notification held by the rate limit"),
-        None => tracing::info!(notification_id = %record.id, attempt = record.attempts, "notification sent"),
-        Some(error) => tracing::warn!(notification_id = %record.id, attempt = record.attempts, status = outcome.status.as_str(), %error, "notification not delivered"),
+        None if outcome.held => {
+            tracing::info!(notification_id = %record.id, until = %outcome.due_at, "notification held by the rate limit")
+        }
+        None => {
+            tracing::info!(notification_id = %record.id, attempt = record.attempts, "notification sent")
+        }
+        Some(error) => {
+            tracing::warn!(notification_id = %record.id, attempt = record.attempts, status = outcome.status.as_str(), %error, "notification not delivered")
+        }
     }
 }

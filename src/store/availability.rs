@@ -224,6 +224,10 @@ impl People for Guarded {
 
 #[async_trait]
 impl Outbox for Guarded {
+    async fn notification(&self, id: Uuid) -> Result<Notification> {
+        self.call(self.inner.notification(id)).await
+    }
+
     async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>> {
         self.call(self.inner.notifications_of(incident_id)).await
     }

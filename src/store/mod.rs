@@ -250,6 +250,8 @@ pub trait People: Send + Sync + 'static {
 /// The notifications outbox: written once for every backend, in [`shared`].
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
+    async fn notification(&self, id: Uuid) -> Result<Notification>;
+
     /// Oldest first; `NotFound` if there is no incident.
     async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>>;
 

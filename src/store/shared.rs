@@ -146,6 +146,16 @@ where
     for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
     <B::Db as Database>::Row: Columns,
 {
+    async fn notification(&self, id: Uuid) -> Result<Notification> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query("select * from notifications where id = $1")
+            .bind(B::Db::id(id))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::notification(&row)
+    }
+
     async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>> {
         let mut conn = self.reader().acquire().await?;
         sqlx::query("select 1 from incidents where id = $1")
