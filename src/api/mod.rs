@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod token_cache;
 pub mod tokens;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +120,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/incidents/escalations/{id}", get(incidents::escalations))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/{id}", get(users::get).patch(users::update))
+        .route("/users/{id}/tokens", post(users::create_token))
+        .route("/me", get(users::me))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

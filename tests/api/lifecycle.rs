@@ -106,6 +106,12 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
         ("/tokens", "post"),
         ("/tokens", "get"),
         ("/tokens/{id}", "delete"),
+        ("/users", "post"),
+        ("/users", "get"),
+        ("/users/{id}", "get"),
+        ("/users/{id}", "patch"),
+        ("/users/{id}/tokens", "post"),
+        ("/me", "get"),
         ("/openapi.json", "get"),
         ("/metrics", "get"),
     ] {
