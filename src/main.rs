@@ -1,14 +1,16 @@
 //! The `klaxon` command: thin, it parses arguments and calls into the library.
 
+use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use klaxon::api::tokens;
+use klaxon::api::tokens::{self, IssueError};
 use klaxon::config::{self, Config, ConfigError};
 use klaxon::domain::token::token_name;
-use klaxon::domain::{Role, TokenSecret};
+use klaxon::domain::{Role, Timestamp, Token, TokenSecret, User, UserFields};
 use klaxon::server::{self, Roles};
+use klaxon::store::StoreError;
 use klaxon::telemetry::{self, LogFormat};
 
 /// jemalloc, not glibc's malloc: after a burst of connections glibc keeps the freed buffers in
@@ -25,7 +27,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-/// Exit code for a bad configuration (SPEC §5).
+/// Exit code for a bad configuration (SPEC §5), and for input a command refuses (as clap exits
+/// for bad arguments).
 const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit code for any other failure to run.
 const EXIT_FAILURE: u8 = 1;
@@ -65,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +86,46 @@ enum TokenCommand {
         role: Role,
     },
 }
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print it as JSON.
+    Create {
+        /// Unique and never changed: 1 to 64 lowercase letters, digits, `.`, `_` or `-`.
+        #[arg(long)]
+        handle: String,
+        /// The full name, as people read it.
+        #[arg(long)]
+        name: String,
+        /// Where email notifications go.
+        #[arg(long)]
+        email: String,
+        /// E.164, such as +14155550100.
+        #[arg(long)]
+        phone: Option<String>,
+        /// responder if not given.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// An IANA time zone name; UTC if not given.
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
+    /// Create a token that acts for a user, with the user's role, and print its secret (shown
+    /// this once).
+    Token {
+        #[arg(long)]
+        handle: String,
+        /// What the token is for: 1 to 100 characters.
+        #[arg(long, value_parser = parse_token_name)]
+        name: String,
+    },
+}
+
+/// Input a command refuses once it has looked at it (an invalid user, a taken handle): exits with
+/// [`EXIT_BAD_CONFIG`], like a bad argument.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
 
 /// Checked before anything is opened, so a bad name touches no database.
 fn parse_token_name(text: &str) -> Result<String, String> {
@@ -111,6 +159,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<Refused>() => {
+            eprintln!("klaxon: {error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(error) => {
             eprintln!("klaxon: {error}");
             ExitCode::from(EXIT_FAILURE)
@@ -124,7 +176,7 @@ fn bad_config(error: ConfigError) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
     match command {
         Command::Serve { no_worker } => {
             let roles = Roles {
@@ -169,6 +221,78 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             );
             println!("{}", secret.expose());
         }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    handle,
+                    name,
+                    email,
+                    phone,
+                    role,
+                    time_zone,
+                },
+        } => {
+            let fields = UserFields {
+                handle,
+                name,
+                email,
+                phone,
+                role,
+                time_zone,
+            };
+            let user = create_user(&config, fields).await?;
+            println!("{}", serde_json::to_string(&user)?);
+        }
+        Command::User {
+            command: UserCommand::Token { handle, name },
+        } => {
+            let (user, token, secret) = issue_user_token(&config, &handle, &name).await?;
+            println!(
+                "created token `{}` ({}) for user `{}`, with the {} role",
+                token.name,
+                token.id,
+                user.handle,
+                token.role.as_str()
+            );
+            println!("{}", secret.expose());
+        }
     }
     Ok(())
+}
+
+/// Registers a user; invalid fields and a taken handle are [`Refused`]. The fields are checked
+/// before anything is opened, so invalid input touches no database.
+async fn create_user(config: &Config, fields: UserFields) -> Result<User, Box<dyn Error>> {
+    let user = User::new(fields, Timestamp::now())
+        .map_err(|invalid| Refused(format!("invalid user: {invalid}")))?;
+    let store = server::open_store(config).await?;
+    store.create_user(&user).await.map_err(|error| match error {
+        StoreError::Duplicate(message) => Refused(format!("{message}: `{}`", user.handle)).into(),
+        other => other.into(),
+    })
+}
+
+/// Issues a token that acts for the user `handle`; an unknown or deactivated user is [`Refused`].
+async fn issue_user_token(
+    config: &Config,
+    handle: &str,
+    name: &str,
+) -> Result<(User, Token, TokenSecret), Box<dyn Error>> {
+    let store = server::open_store(config).await?;
+    let user = store
+        .users()
+        .await?
+        .into_iter()
+        .find(|user| user.handle == handle)
+        .ok_or_else(|| Refused(format!("no user has the handle `{handle}`")))?;
+    let (token, secret) =
+        tokens::issue_for_user(store.as_ref(), &user, name, TokenSecret::generate())
+            .await
+            .map_err(|error| -> Box<dyn Error> {
+                match error {
+                    IssueError::Deactivated(_) => Refused(error.to_string()).into(),
+                    other => other.into(),
+                }
+            })?;
+    Ok((user, token, secret))
 }

@@ -373,7 +373,7 @@ async fn version_and_help_exit_zero() {
 
     let help = run(klaxon(dir.path(), &["--help"])).await;
     assert!(help.status.success(), "--help: {}", help.status);
-    for command in ["serve", "migrate", "token"] {
+    for command in ["serve", "migrate", "token", "user"] {
         assert!(
             help.stdout.contains(command),
             "--help does not list `{command}`:\n{}",
@@ -760,6 +760,68 @@ async fn token_create_refuses_a_blank_or_overlong_name() {
             "a refused name touched the database"
         );
     }
+}
+
+/// `klaxon user create` in `dir` for `handle`, with `extra` arguments.
+async fn create_user(dir: &Path, handle: &str, extra: &[&str]) -> Finished {
+    let mut args = vec!["user", "create", "--handle", handle, "--name", "Alice"];
+    args.extend_from_slice(&["--email", "alice@example.com"]);
+    args.extend_from_slice(extra);
+    run(klaxon(dir, &args)).await
+}
+
+#[tokio::test]
+async fn user_create_prints_the_user_and_refuses_a_taken_handle() {
+    let dir = fresh_dir();
+    let invalid = create_user(dir.path(), "alice", &["--phone", "555-0100"]).await;
+    assert_eq!(
+        invalid.status.code(),
+        Some(2),
+        "stderr:\n{}",
+        invalid.stderr
+    );
+    assert!(invalid.stderr.contains("`phone`"), "{}", invalid.stderr);
+    assert!(
+        !dir.path().join("klaxon.db").exists(),
+        "invalid input touched the database"
+    );
+
+    let created = create_user(dir.path(), "alice", &["--role", "admin"]).await;
+    assert!(created.status.success(), "stderr:\n{}", created.stderr);
+    let user: Value = serde_json::from_str(created.stdout.trim()).expect("the user as JSON");
+    assert_eq!(user["handle"], "alice");
+    assert_eq!(user["role"], "admin");
+    assert_eq!(user["time_zone"], "UTC");
+    assert_eq!(user["active"], true);
+
+    let taken = create_user(dir.path(), "alice", &[]).await;
+    assert_eq!(taken.status.code(), Some(2), "stderr:\n{}", taken.stderr);
+    assert!(taken.stderr.contains("handle"), "{}", taken.stderr);
+    assert!(taken.stdout.is_empty(), "{}", taken.stdout);
+
+    let unknown = run(klaxon(
+        dir.path(),
+        &["user", "token", "--handle", "bob", "--name", "laptop"],
+    ))
+    .await;
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "stderr:\n{}",
+        unknown.stderr
+    );
+    assert!(unknown.stderr.contains("bob"), "{}", unknown.stderr);
+    let issued = run(klaxon(
+        dir.path(),
+        &["user", "token", "--handle", "alice", "--name", "laptop"],
+    ))
+    .await;
+    assert!(issued.status.success(), "stderr:\n{}", issued.stderr);
+    let secret = printed_secret(&issued.stdout).expect("the token's secret");
+    let server = Server::start(dir.path(), &[]).await;
+    let (status, me) = server.get("/me", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["id"], user["id"]);
 }
 
 #[tokio::test]

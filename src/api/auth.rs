@@ -4,6 +4,10 @@
 //! caller only if it presents a live token whose role includes responder. The token is looked up
 //! by its hash, through a cache that a revocation empties at once on every instance (see
 //! [`super::token_cache`]).
+//!
+//! A token that acts for a user is worth what the user is now: the user is read from the store on
+//! every request, never cached, so that a deactivation or a change of role applies at once on
+//! every instance. The caller then acts with the user's handle and current role.
 
 use std::marker::PhantomData;
 
@@ -13,13 +17,28 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::{ApiError, AppState};
-use crate::domain::{Role, TokenSecret};
+use crate::domain::{Role, TokenSecret, User};
 
-/// Who is calling: the token's name is the actor recorded in the timeline.
+/// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The actor recorded in the timeline: the user's handle, or the token's name for a token
+    /// that acts for no user.
     pub name: String,
+    /// The user's current role, or the token's own.
     pub role: Role,
+    /// The user the token acts for, as read on this request.
+    pub user: Option<User>,
+}
+
+impl Caller {
+    /// How an error message names the caller.
+    fn described(&self) -> String {
+        match &self.user {
+            Some(user) => format!("user `{}`", user.handle),
+            None => format!("token `{}`", self.name),
+        }
+    }
 }
 
 /// The least role a route needs.
@@ -54,9 +73,9 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
         let caller = authenticate(parts, state).await?;
         if !caller.role.allows(R::ROLE) {
             return Err(ApiError::Forbidden(format!(
-                "this needs the {} role; token `{}` has the {} role",
+                "this needs the {} role; {} has the {} role",
                 R::ROLE.as_str(),
-                caller.name,
+                caller.described(),
                 caller.role.as_str()
             )));
         }
@@ -86,9 +105,24 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
             token.name
         )));
     }
+    let Some(user_id) = token.user_id else {
+        return Ok(Caller {
+            name: token.name,
+            role: token.role,
+            user: None,
+        });
+    };
+    let user = state.store.user(user_id).await?;
+    if !user.active {
+        return Err(ApiError::Unauthorized(format!(
+            "user `{}` is deactivated; their tokens no longer work",
+            user.handle
+        )));
+    }
     Ok(Caller {
-        name: token.name,
-        role: token.role,
+        name: user.handle.clone(),
+        role: user.role,
+        user: Some(user),
     })
 }
 

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::tokens::IssueError;
-use crate::domain::{Action, IncidentStatus, InvalidTransition};
+use crate::domain::{Action, IncidentStatus, InvalidTransition, InvalidUser};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     InvalidTransition(InvalidTransition),
-    /// A unique value taken already (a user's handle).
+    /// A unique value taken already (a user's handle), or a deactivated user given a token.
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -82,8 +82,16 @@ impl From<IssueError> for ApiError {
             IssueError::InvalidName(invalid) => {
                 Self::BadRequest(format!("invalid `name`: {invalid}"))
             }
+            IssueError::Deactivated(_) => Self::Conflict(error.to_string()),
             IssueError::Store(error) => error.into(),
         }
+    }
+}
+
+/// The message names the field at fault: "`email` must be an address like …".
+impl From<InvalidUser> for ApiError {
+    fn from(invalid: InvalidUser) -> Self {
+        Self::BadRequest(invalid.to_string())
     }
 }
 

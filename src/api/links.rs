@@ -73,6 +73,21 @@ impl IntoResponse for Page {
 }
 
 /// `GET /links/{notification_id}/{action}`: says what the link would do; changes nothing.
+#[utoipa::path(
+    get, path = "/links/{id}/{action}", tag = "links",
+    params(
+        ("id" = Uuid, Path, description = "The notification the link came in"),
+        ("action" = String, Path, description = "`acknowledge` or `resolve`"),
+        ("expires" = i64, Query, description = "Unix seconds"),
+        ("sig" = String, Query, description = "The link's signature"),
+    ),
+    responses(
+        (status = 200, description = "A confirmation page (HTML); nothing changes", content_type = "text/html"),
+        (status = 403, description = "Tampered link (HTML)", content_type = "text/html"),
+        (status = 410, description = "Expired link (HTML)", content_type = "text/html"),
+        (status = 503, description = "Database unreachable (HTML)", content_type = "text/html"),
+    )
+)]
 pub async fn confirm(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -96,6 +111,22 @@ pub async fn confirm(
 }
 
 /// `POST /links/{notification_id}/{action}`: acts, once, as the message's recipient.
+#[utoipa::path(
+    post, path = "/links/{id}/{action}", tag = "links",
+    params(
+        ("id" = Uuid, Path, description = "The notification the link came in"),
+        ("action" = String, Path, description = "`acknowledge` or `resolve`"),
+        ("expires" = i64, Query, description = "Unix seconds"),
+        ("sig" = String, Query, description = "The link's signature"),
+    ),
+    responses(
+        (status = 200, description = "Done (HTML)", content_type = "text/html"),
+        (status = 403, description = "Tampered link (HTML)", content_type = "text/html"),
+        (status = 409, description = "Used already, or not allowed in the incident's status (HTML)", content_type = "text/html"),
+        (status = 410, description = "Expired link (HTML)", content_type = "text/html"),
+        (status = 503, description = "Database unreachable (HTML)", content_type = "text/html"),
+    )
+)]
 pub async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,

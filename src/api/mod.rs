@@ -10,9 +10,11 @@ pub mod incidents;
 pub mod links;
 pub mod messages;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod token_cache;
 pub mod tokens;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,6 +122,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/incidents/escalations/{id}", get(incidents::escalations))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/{id}", get(users::get).patch(users::update))
+        .route("/users/{id}/tokens", post(users::create_token))
+        .route("/me", get(users::me))
+        .route("/me/notifications", get(notifications::inbox))
+        .route("/notifications/{id}/read", post(notifications::read))
+        .route(
+            "/incidents/{id}/notifications",
+            get(notifications::of_incident),
+        )
         .route("/links/{id}/{action}", get(links::confirm).post(links::act))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
-use super::{health, incidents, messages, metrics, tokens};
+use super::{health, incidents, links, messages, metrics, notifications, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,17 @@ use super::{health, incidents, messages, metrics, tokens};
         tokens::create,
         tokens::list,
         tokens::revoke,
+        users::create,
+        users::list,
+        users::get,
+        users::update,
+        users::create_token,
+        users::me,
+        notifications::of_incident,
+        notifications::inbox,
+        notifications::read,
+        links::confirm,
+        links::act,
         metrics::render,
         document,
     ),
@@ -42,7 +53,12 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.post, &mut item.delete];
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
             for operation in operations.into_iter().flatten() {
                 document_errors(operation);
             }
@@ -108,6 +124,7 @@ pub async fn document(_: Authorized<Viewer>) -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::user;
 
     /// Every operation that needs a token documents the 400 of two `Authorization` headers, and
     /// the answer that shows a secret documents that it must not be stored.
@@ -121,8 +138,10 @@ mod tests {
             .unwrap()
             .contains("Authorization"));
         assert!(operation("/health", "get")["responses"]["400"].is_null());
-        let created = &operation("/tokens", "post")["responses"]["201"];
-        assert!(created["headers"]["Cache-Control"].is_object(), "{created}");
+        for path in ["/tokens", "/users/{id}/tokens"] {
+            let created = &operation(path, "post")["responses"]["201"];
+            assert!(created["headers"]["Cache-Control"].is_object(), "{created}");
+        }
     }
 
     /// The document states the limits the handlers enforce.
@@ -142,6 +161,15 @@ mod tests {
             max("CreateTokenRequest", "name"),
             crate::domain::token::MAX_TOKEN_NAME_CHARS
         );
+        assert_eq!(
+            max("CreateUserTokenRequest", "name"),
+            crate::domain::token::MAX_TOKEN_NAME_CHARS
+        );
+        for schema in ["CreateUserRequest", "UserPatch"] {
+            assert_eq!(max(schema, "name"), user::MAX_NAME_CHARS);
+            assert_eq!(max(schema, "email"), user::MAX_EMAIL_CHARS);
+        }
+        assert_eq!(max("CreateUserRequest", "handle"), user::MAX_HANDLE_CHARS);
         assert_eq!(max("NoteRequest", "note"), incidents::MAX_NOTE_CHARS);
         assert_eq!(
             max("ResolveRequest", "resolution_note"),

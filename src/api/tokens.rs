@@ -1,5 +1,5 @@
-//! API tokens (admin only). The secret is returned once, by `POST /tokens`, in an answer marked
-//! `Cache-Control: no-store`; only its hash is kept.
+//! API tokens (admin only). The secret is returned once, by `POST /tokens` or
+//! `POST /users/{id}/tokens`, in an answer marked `Cache-Control: no-store`; only its hash is kept.
 
 use axum::extract::State;
 use axum::http::header::CACHE_CONTROL;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::auth::{Admin, Authorized};
 use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
-use crate::domain::{InvalidTokenName, NewToken, Role, Timestamp, Token, TokenSecret};
+use crate::domain::{InvalidTokenName, NewToken, Role, Timestamp, Token, TokenSecret, User};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -32,6 +32,24 @@ pub struct CreatedToken {
     /// The secret: shown this once, never again.
     pub token: String,
     pub created_at: Timestamp,
+    /// The user the token acts for, if any.
+    pub user_id: Option<Uuid>,
+}
+
+/// The 201 that shows a new token's secret, this once: marked `Cache-Control: no-store`.
+pub fn created(token: Token, secret: &TokenSecret) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
+        Json(CreatedToken {
+            id: token.id,
+            name: token.name,
+            role: token.role,
+            token: secret.expose().to_owned(),
+            created_at: token.created_at,
+            user_id: token.user_id,
+        }),
+    )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -43,13 +61,16 @@ pub struct TokenList {
 pub enum IssueError {
     #[error("invalid token name: {0}")]
     InvalidName(#[from] InvalidTokenName),
+    /// A deactivated user gets no new token.
+    #[error("user `{0}` is deactivated")]
+    Deactivated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Stores a token for `secret` and hands the secret back with it: the one way tokens are made,
-/// by `POST /tokens`, `klaxon token create` and the first-start bootstrap, so that each is held
-/// to the same name rule ([`NewToken::new`]).
+/// Stores a token for `secret` and hands the secret back with it, for `POST /tokens`, `klaxon
+/// token create` and the first-start bootstrap. This and [`issue_for_user`] are the only ways
+/// tokens are made, so that each is held to the same name rule ([`NewToken::new`]).
 pub async fn issue(
     store: &dyn Store,
     name: &str,
@@ -57,6 +78,25 @@ pub async fn issue(
     secret: TokenSecret,
 ) -> Result<(Token, TokenSecret), IssueError> {
     let token = NewToken::new(name, role, &secret, Timestamp::now())?;
+    Ok((store.create_token(token).await?, secret))
+}
+
+/// Stores a token that acts for `user`, with the user's role, by `POST /users/{id}/tokens` and
+/// `klaxon user token`. A deactivated user gets none (and a token of a user deactivated since
+/// is refused when presented: see [`super::auth`]).
+pub async fn issue_for_user(
+    store: &dyn Store,
+    user: &User,
+    name: &str,
+    secret: TokenSecret,
+) -> Result<(Token, TokenSecret), IssueError> {
+    if !user.active {
+        return Err(IssueError::Deactivated(user.handle.clone()));
+    }
+    let token = NewToken {
+        user_id: Some(user.id),
+        ..NewToken::new(name, user.role, &secret, Timestamp::now())?
+    };
     Ok((store.create_token(token).await?, secret))
 }
 
@@ -82,17 +122,7 @@ pub async fn create(
     })
     .await?;
     tracing::info!(token_id = %token.id, role = token.role.as_str(), by = %caller.name, "token created");
-    Ok((
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, "no-store")],
-        Json(CreatedToken {
-            id: token.id,
-            name: token.name,
-            role: token.role,
-            token: secret.expose().to_owned(),
-            created_at: token.created_at,
-        }),
-    ))
+    Ok(created(token, &secret))
 }
 
 #[utoipa::path(

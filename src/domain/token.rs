@@ -137,6 +137,8 @@ impl NewToken {
 pub struct Token {
     pub id: Uuid,
     pub name: String,
+    /// For a user's token, the user's role when it was issued: the token acts with the user's
+    /// current role.
     pub role: Role,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,

@@ -37,6 +37,12 @@ fn protected(id: &str) -> Vec<(Method, String, &'static str)> {
         (Method::GET, "/tokens".into(), "admin"),
         (Method::POST, "/tokens".into(), "admin"),
         (Method::DELETE, format!("/tokens/{id}"), "admin"),
+        (Method::GET, "/users".into(), "viewer"),
+        (Method::POST, "/users".into(), "admin"),
+        (Method::GET, format!("/users/{id}"), "viewer"),
+        (Method::PATCH, format!("/users/{id}"), "admin"),
+        (Method::POST, format!("/users/{id}/tokens"), "admin"),
+        (Method::GET, "/me".into(), "viewer"),
         (Method::GET, "/openapi.json".into(), "viewer"),
     ]
 }

@@ -12,3 +12,4 @@ mod input;
 mod lifecycle;
 mod prototype;
 mod state_machine;
+mod users;

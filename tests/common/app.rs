@@ -115,6 +115,14 @@ impl TestApp {
         .await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::send(
+            self.request(Method::PATCH, path, Some(ADMIN_TOKEN))
+                .json(&body),
+        )
+        .await
+    }
+
     /// `POST /message`; panics unless it answers 200 or 201.
     pub async fn message(&self, body: Value) -> Value {
         let (status, reply) = self.post("/message", body).await;
@@ -167,6 +175,35 @@ impl TestApp {
             reply["token"].as_str().unwrap().to_owned(),
             reply["id"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Registers a user `handle` with `role` through the API and returns its id.
+    pub async fn user(&self, handle: &str, role: &str) -> String {
+        let (status, reply) = self
+            .post(
+                "/users",
+                json!({
+                    "handle": handle,
+                    "name": format!("{handle} (test)"),
+                    "email": format!("{handle}@example.com"),
+                    "role": role,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        reply["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Issues a token that acts for the user `user_id` and returns its secret.
+    pub async fn user_token(&self, user_id: &str) -> String {
+        let (status, reply) = self
+            .post(
+                &format!("/users/{user_id}/tokens"),
+                json!({ "name": "laptop" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        reply["token"].as_str().unwrap().to_owned()
     }
 
     pub async fn escalations(&self, id: &str) -> Vec<Value> {
