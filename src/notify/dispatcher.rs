@@ -15,6 +15,7 @@
 //!   until the next notification is due, at most [`POLL_INTERVAL`] (what another instance's
 //!   worker created is found within that).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,14 +228,13 @@ impl Dispatcher {
     async fn context(&self, claimed: &[Notification]) -> Result<Context, StoreError> {
         let mut context = Context::default();
         for notification in claimed {
-            if !context.incidents.contains_key(&notification.incident_id) {
-                let incident = self.store.incident(notification.incident_id).await?;
-                context.incidents.insert(incident.id, incident);
+            let incident_id = notification.incident_id;
+            if let Entry::Vacant(slot) = context.incidents.entry(incident_id) {
+                slot.insert(self.store.incident(incident_id).await?);
             }
             if let Some(user_id) = notification.user_id {
-                if !context.users.contains_key(&user_id) {
-                    let user = self.store.user(user_id).await?;
-                    context.users.insert(user_id, user);
+                if let Entry::Vacant(slot) = context.users.entry(user_id) {
+                    slot.insert(self.store.user(user_id).await?);
                 }
             }
         }
