@@ -51,6 +51,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// No retry of a failed notification waits longer than this.
 pub const DEFAULT_RETRY_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// How long a claimed notification is held before another dispatcher may take it: far longer
+/// than any channel's send timeout (10 s), so a live dispatcher is never raced.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// How long an acknowledge or resolve link in a message stays valid.
 pub const DEFAULT_LINK_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// The SMTP port when `[email]` names none: submission with STARTTLS.
@@ -159,6 +162,9 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationConfig {
     pub max_attempts: u32,
+    /// How long a dispatcher holds the notifications it claimed; after a crash they are sent
+    /// again once it runs out.
+    pub lease: Duration,
     pub retry_backoff: Duration,
     pub retry_backoff_cap: Duration,
     pub link_expiry: Duration,
@@ -170,6 +176,7 @@ impl Default for NotificationConfig {
     fn default() -> Self {
         Self {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            lease: DEFAULT_LEASE,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_cap: DEFAULT_RETRY_BACKOFF_CAP,
             link_expiry: DEFAULT_LINK_EXPIRY,
@@ -327,6 +334,7 @@ struct FileWebhook {
 #[serde(deny_unknown_fields)]
 struct FileNotifications {
     max_attempts: Option<u32>,
+    lease: Option<String>,
     retry_backoff: Option<String>,
     retry_backoff_cap: Option<String>,
     link_expiry: Option<String>,
@@ -638,6 +646,7 @@ fn notifications_from_file(file: FileNotifications) -> Result<NotificationConfig
     };
     Ok(NotificationConfig {
         max_attempts,
+        lease: positive_duration("notifications.lease", file.lease, defaults.lease)?,
         retry_backoff: positive_duration(
             "notifications.retry_backoff",
             file.retry_backoff,

@@ -1,6 +1,7 @@
 //! The dispatcher: drains the outbox through the channels, on any number of instances.
 //!
-//! - **Claim, send, record**: it claims due `PENDING` notifications with a lease (their `due_at`
+//! - **Claim, send, record**: it claims due `PENDING` notifications with a lease
+//!   (`[notifications] lease`, 60 s by default: their `due_at`
 //!   moves to the lease's end, so a crashed dispatcher's rows come back once it runs out), sends
 //!   without any transaction open, then records each outcome with its timeline entry in one short
 //!   transaction. A crash between sending and recording re-sends once the lease runs out, with
@@ -35,9 +36,6 @@ use crate::store::{AttemptRecord, Store, StoreError};
 
 /// Notifications claimed at once.
 pub const BATCH_SIZE: u32 = 256;
-/// How long a claimed notification is held before another dispatcher may take it: far longer
-/// than any channel's send timeout, so a live dispatcher is never raced.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// The longest the dispatcher sleeps without looking for due notifications.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -118,7 +116,7 @@ impl Dispatcher {
         let now = Timestamp::now();
         let claimed = self
             .store
-            .claim_notifications(now, LEASE, BATCH_SIZE)
+            .claim_notifications(now, self.config.lease, BATCH_SIZE)
             .await?;
         if claimed.is_empty() {
             return Ok(Round::Idle(self.store.next_notification_due().await?));
