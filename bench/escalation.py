@@ -277,9 +277,11 @@ class Database:
         value = self.rows(sqlite_sql, postgres_sql, params)[0][0]
         return int(value) if value not in (None, "") else 0
 
-    def seed(self, count: int, first_due_ms: int, last_due_ms: int) -> float:
-        """Seeds `count` incidents in ESCALATING, each with one PENDING level-1 escalation, due
-        evenly from `first_due_ms` to `last_due_ms`, in one transaction. Returns seconds taken."""
+    def seed(self, count: int, first_due_ms: int, last_due_ms: int,
+             policy: str = SEED_POLICY) -> float:
+        """Seeds `count` incidents in ESCALATING under the policy snapshot `policy` (JSON), each
+        with one PENDING level-1 escalation, due evenly from `first_due_ms` to `last_due_ms`, in
+        one transaction. Returns seconds taken."""
         started = time.monotonic()
         now = now_ms()
         prefix = seed_id_prefix(now)
@@ -299,7 +301,7 @@ class Database:
                     f" {SQLITE_SERIES}"
                     " select printf('%s-8001-%012x', $prefix, n), 'escalation bench seed ' || n,"
                     " 'error', 'ESCALATING', 0, 0, $policy, $now, $now from series",
-                    {"last": count - 1, "prefix": prefix, "policy": SEED_POLICY, "now": now})
+                    {"last": count - 1, "prefix": prefix, "policy": policy, "now": now})
                 connection.execute(
                     "insert into escalations (id, incident_id, escalation_level, status,"
                     " scheduled_at, created_at)"
@@ -321,7 +323,7 @@ class Database:
                 insert into incidents (id, title, severity, status, event_count, escalation_level,
                                        escalation_policy, created_at, updated_at)
                 select {incident_id}, 'escalation bench seed ' || g, 'error', 'ESCALATING', 0, 0,
-                       '{SEED_POLICY}'::jsonb, {pg_at(now)}, {pg_at(now)}
+                       '{policy}'::jsonb, {pg_at(now)}, {pg_at(now)}
                 from generate_series(0, {count - 1}) g;
                 insert into escalations (id, incident_id, escalation_level, status, scheduled_at,
                                          created_at)

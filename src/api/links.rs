@@ -11,13 +11,27 @@ use uuid::Uuid;
 
 use super::{to_completion, AppState};
 use crate::domain::{Action, Incident, Notification, Timestamp};
+use crate::notify::escape_html as escape;
 use crate::notify::links::{LinkError, LinkSigner, SignedLink, LINK_ACTIONS};
 use crate::store::{StoreError, TransitionRequest};
 
+/// The path of a link.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LinkPath {
+    /// The notification the link came in.
+    id: String,
+    /// `acknowledge` or `resolve`.
+    action: String,
+}
+
 /// The query a link carries.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
+    /// When it stops working, in Unix seconds.
     expires: Option<i64>,
+    /// Its signature.
     sig: Option<String>,
 }
 
@@ -75,12 +89,7 @@ impl IntoResponse for Page {
 /// `GET /links/{notification_id}/{action}`: says what the link would do; changes nothing.
 #[utoipa::path(
     get, path = "/links/{id}/{action}", tag = "links",
-    params(
-        ("id" = Uuid, Path, description = "The notification the link came in"),
-        ("action" = String, Path, description = "`acknowledge` or `resolve`"),
-        ("expires" = i64, Query, description = "Unix seconds"),
-        ("sig" = String, Query, description = "The link's signature"),
-    ),
+    params(LinkPath, LinkQuery),
     responses(
         (status = 200, description = "A confirmation page (HTML); nothing changes", content_type = "text/html"),
         (status = 403, description = "Tampered link (HTML)", content_type = "text/html"),
@@ -90,7 +99,7 @@ impl IntoResponse for Page {
 )]
 pub async fn confirm(
     State(state): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    Path(LinkPath { id, action }): Path<LinkPath>,
     Query(query): Query<LinkQuery>,
 ) -> Response {
     let (link, notification, incident) = match checked(&state, &id, &action, &query).await {
@@ -113,12 +122,7 @@ pub async fn confirm(
 /// `POST /links/{notification_id}/{action}`: acts, once, as the message's recipient.
 #[utoipa::path(
     post, path = "/links/{id}/{action}", tag = "links",
-    params(
-        ("id" = Uuid, Path, description = "The notification the link came in"),
-        ("action" = String, Path, description = "`acknowledge` or `resolve`"),
-        ("expires" = i64, Query, description = "Unix seconds"),
-        ("sig" = String, Query, description = "The link's signature"),
-    ),
+    params(LinkPath, LinkQuery),
     responses(
         (status = 200, description = "Done (HTML)", content_type = "text/html"),
         (status = 403, description = "Tampered link (HTML)", content_type = "text/html"),
@@ -129,7 +133,7 @@ pub async fn confirm(
 )]
 pub async fn act(
     State(state): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    Path(LinkPath { id, action }): Path<LinkPath>,
     Query(query): Query<LinkQuery>,
 ) -> Response {
     let (link, notification, incident) = match checked(&state, &id, &action, &query).await {
@@ -260,20 +264,4 @@ fn unavailable(error: StoreError) -> Page {
         StatusCode::SERVICE_UNAVAILABLE,
         "Klaxon cannot reach its database right now. Try again in a moment.",
     )
-}
-
-/// Text made safe to put in HTML.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }

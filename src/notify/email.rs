@@ -25,7 +25,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{Address, AsyncTransport, Message, Tokio1Executor};
 
-use super::{Delivered, Item, Outgoing, Recipient, SendError, Sender};
+use super::{escape_html as escape, Delivered, Item, Outgoing, Recipient, SendError, Sender};
 use crate::config::{ConfigError, EmailConfig, SmtpTls};
 use crate::domain::Severity;
 
@@ -263,22 +263,6 @@ fn html_block(item: &Item) -> String {
         resolve = escape(&item.links.resolve),
         incident_link = escape(&item.links.incident),
     )
-}
-
-/// `text` safe in HTML text and in a quoted attribute.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 /// `text` with its control characters (a lone `\r` among them) made spaces, so that it stays on

@@ -117,3 +117,20 @@ impl SendError {
 pub trait Sender: Send + Sync + 'static {
     async fn send(&self, message: &Outgoing) -> Result<Delivered, SendError>;
 }
+
+/// `text` safe in HTML text and in a quoted attribute: for the bodies of mails and the pages of
+/// links, which show incident text (user input).
+pub fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
