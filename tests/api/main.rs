@@ -10,6 +10,7 @@ mod connections;
 mod edges;
 mod input;
 mod lifecycle;
+mod notify;
 mod prototype;
 mod state_machine;
 mod users;

@@ -4,6 +4,8 @@
 pub mod app;
 pub mod audit;
 pub mod proxy;
+pub mod smtp;
+pub mod webhook;
 
 use std::path::PathBuf;
 
@@ -104,4 +106,13 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A loopback port that was free a moment ago: for a server that must be known before it starts
+/// (or that starts later on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a loopback port")
+        .port()
 }
