@@ -20,10 +20,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{Address, AsyncTransport, Message, Tokio1Executor};
+use tokio::net::TcpStream;
 
 use super::{escape_html as escape, Delivered, Item, Outgoing, Recipient, SendError, Sender};
 use crate::config::{ConfigError, EmailConfig, SmtpTls};
@@ -37,10 +41,24 @@ const MESSAGE_ID_DOMAIN: &str = "klaxon";
 
 /// Sends mail through one SMTP relay.
 pub struct EmailSender {
+    /// lettre's transport: for implicit TLS, which it alone can open.
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// For plain and STARTTLS relays, the exchange runs on a connection Klaxon opens itself, with
+    /// Nagle's algorithm off: lettre writes a message and its closing `.` in two writes, and with
+    /// Nagle on, the second waits for the relay's delayed ACK (40 ms on Linux) on every mail.
+    direct: Option<Direct>,
     from: Mailbox,
     /// `host:port`, to say in errors which relay failed.
     relay: String,
+}
+
+/// What a direct exchange needs: where the relay is, whether to upgrade with STARTTLS, and the
+/// credentials.
+struct Direct {
+    host: String,
+    port: u16,
+    starttls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
 }
 
 impl EmailSender {
@@ -63,17 +81,34 @@ impl EmailSender {
             SmtpTls::Starttls => Tls::Required(tls_parameters()?),
             SmtpTls::Tls => Tls::Wrapper(tls_parameters()?),
         };
+        let credentials = config.username.as_ref().map(|username| {
+            Credentials::new(
+                username.clone(),
+                config.password.clone().unwrap_or_default(),
+            )
+        });
+        let direct = match &tls {
+            Tls::None => Some(None),
+            Tls::Required(parameters) => Some(Some(parameters.clone())),
+            _ => None,
+        }
+        .map(|starttls| Direct {
+            host: config.smtp_host.clone(),
+            port: config.smtp_port,
+            starttls,
+            credentials: credentials.clone(),
+        });
         let mut transport =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp_host)
                 .port(config.smtp_port)
                 .tls(tls)
                 .timeout(Some(SEND_TIMEOUT));
-        if let Some(username) = &config.username {
-            let password = config.password.clone().unwrap_or_default();
-            transport = transport.credentials(Credentials::new(username.clone(), password));
+        if let Some(credentials) = credentials {
+            transport = transport.credentials(credentials);
         }
         Ok(Self {
             transport: transport.build(),
+            direct,
             from,
             relay: format!("{}:{}", config.smtp_host, config.smtp_port),
         })
@@ -91,7 +126,13 @@ fn invalid(key: &str, error: impl std::fmt::Display) -> ConfigError {
 impl Sender for EmailSender {
     async fn send(&self, message: &Outgoing) -> Result<Delivered, SendError> {
         let mail = compose(&self.from, message)?;
-        let reply = tokio::time::timeout(SEND_TIMEOUT, self.transport.send(mail))
+        let exchange = async {
+            match &self.direct {
+                Some(direct) => direct.send(&mail).await,
+                None => self.transport.send(mail).await.map_err(Failure::Smtp),
+            }
+        };
+        let reply = tokio::time::timeout(SEND_TIMEOUT, exchange)
             .await
             .map_err(|_| {
                 SendError::Retryable(format!(
@@ -99,18 +140,65 @@ impl Sender for EmailSender {
                     self.relay
                 ))
             })?
-            .map_err(|error| {
-                let text = format!("SMTP relay {}: {error}", self.relay);
-                if retryable(error.status().map(u16::from), error.is_client()) {
-                    SendError::Retryable(text)
-                } else {
-                    SendError::Fatal(text)
+            .map_err(|failure| match failure {
+                Failure::Connect(error) => {
+                    SendError::Retryable(format!("SMTP relay {}: {error}", self.relay))
+                }
+                Failure::Smtp(error) => {
+                    let text = format!("SMTP relay {}: {error}", self.relay);
+                    if retryable(error.status().map(u16::from), error.is_client()) {
+                        SendError::Retryable(text)
+                    } else {
+                        SendError::Fatal(text)
+                    }
                 }
             })?;
         let said = reply.message().collect::<Vec<_>>().join(" ");
         Ok(Delivered {
             provider_id: (!said.is_empty()).then_some(said),
         })
+    }
+}
+
+/// Why an exchange with the relay failed.
+enum Failure {
+    /// The relay could not be reached.
+    Connect(std::io::Error),
+    /// The relay was reached; lettre says what went wrong.
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl Direct {
+    /// Connects, greets, upgrades and authenticates as lettre's transport would, sends `mail`,
+    /// and says goodbye.
+    async fn send(&self, mail: &Message) -> Result<Response, Failure> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(Failure::Connect)?;
+        stream.set_nodelay(true).map_err(Failure::Connect)?;
+        let hello = ClientId::default();
+        let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
+            .await
+            .map_err(Failure::Smtp)?;
+        if let Some(parameters) = &self.starttls {
+            connection
+                .starttls(parameters.clone(), &hello)
+                .await
+                .map_err(Failure::Smtp)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            connection
+                .auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(Failure::Smtp)?;
+        }
+        let reply = connection
+            .send(mail.envelope(), &mail.formatted())
+            .await
+            .map_err(Failure::Smtp)?;
+        // The message is accepted: a relay that closes without answering QUIT changes nothing.
+        let _ = connection.quit().await;
+        Ok(reply)
     }
 }
 
