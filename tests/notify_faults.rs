@@ -27,6 +27,7 @@ use klaxon::config::{WebhookConfig, WebhookFormat};
 use klaxon::domain::{
     Channel, EscalationLevel, EscalationPolicy, Notification, NotificationStatus,
 };
+use klaxon::notify::dispatcher;
 use klaxon::store;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -264,17 +265,29 @@ async fn kill_9_mid_send_loses_no_notification_and_creates_none_twice(backend: B
     let audit = Audit::of(&db.url);
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(SLOW_ANSWER).await;
-    let count = 200;
+    // More than one dispatcher batch (`BATCH_SIZE`), so that one can be recorded while the next is
+    // in flight.
+    let count = 2 * dispatcher::BATCH_SIZE as usize - 100;
     let incidents = seed_escalating(&db.url, count, &webhook_policy()).await;
 
     let first = Worker::start(dir.path(), &db.url, &receiver.url(), "2s");
-    eventually("the first posts to arrive", DEADLINE, || async {
-        !receiver.posts().is_empty()
+    // A dispatcher posts a batch, waits for every answer, records them, then claims the next:
+    // killed while a later batch is in flight, some notifications are recorded sent, some are
+    // posted and unrecorded, and some may not be claimed yet (unless one batch took them all).
+    eventually("a batch in flight after one recorded", DEADLINE, || async {
+        let sent = count_sent(&db.url).await as usize;
+        let posted = receiver.posts().len();
+        posted > sent && (sent > 0 || posted == count)
     })
     .await;
     first.kill_9();
     let received_at_kill = receiver.posts().len();
-    let sent_at_kill = count_sent(&db.url).await;
+    let sent_at_kill: Vec<Uuid> = notifications(&db.url, &incidents)
+        .await
+        .into_iter()
+        .filter(|n| n.status == NotificationStatus::Sent)
+        .map(|n| n.id)
+        .collect();
 
     let _second = Worker::start(dir.path(), &db.url, &receiver.url(), "2s");
     eventually("every notification to be sent", DEADLINE, || async {
@@ -301,10 +314,18 @@ async fn kill_9_mid_send_loses_no_notification_and_creates_none_twice(backend: B
         assert_eq!(notification.message_key.as_deref(), Some(key.as_str()));
     }
     assert_eq!(keys.len(), count, "nothing posted but the notifications");
+    for id in &sent_at_kill {
+        assert_eq!(
+            keys[&id.to_string()].len(),
+            1,
+            "recorded sent, never sent again"
+        );
+    }
     let again = keys.values().filter(|sent| sent.len() > 1).count();
     eprintln!(
-        "at the kill: {received_at_kill} posts received, {sent_at_kill} recorded sent; \
-         {again} sent again after the restart, with the same key"
+        "at the kill: {received_at_kill} posts received, {} recorded sent; \
+         {again} sent again after the restart, with the same key",
+        sent_at_kill.len()
     );
     audit.run(Expect::NothingDue).await;
 }
