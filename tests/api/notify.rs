@@ -2,14 +2,16 @@
 //! webhook receiver, driven over HTTP only. A level's mail reaches the person with links that act
 //! once; a channel that is down is retried until it is back, with nothing lost or sent twice; a
 //! webhook's failures are retried or not as their status says; a channel not configured fails
-//! its notifications saying so.
+//! its notifications saying so; what is over a recipient's rate limit goes out in one digest,
+//! with nothing dropped.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use klaxon::config::{EmailConfig, NotificationConfig, SmtpTls, WebhookFormat};
+use klaxon::config::{EmailConfig, NotificationConfig, RateLimit, SmtpTls, WebhookFormat};
 use klaxon::domain::{Channel, EscalationLevel, EscalationPolicy};
 
 use crate::common::app::TestApp;
@@ -22,6 +24,8 @@ crate::on_every_backend!(
     mail_waits_for_an_smtp_server_that_is_down_and_goes_once_it_is_back,
     a_webhook_is_retried_after_a_5xx_with_the_same_key_and_not_after_a_4xx,
     email_without_an_email_section_fails_saying_so,
+    mails_over_the_rate_limit_go_in_one_digest_and_none_is_dropped,
+    webhooks_over_the_rate_limit_go_in_one_digest_and_none_is_dropped,
 );
 
 /// How long a test waits for the dispatcher to do something.
@@ -78,12 +82,12 @@ fn email_to(port: u16) -> EmailConfig {
 }
 
 /// A server whose links point at itself (`public_url` is its own address, so it is chosen
-/// before it starts), with alice registered; and an incident escalated under `policy`.
-async fn escalated(
+/// before it starts), with alice registered, escalating under `policy`; and alice's id.
+async fn spawned(
     backend: Backend,
     policy: EscalationPolicy,
     tweak: impl FnOnce(&mut klaxon::config::Config),
-) -> Option<(TestApp, String, String)> {
+) -> Option<(TestApp, String)> {
     let port = free_port();
     let app = TestApp::spawn_with(backend, |config| {
         config.listen = ([127, 0, 0, 1], port).into();
@@ -94,9 +98,25 @@ async fn escalated(
     })
     .await?;
     let alice = app.user("alice", "responder").await;
-    let id = app.open_incident(TITLE).await;
+    Some((app, alice))
+}
+
+/// Opens an incident titled `title`, escalates it, and returns its id.
+async fn escalate(app: &TestApp, title: &str) -> String {
+    let id = app.open_incident(title).await;
     let (status, reply) = app.act(&id, "escalate").await;
     assert_eq!(status, StatusCode::OK, "{reply}");
+    id
+}
+
+/// [`spawned`], and an incident escalated.
+async fn escalated(
+    backend: Backend,
+    policy: EscalationPolicy,
+    tweak: impl FnOnce(&mut klaxon::config::Config),
+) -> Option<(TestApp, String, String)> {
+    let (app, alice) = spawned(backend, policy, tweak).await?;
+    let id = escalate(&app, TITLE).await;
     Some((app, id, alice))
 }
 
@@ -348,6 +368,189 @@ async fn email_without_an_email_section_fails_saying_so(backend: Backend) {
     let failed = notification_once(&app, &id, "email", "alice", |n| n["status"] == "FAILED").await;
     let error = failed["last_error"].as_str().expect("a last error");
     assert!(error.contains("email is not configured"), "{error}");
+
+    app.finish().await;
+}
+
+/// The storm tests' rate limit: one message per window, a window short enough to watch two.
+const STORM_LIMIT: RateLimit = RateLimit {
+    count: 1,
+    per: Duration::from_secs(3),
+};
+
+/// How much closer than the window two messages may arrive: timestamps are kept in
+/// milliseconds, and the receiver's clock is read a moment before the server records the send.
+const CLOCK_SLACK: Duration = Duration::from_millis(10);
+
+/// The incidents of a storm: the first burst, escalated at once, then the second, escalated
+/// once the first message has arrived.
+const FIRST_BURST: [&str; 3] = [
+    "Disk full on db-1",
+    "Replica lag on db-2",
+    "Checkout errors above 5%",
+];
+const SECOND_BURST: [&str; 2] = ["Queue backlog growing", "Certificate expires today"];
+
+async fn mails_over_the_rate_limit_go_in_one_digest_and_none_is_dropped(backend: Backend) {
+    storm(backend, Inbox::Mail(SmtpSink::start())).await;
+}
+
+async fn webhooks_over_the_rate_limit_go_in_one_digest_and_none_is_dropped(backend: Backend) {
+    storm(backend, Inbox::Hook(Receiver::start(None).await)).await;
+}
+
+/// Where a storm's messages arrive.
+enum Inbox {
+    Mail(SmtpSink),
+    Hook(Receiver),
+}
+
+/// One message as its receiver got it.
+struct Received {
+    at: SystemTime,
+    /// Its idempotency key: the webhook's `Idempotency-Key`, or the mail's `Message-ID`.
+    key: String,
+    /// The mail's text, or the webhook's JSON.
+    body: String,
+}
+
+impl Inbox {
+    /// The channel and the recipient it receives for.
+    fn channel(&self) -> (Channel, &'static str) {
+        match self {
+            Self::Mail(_) => (Channel::Email, "alice"),
+            Self::Hook(_) => (Channel::Webhook, "ops"),
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        match self {
+            Self::Mail(sink) => sink
+                .mails()
+                .iter()
+                .map(|mail| Received {
+                    at: SystemTime::UNIX_EPOCH
+                        + Duration::from_secs_f64(mail["received_at"].as_f64().expect("a time")),
+                    key: mail["message_id"]
+                        .as_str()
+                        .and_then(|id| id.strip_prefix('<')?.strip_suffix("@klaxon>"))
+                        .unwrap_or_else(|| panic!("no Message-ID <key@klaxon> in {mail}"))
+                        .to_owned(),
+                    body: part(mail, "text/plain").to_owned(),
+                })
+                .collect(),
+            Self::Hook(receiver) => receiver
+                .posts()
+                .iter()
+                .map(|post| Received {
+                    at: post.received_at,
+                    key: post.header("idempotency-key").to_owned(),
+                    body: String::from_utf8_lossy(&post.body).into_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Storm protection end to end, with one message allowed per window: a burst of incidents goes
+/// out at once (alone or in a digest); what comes while the window is full is held, then goes in
+/// one digest when it opens. Every notification is sent, every incident is in exactly one
+/// message, and no two messages arrive within one window.
+async fn storm(backend: Backend, inbox: Inbox) {
+    let (channel, recipient) = inbox.channel();
+    let policy = match &inbox {
+        Inbox::Mail(_) => policy(vec![channel], &[]),
+        Inbox::Hook(_) => policy(vec![channel], &[recipient]),
+    };
+    let Some((app, _)) = spawned(backend, policy, |config| match &inbox {
+        Inbox::Mail(sink) => {
+            config.email = Some(email_to(sink.port));
+            config.notifications.email_rate = STORM_LIMIT;
+        }
+        Inbox::Hook(receiver) => {
+            let hook = receiver.config(WebhookFormat::Generic);
+            config.webhooks.insert(recipient.to_owned(), hook);
+            config.notifications.webhook_rate = STORM_LIMIT;
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = channel.as_str();
+
+    let mut incidents = Vec::new();
+    for title in FIRST_BURST {
+        incidents.push((title, escalate(&app, title).await));
+    }
+    eventually("the first message", DEADLINE, || async {
+        !inbox.received().is_empty()
+    })
+    .await;
+    for title in SECOND_BURST {
+        let id = escalate(&app, title).await;
+        let held = notification_once(&app, &id, channel, recipient, |n| n["held"] == true).await;
+        assert_eq!(held["status"], "PENDING", "{held}");
+        incidents.push((title, id));
+    }
+
+    let mut sent = Vec::new();
+    for (title, id) in &incidents {
+        let n = notification_once(&app, id, channel, recipient, |n| n["status"] == "SENT").await;
+        sent.push((*title, id.as_str(), n));
+    }
+    let received = inbox.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "the first burst at once, all the rest in one digest"
+    );
+    for pair in received.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap_or_default();
+        assert!(gap + CLOCK_SLACK >= STORM_LIMIT.per, "{gap:?} apart");
+    }
+    let mut keys: Vec<&str> = received.iter().map(|m| m.key.as_str()).collect();
+    keys.sort_unstable();
+    let message_keys: BTreeSet<&str> = sent
+        .iter()
+        .map(|(_, _, n)| n["message_key"].as_str().expect("a message key"))
+        .collect();
+    assert_eq!(
+        keys,
+        Vec::from_iter(message_keys),
+        "one message per key, none sent twice"
+    );
+
+    for (title, id, n) in &sent {
+        let key = n["message_key"].as_str().expect("a message key");
+        let carried: Vec<&str> = received
+            .iter()
+            .filter(|m| m.body.contains(title))
+            .map(|m| m.key.as_str())
+            .collect();
+        assert_eq!(carried, [key], "{title} is in one message, its own");
+        let members: Vec<&str> = sent
+            .iter()
+            .filter(|(_, _, other)| other["message_key"] == key)
+            .map(|(_, _, other)| other["id"].as_str().expect("an id"))
+            .collect();
+        let digest_of = if members.len() > 1 {
+            let first = members.iter().min().expect("a member");
+            assert_eq!(key, format!("{first}-digest"));
+            json!(members.len())
+        } else {
+            Value::Null
+        };
+        let (status, timeline) = app.get(&format!("/incidents/{id}/timeline")).await;
+        assert_eq!(status, StatusCode::OK, "{timeline}");
+        let entry = timeline["timeline"]
+            .as_array()
+            .expect("a timeline")
+            .iter()
+            .find(|e| e["kind"] == "notification.sent" && e["detail"]["notification_id"] == n["id"])
+            .unwrap_or_else(|| panic!("no notification.sent for {n} in {timeline}"));
+        assert_eq!(entry["detail"]["digest_of"], digest_of, "{entry}");
+    }
 
     app.finish().await;
 }

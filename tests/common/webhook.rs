@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, Response, StatusCode};
@@ -24,6 +24,7 @@ pub const STALL: Duration = Duration::from_secs(30);
 /// One post as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Post {
+    pub received_at: SystemTime,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -124,6 +125,7 @@ async fn answer(
     let (number, failure, stalling) = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         state.posts.push(Post {
+            received_at: SystemTime::now(),
             headers: parts.headers.clone(),
             body: body.clone(),
         });

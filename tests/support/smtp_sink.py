@@ -4,8 +4,9 @@ Usage: smtp_sink.py PORT MAILS_FILE
 
 Listens on 127.0.0.1:PORT (0 picks a free port) and prints "ready PORT" once it accepts
 connections. Appends each message it accepts to MAILS_FILE as one JSON line: the envelope
-("mail_from", "rcpt_tos"), the raw message ("data"), and the message as a mail reader shows it
-("subject" decoded, "parts": each leaf part's "content_type" and decoded "text").
+("mail_from", "rcpt_tos"), when it arrived ("received_at", seconds since the epoch), the raw message
+("data"), and the message as a mail reader shows it ("subject" decoded, "message_id", "parts":
+each leaf part's "content_type" and decoded "text").
 
 Recipients whose address starts with "reject" get 550, as from a relay that knows no such user;
 those starting with "busy" get 451, as from one that says try later.
@@ -16,6 +17,7 @@ import email
 import email.policy
 import json
 import sys
+import time
 
 from aiosmtpd.smtp import SMTP
 
@@ -38,8 +40,10 @@ class Sink:
         mail = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
+            "received_at": time.time(),
             "data": envelope.content.decode("utf-8", errors="replace"),
             "subject": str(message["subject"]),
+            "message_id": str(message["message-id"]),
             "parts": [
                 {
                     "content_type": part.get_content_type(),
