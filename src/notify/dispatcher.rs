@@ -11,7 +11,11 @@
 //! - **Retries**: a retryable failure is tried again after a capped, jittered exponential
 //!   backoff, until `max_attempts`; a fatal one (or the last) is `FAILED` with its error.
 //! - **Storm protection**: per recipient and channel, at most `count` messages in any window of
-//!   `per`; what is over is held and goes out as one digest when the window opens.
+//!   `per`; what is over is held and goes out as one digest when the window opens. A digest's
+//!   key is derived from all its members; one that failed and will be retried stays held, so its
+//!   members go together again. The window is read before sending, without a lock: each
+//!   instance keeps to the limit, so several instances together may exceed it (by up to one
+//!   window's count per instance) for a recipient both are sending to at once.
 //! - **Wake-up**: the worker wakes it when a level leaves something to send; otherwise it sleeps
 //!   until the next notification is due, at most [`POLL_INTERVAL`] (what another instance's
 //!   worker created is found within that).
@@ -21,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -30,7 +35,8 @@ use super::{Delivered, Item, Outgoing, Person, Recipient, SendError, Sender};
 use crate::backoff::Backoff;
 use crate::config::{NotificationConfig, RateLimit};
 use crate::domain::{
-    Attempt, Channel, Delivery, Incident, Notification, Outcome, RetryPolicy, Timestamp, User,
+    Attempt, Channel, Delivery, Incident, Notification, NotificationStatus, Outcome, RetryPolicy,
+    Timestamp, User,
 };
 use crate::store::{AttemptRecord, Store, StoreError};
 
@@ -291,11 +297,8 @@ impl Context {
             })
             .collect::<Result<Vec<_>, SendError>>()?;
         let key = match members {
-            [one] => one
-                .message_key
-                .clone()
-                .unwrap_or_else(|| one.id.to_string()),
-            _ => format!("{}-digest", first.id),
+            [one] if !one.held => one.id.to_string(),
+            _ => digest_key(members),
         };
         Ok(Outgoing {
             key,
@@ -303,6 +306,21 @@ impl Context {
             items,
         })
     }
+}
+
+/// The idempotency key of a digest: the same for the same notifications (a re-send after a crash
+/// carries it again), different for any other set, so that a receiver dropping duplicates by key
+/// never drops a digest it has not seen.
+fn digest_key(members: &[Notification]) -> String {
+    let mut ids: Vec<Uuid> = members.iter().map(|n| n.id).collect();
+    ids.sort();
+    let mut hasher = Sha256::new();
+    for id in &ids {
+        hasher.update(id.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("digest-{hex}")
 }
 
 /// What one send came to, for each notification it carried.
@@ -314,7 +332,15 @@ fn attempted(
     config: &NotificationConfig,
 ) -> Vec<AttemptRecord> {
     let at = Timestamp::now();
-    let digest_of = (members.len() > 1).then_some(members.len());
+    let digest = members.len() > 1 || members.iter().any(|n| n.held);
+    let digest_of = digest.then_some(members.len());
+    // One backoff for the whole message, so that a digest's members come back together.
+    let failures = members.iter().map(|n| n.attempts - 1).max().unwrap_or(0);
+    let retry_in = Backoff::after(
+        config.retry_backoff,
+        config.retry_backoff_cap,
+        u32::try_from(failures).unwrap_or(0),
+    );
     members
         .iter()
         .map(|n| {
@@ -325,17 +351,17 @@ fn attempted(
                 Err(error) => Attempt::Failed {
                     error: error.to_string(),
                     retryable: error.is_retryable(),
-                    retry_in: Backoff::after(
-                        config.retry_backoff,
-                        config.retry_backoff_cap,
-                        u32::try_from(n.attempts - 1).unwrap_or(0),
-                    ),
+                    retry_in,
                 },
             };
+            let mut outcome = Outcome::of(&attempt, n.attempts, policy, at);
+            // A digest that will be tried again stays one: its members are held, so the next
+            // round sends them together again, under the same key.
+            outcome.held = digest && outcome.status == NotificationStatus::Pending;
             AttemptRecord {
                 id: n.id,
                 attempts: n.attempts,
-                outcome: Outcome::of(&attempt, n.attempts, policy, at),
+                outcome,
                 message_key: key.to_owned(),
                 digest_of,
                 at,
@@ -368,5 +394,89 @@ fn log_record(record: &AttemptRecord) {
         Some(error) => {
             tracing::warn!(notification_id = %record.id, attempt = record.attempts, status = outcome.status.as_str(), %error, "notification not delivered")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NotificationStatus::{Failed, Pending, Sent};
+
+    fn pending(attempts: i32) -> Notification {
+        let at = Timestamp::from_millis(1_000);
+        Notification {
+            id: Uuid::now_v7(),
+            escalation_id: Uuid::now_v7(),
+            incident_id: Uuid::now_v7(),
+            escalation_level: 1,
+            channel: Channel::Email,
+            recipient: "alice".into(),
+            user_id: Some(Uuid::now_v7()),
+            status: Pending,
+            attempts,
+            last_error: None,
+            provider_id: None,
+            held: false,
+            message_key: None,
+            due_at: at,
+            created_at: at,
+            updated_at: at,
+            sent_at: None,
+            read_at: None,
+        }
+    }
+
+    fn attempt(
+        members: &[Notification],
+        result: Result<Delivered, SendError>,
+    ) -> Vec<AttemptRecord> {
+        let policy = RetryPolicy { max_attempts: 3 };
+        attempted(
+            members,
+            &result,
+            "key",
+            policy,
+            &NotificationConfig::default(),
+        )
+    }
+
+    #[test]
+    fn a_digest_key_names_its_members_whatever_their_order() {
+        let (a, b, c) = (pending(1), pending(1), pending(1));
+        let key = digest_key(&[a.clone(), b.clone()]);
+        assert_eq!(key, digest_key(&[b.clone(), a.clone()]));
+        assert_ne!(key, digest_key(&[a.clone(), b, c]));
+        assert_ne!(key, digest_key(&[a]));
+        assert!(key.starts_with("digest-"));
+    }
+
+    #[test]
+    fn a_failed_digest_is_retried_together_and_a_sent_one_is_not_held() {
+        let members = [pending(1), pending(2)];
+        let retried = attempt(&members, Err(SendError::Retryable("451 later".into())));
+        assert!(retried
+            .iter()
+            .all(|r| r.outcome.status == Pending && r.outcome.held));
+        assert_eq!(
+            retried[0].outcome.due_at, retried[1].outcome.due_at,
+            "one backoff"
+        );
+        assert!(retried.iter().all(|r| r.digest_of == Some(2)));
+        let sent = attempt(&members, Ok(Delivered::default()));
+        assert!(sent
+            .iter()
+            .all(|r| r.outcome.status == Sent && !r.outcome.held));
+        let fatal = attempt(&members, Err(SendError::Fatal("550 no such user".into())));
+        assert!(fatal
+            .iter()
+            .all(|r| r.outcome.status == Failed && !r.outcome.held));
+    }
+
+    #[test]
+    fn a_lone_failure_is_retried_alone() {
+        let retried = attempt(&[pending(1)], Err(SendError::Retryable("timeout".into())));
+        assert_eq!(retried[0].outcome.status, Pending);
+        assert!(!retried[0].outcome.held);
+        assert_eq!(retried[0].digest_of, None);
     }
 }

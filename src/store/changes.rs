@@ -227,7 +227,8 @@ impl<B: Backend> Changes for B {
             let Some(notification) = tx.record_outcome(record).await? else {
                 continue;
             };
-            if !record.outcome.held {
+            // A rate-limit hold is not an attempt; a held digest that failed is.
+            if !record.outcome.held || record.outcome.last_error.is_some() {
                 let detail = TimelineDetail::attempted(
                     &notification,
                     record.attempts,
