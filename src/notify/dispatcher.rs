@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -42,6 +42,10 @@ use crate::store::{AttemptRecord, Store, StoreError};
 
 /// Notifications claimed at once.
 pub const BATCH_SIZE: u32 = 256;
+/// The most mails in flight at once, each on its own SMTP connection: relays limit how many
+/// connections a client may hold (Postfix allows 50), and a burst beyond that is refused or left
+/// waiting until it times out.
+pub const MAX_SMTP_CONNECTIONS: usize = 16;
 /// The longest the dispatcher sleeps without looking for due notifications.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -50,6 +54,14 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Channels {
     pub email: Option<Arc<dyn Sender>>,
     pub webhook: Option<Arc<dyn Sender>>,
+}
+
+/// How many sends of one channel may be in flight at once.
+fn in_flight_limit(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => MAX_SMTP_CONNECTIONS,
+        _ => BATCH_SIZE as usize,
+    }
 }
 
 impl Channels {
@@ -149,6 +161,8 @@ impl Dispatcher {
         }
         let mut records = Vec::new();
         let mut sends = JoinSet::new();
+        let mut permits: HashMap<Channel, Arc<Semaphore>> = HashMap::new();
+        let start_by = tokio::time::Instant::now() + self.config.lease / 2;
         for ((_, recipient), group) in groups {
             let channel = group[0].channel;
             let (slots, opens) = self.room(channel, recipient, now).await?;
@@ -166,9 +180,20 @@ impl Dispatcher {
                 }
                 let message = context.message(&members, signer, now);
                 let sender = self.channels.sender(channel).cloned();
+                let permits = permits
+                    .entry(channel)
+                    .or_insert_with(|| Arc::new(Semaphore::new(in_flight_limit(channel))))
+                    .clone();
                 let policy = self.retry_policy();
                 let config = self.config.clone();
                 sends.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    // Past half the lease, another dispatcher may soon take these: they wait for
+                    // the next round instead of racing it.
+                    if tokio::time::Instant::now() >= start_by {
+                        let now = Timestamp::now();
+                        return members.iter().map(|n| put_back(n, now)).collect();
+                    }
                     let result = match (&message, sender) {
                         (Ok(message), Ok(sender)) => sender.send(message).await,
                         (Err(error), _) => Err(error.clone()),
@@ -382,17 +407,39 @@ fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> Attemp
     }
 }
 
+/// `notification` not sent this round (its channel's sends in flight took too long): due again
+/// now, as it was, with the attempt not counted.
+fn put_back(notification: &Notification, now: Timestamp) -> AttemptRecord {
+    let mut outcome = Outcome::held_until(now);
+    outcome.held = notification.held;
+    AttemptRecord {
+        id: notification.id,
+        attempts: notification.attempts - 1,
+        outcome,
+        message_key: notification
+            .message_key
+            .clone()
+            .unwrap_or_else(|| notification.id.to_string()),
+        digest_of: None,
+        at: now,
+    }
+}
+
 fn log_record(record: &AttemptRecord) {
     let outcome = &record.outcome;
-    match &outcome.last_error {
-        None if outcome.held => {
-            tracing::info!(notification_id = %record.id, until = %outcome.due_at, "notification held by the rate limit")
+    let id = record.id;
+    match (&outcome.last_error, outcome.status) {
+        (_, NotificationStatus::Sent) => {
+            tracing::info!(notification_id = %id, attempt = record.attempts, "notification sent")
         }
-        None => {
-            tracing::info!(notification_id = %record.id, attempt = record.attempts, "notification sent")
+        (Some(error), status) => {
+            tracing::warn!(notification_id = %id, attempt = record.attempts, status = status.as_str(), %error, "notification not delivered")
         }
-        Some(error) => {
-            tracing::warn!(notification_id = %record.id, attempt = record.attempts, status = outcome.status.as_str(), %error, "notification not delivered")
+        (None, _) if outcome.held => {
+            tracing::info!(notification_id = %id, until = %outcome.due_at, "notification held by the rate limit")
+        }
+        (None, _) => {
+            tracing::debug!(notification_id = %id, "notification put back for the next round")
         }
     }
 }
@@ -478,5 +525,23 @@ mod tests {
         assert_eq!(retried[0].outcome.status, Pending);
         assert!(!retried[0].outcome.held);
         assert_eq!(retried[0].digest_of, None);
+    }
+
+    #[test]
+    fn holds_and_put_backs_are_not_attempts() {
+        let now = Timestamp::from_millis(5_000);
+        let mut held = pending(3);
+        held.held = true;
+        let back = put_back(&held, now);
+        assert_eq!(
+            (back.attempts, back.outcome.held, back.outcome.due_at),
+            (2, true, now)
+        );
+        assert!(!back.attempted());
+        let limited = hold(&pending(1), Timestamp::from_millis(9_000), now);
+        assert_eq!((limited.attempts, limited.outcome.held), (0, true));
+        assert!(!limited.attempted());
+        let failed = attempt(&[pending(1)], Err(SendError::Retryable("timeout".into())));
+        assert!(failed[0].attempted());
     }
 }

@@ -227,8 +227,8 @@ impl<B: Backend> Changes for B {
             let Some(notification) = tx.record_outcome(record).await? else {
                 continue;
             };
-            // A rate-limit hold is not an attempt; a held digest that failed is.
-            if !record.outcome.held || record.outcome.last_error.is_some() {
+            // Only an attempt is written down: not a rate-limit hold, nor a send put back.
+            if record.attempted() {
                 let detail = TimelineDetail::attempted(
                     &notification,
                     record.attempts,

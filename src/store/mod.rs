@@ -39,7 +39,8 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, Notification, Outcome, TimelineEntry, Timestamp, Token, User,
+    NewEvent, NewToken, Notification, NotificationStatus, Outcome, TimelineEntry, Timestamp, Token,
+    User,
 };
 
 /// What every store operation returns.
@@ -327,7 +328,9 @@ pub struct Settled {
     pub to_send: usize,
 }
 
-/// What one attempt to deliver a notification came to, for [`Changes::record_attempts`].
+/// What one attempt to deliver a notification came to, for [`Changes::record_attempts`]; or, for
+/// one that was not attempted (held by the rate limit, put back for the next round), when it is
+/// due again.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub id: Uuid,
@@ -339,6 +342,13 @@ pub struct AttemptRecord {
     /// Sent in one digest with this many, when it was.
     pub digest_of: Option<usize>,
     pub at: Timestamp,
+}
+
+impl AttemptRecord {
+    /// Whether a message was tried: sent, or failed with an error.
+    pub fn attempted(&self) -> bool {
+        self.outcome.status != NotificationStatus::Pending || self.outcome.last_error.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
