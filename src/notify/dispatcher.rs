@@ -20,7 +20,6 @@
 //!   until the next notification is due, at most [`POLL_INTERVAL`] (what another instance's
 //!   worker created is found within that).
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,19 +254,18 @@ impl Dispatcher {
 
     /// The incidents and people the claimed notifications are about.
     async fn context(&self, claimed: &[Notification]) -> Result<Context, StoreError> {
-        let mut context = Context::default();
-        for notification in claimed {
-            let incident_id = notification.incident_id;
-            if let Entry::Vacant(slot) = context.incidents.entry(incident_id) {
-                slot.insert(self.store.incident(incident_id).await?);
-            }
-            if let Some(user_id) = notification.user_id {
-                if let Entry::Vacant(slot) = context.users.entry(user_id) {
-                    slot.insert(self.store.user(user_id).await?);
-                }
-            }
-        }
-        Ok(context)
+        let mut incident_ids: Vec<Uuid> = claimed.iter().map(|n| n.incident_id).collect();
+        incident_ids.sort();
+        incident_ids.dedup();
+        let mut user_ids: Vec<Uuid> = claimed.iter().filter_map(|n| n.user_id).collect();
+        user_ids.sort();
+        user_ids.dedup();
+        let incidents = self.store.incidents_by_id(&incident_ids).await?;
+        let users = self.store.users_by_id(&user_ids).await?;
+        Ok(Context {
+            incidents: incidents.into_iter().map(|i| (i.id, i)).collect(),
+            users: users.into_iter().map(|u| (u.id, u)).collect(),
+        })
     }
 }
 

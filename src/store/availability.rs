@@ -224,6 +224,14 @@ impl People for Guarded {
 
 #[async_trait]
 impl Outbox for Guarded {
+    async fn incidents_by_id(&self, ids: &[Uuid]) -> Result<Vec<Incident>> {
+        self.call(self.inner.incidents_by_id(ids)).await
+    }
+
+    async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<User>> {
+        self.call(self.inner.users_by_id(ids)).await
+    }
+
     async fn notification(&self, id: Uuid) -> Result<Notification> {
         self.call(self.inner.notification(id)).await
     }

@@ -253,6 +253,13 @@ pub trait People: Send + Sync + 'static {
 pub trait Outbox: Send + Sync + 'static {
     async fn notification(&self, id: Uuid) -> Result<Notification>;
 
+    /// The incidents with these ids (any that exist, in any order): what a batch of
+    /// notifications is about, in one statement.
+    async fn incidents_by_id(&self, ids: &[Uuid]) -> Result<Vec<Incident>>;
+
+    /// The users with these ids (any that exist, in any order).
+    async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<User>>;
+
     /// Oldest first; `NotFound` if there is no incident.
     async fn notifications_of(&self, incident_id: Uuid) -> Result<Vec<Notification>>;
 

@@ -117,6 +117,10 @@ impl Dialect for Postgres {
     /// Concurrent dispatchers take disjoint rows and never wait for each other.
     const SKIP_LOCKED: &'static str = "for update skip locked";
 
+    fn placeholder(n: usize) -> String {
+        format!("${n}")
+    }
+
     fn read_id(row: &PgRow, column: &str) -> Result<Uuid> {
         Ok(row.try_get(column)?)
     }

@@ -17,18 +17,18 @@ use uuid::Uuid;
 use super::rows::{self, Columns};
 use super::statements::Dialect;
 use super::{AttemptRecord, Outbox, People, Result, StoreError};
-use crate::domain::{Notification, Timestamp, User};
+use crate::domain::{Incident, Notification, Timestamp, User};
 
 /// At most this many notifications go into one multi-row insert.
 const NOTIFICATIONS_PER_INSERT: usize = 500;
 /// The values of one notification row in that insert.
 const NOTIFICATION_COLUMNS: usize = 18;
 
-/// `($1, …, $columns), ($columns+1, …)`: the numbered placeholders of `rows` rows.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, …, $columns), ($columns+1, …)` in `D`'s placeholders: the values of `rows` rows.
+fn placeholders<D: Dialect>(rows: usize, columns: usize) -> String {
     let row = |r: usize| {
         let numbers: Vec<String> = (1..=columns)
-            .map(|c| format!("${}", r * columns + c))
+            .map(|c| D::placeholder(r * columns + c))
             .collect();
         format!("({})", numbers.join(", "))
     };
@@ -146,6 +146,16 @@ where
     for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
     <B::Db as Database>::Row: Columns,
 {
+    async fn incidents_by_id(&self, ids: &[Uuid]) -> Result<Vec<Incident>> {
+        let rows = rows_by_id(self.reader(), "incidents", ids).await?;
+        rows.iter().map(rows::incident).collect()
+    }
+
+    async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<User>> {
+        let rows = rows_by_id(self.reader(), "users", ids).await?;
+        rows.iter().map(rows::user).collect()
+    }
+
     async fn notification(&self, id: Uuid) -> Result<Notification> {
         let mut conn = self.reader().acquire().await?;
         let row = sqlx::query("select * from notifications where id = $1")
@@ -274,6 +284,35 @@ where
     }
 }
 
+/// At most this many ids go into one `id in (…)` read.
+const IDS_PER_READ: usize = 500;
+
+/// The rows of `table` with these ids, read in statements of at most [`IDS_PER_READ`] ids.
+async fn rows_by_id<D>(pool: &Pool<D>, table: &str, ids: &[Uuid]) -> Result<Vec<D::Row>>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    let mut conn = pool.acquire().await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_READ) {
+        let sql = format!(
+            "select * from {table} where id in ({})",
+            (1..=chunk.len())
+                .map(D::placeholder)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut read = sqlx::query(&sql);
+        for id in chunk {
+            read = read.bind(D::id(*id));
+        }
+        found.extend(read.fetch_all(&mut *conn).await?);
+    }
+    Ok(found)
+}
+
 /// The outbox's statements inside a transaction that carries a rule (executing a level,
 /// stopping an incident, recording an attempt): see [`super::changes`].
 #[async_trait]
@@ -327,7 +366,7 @@ where
                      message_key, due_at, created_at, updated_at, sent_at, read_at)
                  values {}
                  on conflict (escalation_id, recipient, channel) do nothing returning id",
-                placeholders(chunk.len(), NOTIFICATION_COLUMNS)
+                placeholders::<T::Db>(chunk.len(), NOTIFICATION_COLUMNS)
             );
             let mut insert = sqlx::query(&sql);
             for n in chunk {

@@ -101,6 +101,10 @@ impl Dialect for Sqlite {
     /// The single writer runs one statement at a time.
     const SKIP_LOCKED: &'static str = "";
 
+    fn placeholder(_: usize) -> String {
+        "?".to_owned()
+    }
+
     fn read_id(row: &SqliteRow, column: &str) -> Result<Uuid> {
         let text: String = row.try_get(column)?;
         Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text))

@@ -22,6 +22,11 @@ pub trait Dialect: Database {
     fn time(at: Timestamp) -> Self::Time;
     fn policy(policy: &EscalationPolicy) -> Result<Self::Json>;
 
+    /// The `n`th (from 1) placeholder of a statement built with many parameters: numbered on
+    /// PostgreSQL; anonymous (`?`) on SQLite, whose lookup of numbered ones walks the statement's
+    /// list of names, once per parameter (quadratic in a multi-row insert).
+    fn placeholder(n: usize) -> String;
+
     /// What follows the subquery that picks rows to claim, so that concurrent claimers skip the
     /// rows another holds: `for update skip locked`, or nothing where one writer runs at a time.
     const SKIP_LOCKED: &'static str;

@@ -64,6 +64,13 @@ async fn users_are_created_listed_changed_and_never_share_a_handle(backend: Back
         .unwrap();
     assert_eq!(store.users().await.unwrap(), [alice.clone(), bob.clone()]);
     assert_eq!(store.user(bob.id).await.unwrap(), bob);
+    let mut found = store
+        .users_by_id(&[bob.id, Uuid::now_v7(), alice.id])
+        .await
+        .unwrap();
+    found.sort_by_key(|user| user.handle.clone());
+    assert_eq!(found, [alice.clone(), bob.clone()], "the ones that exist");
+    assert!(store.users_by_id(&[]).await.unwrap().is_empty());
     assert!(matches!(
         store.user(Uuid::now_v7()).await,
         Err(StoreError::NotFound)
@@ -117,6 +124,11 @@ async fn executing_a_level_tells_active_responders_and_admins_once(backend: Back
 
     let policy = telling(&[Channel::InApp, Channel::Email], &[]);
     let incident = executed(store.as_ref(), policy).await;
+    let read = store
+        .incidents_by_id(&[incident.id, Uuid::now_v7()])
+        .await
+        .unwrap();
+    assert_eq!(read.iter().map(|i| i.id).collect::<Vec<_>>(), [incident.id]);
     let notifications = store.notifications_of(incident.id).await.unwrap();
     let sent: Vec<_> = notifications
         .iter()
