@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestDatabase};
 use futures::StreamExt;
+use klaxon::domain::notification::REACHED_NOBODY;
 use klaxon::domain::{
     Action, Channel, EscalationLevel, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
     InvalidTransition, NewEvent, NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
@@ -943,11 +944,13 @@ async fn settling_walks_the_levels_of_the_policy(backend: Backend) {
             .iter()
             .rfind(|e| e.kind == TimelineKind::EscalationExecuted)
             .unwrap();
+        // There are no users: the level says on its execution that it reached nobody.
         let detail = json!({
             "escalation_id": executed.id,
             "escalation_level": level,
             "scheduled_at": due,
             "lag_ms": 60_000,
+            "reached_nobody": REACHED_NOBODY,
         });
         assert_eq!(executed_entry.detail, detail);
         assert_eq!(

@@ -138,7 +138,14 @@ impl<'a> Audience<'a> {
 pub struct LevelNotifications {
     pub notifications: Vec<Notification>,
     pub entries: Vec<NewTimelineEntry>,
+    /// Why the level told no person although its channels tell people: written on the level's
+    /// `escalation.executed` entry.
+    pub reached_nobody: Option<String>,
 }
+
+/// Why a level told no one: nobody it names is active, and there is no active admin.
+pub const REACHED_NOBODY: &str =
+    "no active user to tell: none the level names, and no active admin (add users with POST /users)";
 
 impl LevelNotifications {
     /// The notifications of `escalation`, which executed `level` at `at`, to `users` (every user
@@ -164,19 +171,16 @@ impl LevelNotifications {
             ));
         }
         let tells_people = level.channels.iter().any(|c| *c != Channel::Webhook);
-        if audience.fell_back_to_admins && tells_people {
-            let reason = if audience.people.is_empty() {
-                "nobody to tell: there is no active admin either"
-            } else {
-                "nobody the level names is active: telling every active admin"
-            };
+        if tells_people && audience.people.is_empty() {
+            planned.reached_nobody = Some(REACHED_NOBODY.to_owned());
+        } else if tells_people && audience.fell_back_to_admins {
             planned.entries.push(NewTimelineEntry::system(
                 incident_id,
                 at,
                 TimelineDetail::FellBackToAdmins {
                     escalation_level: level.level,
                     admins: audience.people.iter().map(|u| u.handle.clone()).collect(),
-                    reason: reason.into(),
+                    reason: "nobody the level names is active: telling every active admin".into(),
                 },
             ));
         }

@@ -147,6 +147,9 @@ pub enum TimelineDetail {
         scheduled_at: Timestamp,
         /// How late it ran: executed_at − scheduled_at.
         lag_ms: i64,
+        /// Why the level told nobody, when it did: no active user it names, and no active admin.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reached_nobody: Option<String>,
     },
     EscalationCancelled {
         escalation_id: Uuid,
@@ -218,13 +221,18 @@ impl TimelineDetail {
         }
     }
 
-    /// `escalation`, executed at `at`.
-    pub fn executed(escalation: &Escalation, at: Timestamp) -> Self {
+    /// `escalation`, executed at `at`, having told nobody for the reason given, if so.
+    pub fn executed(
+        escalation: &Escalation,
+        at: Timestamp,
+        reached_nobody: Option<String>,
+    ) -> Self {
         Self::EscalationExecuted {
             escalation_id: escalation.id,
             escalation_level: escalation.escalation_level,
             scheduled_at: escalation.scheduled_at,
             lag_ms: at.as_millis() - escalation.scheduled_at.as_millis(),
+            reached_nobody,
         }
     }
 
@@ -379,7 +387,7 @@ mod tests {
             cancelled_at: None,
             created_at: at,
         };
-        let executed = TimelineDetail::executed(&escalation, Timestamp::from_millis(1_004));
+        let executed = TimelineDetail::executed(&escalation, Timestamp::from_millis(1_004), None);
         assert_eq!(executed.kind(), TimelineKind::EscalationExecuted);
         assert_eq!(
             executed.to_json(),

@@ -171,22 +171,25 @@ impl<B: Backend> Changes for B {
                 entries.push(NewTimelineEntry::system(incident_id, now, detail));
                 continue;
             }
-            let detail = TimelineDetail::executed(escalation, now);
-            entries.push(NewTimelineEntry::system(incident_id, now, detail));
             raised.push((incident_id, escalation.escalation_level));
             let policy = policy.as_ref().ok_or_else(|| {
                 StoreError::internal("an escalating incident has no policy snapshot")
             })?;
-            if let Some(level) = policy.level(escalation.escalation_level) {
-                let planned = LevelNotifications::plan(escalation, level, &users, now);
-                to_send[position] = planned
-                    .notifications
-                    .iter()
-                    .filter(|n| n.status == NotificationStatus::Pending)
-                    .count();
-                notifications.extend(planned.notifications);
-                entries.extend(planned.entries);
-            }
+            let planned = policy
+                .level(escalation.escalation_level)
+                .map(|level| LevelNotifications::plan(escalation, level, &users, now))
+                .unwrap_or_default();
+            // Who the level reached follows its execution; that it reached nobody is said on the
+            // execution itself.
+            let detail = TimelineDetail::executed(escalation, now, planned.reached_nobody);
+            entries.push(NewTimelineEntry::system(incident_id, now, detail));
+            to_send[position] = planned
+                .notifications
+                .iter()
+                .filter(|n| n.status == NotificationStatus::Pending)
+                .count();
+            notifications.extend(planned.notifications);
+            entries.extend(planned.entries);
             if let Some(next) = NextLevel::after(escalation, policy, now) {
                 next_levels.push(next);
                 next_of.push(position);
