@@ -144,8 +144,7 @@ pub struct LevelNotifications {
 }
 
 /// Why a level told no one: nobody it names is active, and there is no active admin.
-pub const REACHED_NOBODY: &str =
-    "no active user to tell: none the level names, and no active admin (add users with POST /users)";
+pub const REACHED_NOBODY: &str = "no active user named, no active admin";
 
 impl LevelNotifications {
     /// The notifications of `escalation`, which executed `level` at `at`, to `users` (every user
