@@ -3,6 +3,7 @@
 //! own); a `POST` to the same URL acts, once, as the recipient the message went to. Every answer
 //! is a short HTML page a person can read on a phone, failures included.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -100,9 +101,9 @@ impl IntoResponse for Page {
 pub async fn confirm(
     State(state): State<AppState>,
     Path(LinkPath { id, action }): Path<LinkPath>,
-    Query(query): Query<LinkQuery>,
+    query: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Response {
-    let (link, notification, incident) = match checked(&state, &id, &action, &query).await {
+    let (link, notification, incident) = match checked(&state, &id, &action, query).await {
         Ok(found) => found,
         Err(page) => return page.into_response(),
     };
@@ -134,9 +135,9 @@ pub async fn confirm(
 pub async fn act(
     State(state): State<AppState>,
     Path(LinkPath { id, action }): Path<LinkPath>,
-    Query(query): Query<LinkQuery>,
+    query: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Response {
-    let (link, notification, incident) = match checked(&state, &id, &action, &query).await {
+    let (link, notification, incident) = match checked(&state, &id, &action, query).await {
         Ok(found) => found,
         Err(page) => return page.into_response(),
     };
@@ -195,9 +196,13 @@ async fn checked(
     state: &AppState,
     id: &str,
     action: &str,
-    query: &LinkQuery,
+    query: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Result<(SignedLink, Notification, Incident), Page> {
     let tampered = || Page::refused(StatusCode::FORBIDDEN, LinkError::Tampered.to_string());
+    // A query that does not parse is a link that was changed: the same page as a bad signature.
+    let Ok(Query(query)) = query else {
+        return Err(tampered());
+    };
     let notification_id: Uuid = id.parse().map_err(|_| tampered())?;
     let action = LINK_ACTIONS
         .into_iter()

@@ -241,6 +241,14 @@ async fn a_mail_carries_links_that_act_once_as_its_recipient(backend: Backend) {
     assert_eq!(status, StatusCode::CONFLICT, "a link acts once: {page}");
     let (status, page) = follow(&app, Method::POST, &tampered(&resolve)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    let garbled = resolve.replace("expires=", "expires=soon");
+    let (status, page) = follow(&app, Method::POST, &garbled).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a query that does not parse: {page}"
+    );
+    assert!(page.contains("not valid"), "{page}");
     assert_eq!(status_of(&app, &id).await, "ACKNOWLEDGED");
 
     let email = notification_once(&app, &id, "email", "alice", |n| n["status"] == "SENT").await;
