@@ -131,6 +131,12 @@ impl Dispatcher {
     /// Claims one batch, sends it, records it.
     async fn round(&self, signer: &mut Option<LinkSigner>) -> Result<Round, StoreError> {
         let now = Timestamp::now();
+        // A read first: claiming is a write, and on SQLite an idle dispatcher would otherwise take
+        // the one write lock every second for nothing.
+        let next_due = self.store.next_notification_due().await?;
+        if next_due.is_none_or(|due| due > now) {
+            return Ok(Round::Idle(next_due));
+        }
         let claimed = self
             .store
             .claim_notifications(now, self.config.lease, BATCH_SIZE)
