@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows;
-use super::shared::{Pools, TxConnection};
+use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -289,7 +289,7 @@ impl Backend for PostgresStore {
     type Tx = PgTx;
 
     async fn begin(&self) -> Result<PgTx> {
-        Ok(PgTx(self.pool.begin().await?))
+        Ok(Tx(self.pool.begin().await?))
     }
 
     /// One statement (its own transaction) of three inserts in data-modifying CTEs.
@@ -343,25 +343,13 @@ impl Backend for PostgresStore {
 impl Pools for PostgresStore {
     type Db = Postgres;
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
     fn writer(&self) -> &PgPool {
         &self.pool
     }
 }
 
 /// A write transaction on a pooled connection.
-pub struct PgTx(Transaction<'static, Postgres>);
-
-impl TxConnection for PgTx {
-    type Db = Postgres;
-
-    fn connection(&mut self) -> &mut PgConnection {
-        &mut self.0
-    }
-}
+pub type PgTx = Tx<Postgres>;
 
 impl PgTx {
     /// Inserts `incidents` in one statement, in their order, followed by `then` (an `on conflict`

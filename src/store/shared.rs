@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 use uuid::Uuid;
 
 use super::rows::{self, Columns};
@@ -39,11 +39,13 @@ fn placeholders<D: Dialect>(rows: usize, columns: usize) -> String {
 pub trait Pools: Send + Sync + 'static {
     type Db: Dialect;
 
-    /// Reads that may run beside writes.
-    fn reader(&self) -> &Pool<Self::Db>;
-
     /// Writes (SQLite's single writer; PostgreSQL's one pool).
     fn writer(&self) -> &Pool<Self::Db>;
+
+    /// Reads that may run beside writes: the writer's pool unless the backend has one for reads.
+    fn reader(&self) -> &Pool<Self::Db> {
+        self.writer()
+    }
 }
 
 /// A backend's write transaction, as a connection the statements written here can run on.
@@ -51,6 +53,19 @@ pub trait TxConnection: Send {
     type Db: Dialect;
 
     fn connection(&mut self) -> &mut <Self::Db as Database>::Connection;
+}
+
+/// A write transaction of either backend (`Tx<Sqlite>`, `Tx<Postgres>`): each backend implements
+/// its own statements on it ([`super::backend::WriteTx`]); those written once run on its
+/// connection.
+pub struct Tx<D: Database>(pub(super) Transaction<'static, D>);
+
+impl<D: Dialect> TxConnection for Tx<D> {
+    type Db = D;
+
+    fn connection(&mut self) -> &mut D::Connection {
+        &mut self.0
+    }
 }
 
 #[async_trait]

@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows;
-use super::shared::{Pools, TxConnection};
+use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -264,7 +264,7 @@ impl Backend for SqliteStore {
     type Tx = SqliteTx;
 
     async fn begin(&self) -> Result<SqliteTx> {
-        Ok(SqliteTx(self.writer.begin().await?))
+        Ok(Tx(self.writer.begin().await?))
     }
 
     /// The three inserts go to the writer's thread as one query of three statements (the driver
@@ -306,15 +306,7 @@ impl Pools for SqliteStore {
 }
 
 /// A write transaction on the single writer connection.
-pub struct SqliteTx(Transaction<'static, Sqlite>);
-
-impl TxConnection for SqliteTx {
-    type Db = Sqlite;
-
-    fn connection(&mut self) -> &mut SqliteConnection {
-        &mut self.0
-    }
-}
+pub type SqliteTx = Tx<Sqlite>;
 
 impl SqliteTx {
     /// Runs `push` on each slice of at most [`ROWS_PER_INSERT`] `rows`, one statement each.
