@@ -14,7 +14,8 @@ use super::auth::{Admin, Authorized, Viewer};
 use super::extract::{IdPath, JsonBody};
 use super::tokens::{self, CreatedToken};
 use super::{to_completion, ApiError, AppState};
-use crate::domain::{Role, Timestamp, TokenSecret, User, UserChange, UserFields};
+use crate::domain::{InvalidUser, Role, Timestamp, TokenSecret, User, UserChange, UserFields};
+use crate::store::StoreError;
 
 fn missing(id: Uuid) -> impl FnOnce() -> String {
     move || format!("user {id} not found")
@@ -180,18 +181,34 @@ pub async fn update(
         time_zone: patch.time_zone,
         active: patch.active,
     };
-    let user = state
-        .store
-        .user(id)
-        .await
-        .map_err(|e| ApiError::from_store(e, missing(id)))?;
-    let changed = user.changed(change, Timestamp::now())?;
     let store = state.store.clone();
-    let user = to_completion(async move { store.update_user(&changed).await })
-        .await
-        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    // Read, change, store if unchanged since the read; a concurrent change is read again and this
+    // one applied over it, so neither is lost.
+    let user = to_completion(async move {
+        loop {
+            let user = store.user(id).await?;
+            let changed = user.changed(change.clone(), Timestamp::now())?;
+            if let Some(stored) = store.update_user(&changed).await? {
+                return Ok(stored);
+            }
+        }
+    })
+    .await
+    .map_err(|e: UpdateError| match e {
+        UpdateError::Store(e) => ApiError::from_store(e, missing(id)),
+        UpdateError::Invalid(invalid) => invalid.into(),
+    })?;
     tracing::info!(user_id = %id, role = user.role.as_str(), active = user.active, by = %caller.name, "user updated");
     Ok(Json(user))
+}
+
+/// Why a user's change was not stored.
+#[derive(Debug, thiserror::Error)]
+enum UpdateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidUser),
 }
 
 #[utoipa::path(

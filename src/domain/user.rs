@@ -30,6 +30,10 @@ pub struct User {
     pub active: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Bumped by every stored change; a change made from an older version is not stored.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub version: i64,
 }
 
 /// A field of a user that is not valid, and why.
@@ -84,6 +88,7 @@ impl User {
             active: true,
             created_at: at,
             updated_at: at,
+            version: 1,
         })
     }
 

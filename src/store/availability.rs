@@ -217,7 +217,7 @@ impl People for Guarded {
         self.call(self.inner.user(id)).await
     }
 
-    async fn update_user(&self, user: &User) -> Result<User> {
+    async fn update_user(&self, user: &User) -> Result<Option<User>> {
         self.call(self.inner.update_user(user)).await
     }
 }

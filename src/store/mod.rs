@@ -244,8 +244,11 @@ pub trait People: Send + Sync + 'static {
 
     async fn user(&self, id: Uuid) -> Result<User>;
 
-    /// Stores `user`'s fields (all but its handle and creation time) over the user with its id.
-    async fn update_user(&self, user: &User) -> Result<User>;
+    /// Stores `user`'s fields (all but its handle and creation time) over the user with its id,
+    /// if that user is still at `user.version` (a compare-and-set: of two concurrent changes, the
+    /// second is not stored over the first). The user as stored, with its version bumped; `None`
+    /// if there is no such user or it changed since `user` was read.
+    async fn update_user(&self, user: &User) -> Result<Option<User>>;
 }
 
 /// The notifications outbox: written once for every backend, in [`shared`].

@@ -157,6 +157,7 @@ pub(crate) fn user(row: &impl Columns) -> Result<User> {
         active: row.flag("active")?,
         created_at: row.timestamp("created_at")?,
         updated_at: row.timestamp("updated_at")?,
+        version: row.int("version")?,
     })
 }
 

@@ -124,12 +124,12 @@ where
         rows::user(&row)
     }
 
-    async fn update_user(&self, user: &User) -> Result<User> {
+    async fn update_user(&self, user: &User) -> Result<Option<User>> {
         let mut conn = self.writer().acquire().await?;
         let row = sqlx::query(
             "update users set name = $1, email = $2, phone = $3, role = $4, time_zone = $5,
-                 active = $6, updated_at = $7
-             where id = $8 returning *",
+                 active = $6, updated_at = $7, version = version + 1
+             where id = $8 and version = $9 returning *",
         )
         .bind(user.name.clone())
         .bind(user.email.clone())
@@ -139,10 +139,10 @@ where
         .bind(user.active)
         .bind(B::Db::time(user.updated_at))
         .bind(B::Db::id(user.id))
+        .bind(user.version)
         .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        rows::user(&row)
+        .await?;
+        row.as_ref().map(rows::user).transpose()
     }
 }
 

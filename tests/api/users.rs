@@ -15,6 +15,7 @@ crate::on_every_backend!(
     a_users_token_acts_with_the_users_handle,
     deactivation_stops_the_users_tokens_at_once,
     a_role_change_applies_at_once_to_the_users_tokens,
+    concurrent_changes_to_one_user_are_all_kept,
 );
 
 fn alice() -> Value {
@@ -399,4 +400,36 @@ async fn deactivation_reaches_other_instances_at_once_on_postgresql() {
     );
     second.stop().await.unwrap();
     first.finish().await;
+}
+
+/// Changes of different fields sent at once all land: each is stored over the version it was made
+/// from, or read again and applied over the one that won.
+async fn concurrent_changes_to_one_user_are_all_kept(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let id = app.user("carol", "responder").await;
+    let path = format!("/users/{id}");
+    let changes = [
+        json!({ "name": "Carol Ann" }),
+        json!({ "phone": "+33612345678" }),
+        json!({ "time_zone": "Asia/Tokyo" }),
+        json!({ "role": "admin" }),
+        json!({ "email": "carol@example.org" }),
+    ];
+    let sent = futures::future::join_all(
+        changes
+            .iter()
+            .map(|change| app.patch(&path, change.clone())),
+    );
+    for (status, body) in sent.await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, user) = app.get(&path).await;
+    assert_eq!(user["name"], "Carol Ann", "{user}");
+    assert_eq!(user["phone"], "+33612345678", "{user}");
+    assert_eq!(user["time_zone"], "Asia/Tokyo", "{user}");
+    assert_eq!(user["role"], "admin", "{user}");
+    assert_eq!(user["email"], "carol@example.org", "{user}");
+    app.finish().await;
 }

@@ -82,14 +82,29 @@ async fn users_are_created_listed_changed_and_never_share_a_handle(backend: Back
         ..UserChange::default()
     };
     let deactivated = alice.changed(change, minute(5)).unwrap();
-    assert_eq!(store.update_user(&deactivated).await.unwrap(), deactivated);
-    assert_eq!(store.user(alice.id).await.unwrap(), deactivated);
-    assert!(!deactivated.active);
+    let stored = store
+        .update_user(&deactivated)
+        .await
+        .unwrap()
+        .expect("stored");
+    let expected = User {
+        version: 2,
+        ..deactivated.clone()
+    };
+    assert_eq!(stored, expected, "the change, its version bumped");
+    assert_eq!(store.user(alice.id).await.unwrap(), expected);
+    assert!(!stored.active);
+
+    // A change made from the version before is not stored over the one that won.
+    let rename = UserChange {
+        name: Some("Alice L.".into()),
+        ..UserChange::default()
+    };
+    let stale = alice.changed(rename, minute(6)).unwrap();
+    assert_eq!(store.update_user(&stale).await.unwrap(), None);
+    assert_eq!(store.user(alice.id).await.unwrap(), expected);
     let ghost = person("ghost", Role::Viewer);
-    assert!(matches!(
-        store.update_user(&ghost).await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(store.update_user(&ghost).await.unwrap(), None);
 }
 
 async fn executing_a_level_tells_active_responders_and_admins_once(backend: Backend) {
@@ -120,7 +135,8 @@ async fn executing_a_level_tells_active_responders_and_admins_once(backend: Back
     store
         .update_user(&dave.changed(gone, minute(0)).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("stored");
 
     let policy = telling(&[Channel::InApp, Channel::Email], &[]);
     let incident = executed(store.as_ref(), policy).await;

@@ -10,6 +10,8 @@ create table users (
     time_zone text not null,
     active boolean not null default true,
     created_at timestamptz not null,
+    -- bumped by every change: a change applies only to the version it was made from
+    version bigint not null default 1,
     updated_at timestamptz not null
 );
 

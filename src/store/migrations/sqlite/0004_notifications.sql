@@ -10,6 +10,8 @@ create table users (
     time_zone text not null,
     active integer not null default 1 check (active in (0, 1)),
     created_at integer not null,
+    -- bumped by every change: a change applies only to the version it was made from
+    version integer not null default 1,
     updated_at integer not null
 );
 
