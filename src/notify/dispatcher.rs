@@ -154,10 +154,29 @@ impl Dispatcher {
             ));
         }
         let signer = signer.as_ref().expect("set above");
-        let context = self.context(&claimed).await?;
+        let records = self.deliver(&claimed, signer, now).await?;
+        for record in &records {
+            log_record(record);
+        }
+        self.store.record_attempts(&records).await?;
+        Ok(if full {
+            Round::More
+        } else {
+            Round::Idle(self.store.next_notification_due().await?)
+        })
+    }
 
+    /// Sends what was claimed, grouped by recipient and channel under their rate limit, at most
+    /// so many of a channel at once; what each send (or hold) came to.
+    async fn deliver(
+        &self,
+        claimed: &[Notification],
+        signer: &LinkSigner,
+        now: Timestamp,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let context = self.context(claimed).await?;
         let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
-        for notification in &claimed {
+        for notification in claimed {
             let key = (
                 notification.channel.as_str(),
                 notification.recipient.as_str(),
@@ -217,15 +236,7 @@ impl Dispatcher {
                 }
             }
         }
-        for record in &records {
-            log_record(record);
-        }
-        self.store.record_attempts(&records).await?;
-        Ok(if full {
-            Round::More
-        } else {
-            Round::Idle(self.store.next_notification_due().await?)
-        })
+        Ok(records)
     }
 
     fn retry_policy(&self) -> RetryPolicy {
