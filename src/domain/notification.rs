@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
@@ -337,6 +338,27 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The idempotency key of the message carrying `members`: a lone notification's own id; for
+    /// a digest (several, or one held back), a key derived from all their ids, the same for the
+    /// same set (a re-send after a crash carries it again) and different for any other, so that
+    /// a receiver dropping duplicates by key never drops a message it has not seen.
+    pub fn key(members: &[Notification]) -> String {
+        if let [one] = members {
+            if !one.held {
+                return one.id.to_string();
+            }
+        }
+        let mut ids: Vec<Uuid> = members.iter().map(|n| n.id).collect();
+        ids.sort();
+        let mut hasher = Sha256::new();
+        for id in &ids {
+            hasher.update(id.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("digest-{hex}")
+    }
+
     /// Storm protection: while there is room, each notification goes alone; what does not fit
     /// goes, with everything held before, into one digest that takes the last slot; with no
     /// slot left, everything waits. Nothing is ever dropped.

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -336,31 +335,13 @@ impl Context {
                 })
             })
             .collect::<Result<Vec<_>, SendError>>()?;
-        let key = match members {
-            [one] if !one.held => one.id.to_string(),
-            _ => digest_key(members),
-        };
+        let key = Delivery::key(members);
         Ok(Outgoing {
             key,
             recipient,
             items,
         })
     }
-}
-
-/// The idempotency key of a digest: the same for the same notifications (a re-send after a crash
-/// carries it again), different for any other set, so that a receiver dropping duplicates by key
-/// never drops a digest it has not seen.
-fn digest_key(members: &[Notification]) -> String {
-    let mut ids: Vec<Uuid> = members.iter().map(|n| n.id).collect();
-    ids.sort();
-    let mut hasher = Sha256::new();
-    for id in &ids {
-        hasher.update(id.as_bytes());
-    }
-    let digest = hasher.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("digest-{hex}")
 }
 
 /// What one send came to, for each notification it carried.
@@ -505,10 +486,10 @@ mod tests {
     #[test]
     fn a_digest_key_names_its_members_whatever_their_order() {
         let (a, b, c) = (pending(1), pending(1), pending(1));
-        let key = digest_key(&[a.clone(), b.clone()]);
-        assert_eq!(key, digest_key(&[b.clone(), a.clone()]));
-        assert_ne!(key, digest_key(&[a.clone(), b, c]));
-        assert_ne!(key, digest_key(&[a]));
+        let key = Delivery::key(&[a.clone(), b.clone()]);
+        assert_eq!(key, Delivery::key(&[b.clone(), a.clone()]));
+        assert_ne!(key, Delivery::key(&[a.clone(), b, c]));
+        assert_eq!(Delivery::key(std::slice::from_ref(&a)), a.id.to_string(), "alone: its id");
         assert!(key.starts_with("digest-"));
     }
 
