@@ -338,6 +338,14 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The indices of the notifications this delivery carries (or holds).
+    pub fn members(&self) -> Vec<usize> {
+        match self {
+            Self::Single(index) => vec![*index],
+            Self::Digest(all) | Self::Hold(all) => all.clone(),
+        }
+    }
+
     /// The idempotency key of the message carrying `members`: a lone notification's own id; for
     /// a digest (several, or one held back), a key derived from all their ids, the same for the
     /// same set (a re-send after a crash carries it again) and different for any other, so that

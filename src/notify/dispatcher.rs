@@ -13,9 +13,9 @@
 //! - **Storm protection**: per recipient and channel, at most `count` messages in any window of
 //!   `per`; what is over is held and goes out as one digest when the window opens. A digest's
 //!   key is derived from all its members; one that failed and will be retried stays held, so its
-//!   members go together again. The window is read before sending, without a lock: each
-//!   instance keeps to the limit, so several instances together may exceed it (by up to one
-//!   window's count per instance) for a recipient both are sending to at once.
+//!   members go together again. What fits is decided, and reserved in the window, in one
+//!   transaction that holds the recipient's window (`Changes::plan_sends`): instances take
+//!   turns, so together they keep to the limit.
 //! - **Wake-up**: the worker wakes it when a level leaves something to send; otherwise it sleeps
 //!   until the next notification is due, at most [`POLL_INTERVAL`] (what another instance's
 //!   worker created is found within that).
@@ -36,7 +36,7 @@ use crate::domain::{
     Attempt, Channel, Delivery, Incident, Notification, NotificationStatus, Outcome, RetryPolicy,
     Timestamp, User,
 };
-use crate::store::{AttemptRecord, Store, StoreError};
+use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
 
 /// Notifications claimed at once.
 pub const BATCH_SIZE: u32 = 256;
@@ -186,22 +186,20 @@ impl Dispatcher {
         let mut sends = JoinSet::new();
         let mut permits: HashMap<Channel, Arc<Semaphore>> = HashMap::new();
         let start_by = tokio::time::Instant::now() + self.config.lease / 2;
-        for ((_, recipient), group) in groups {
+        for group in groups.into_values() {
             let channel = group[0].channel;
-            let (slots, opens) = self.room(channel, recipient, now).await?;
-            let held: Vec<bool> = group.iter().map(|n| n.held).collect();
-            for delivery in Delivery::plan(&held, slots) {
-                let members: Vec<Notification> = match &delivery {
-                    Delivery::Single(i) => vec![group[*i].clone()],
-                    Delivery::Digest(all) | Delivery::Hold(all) => {
-                        all.iter().map(|i| group[*i].clone()).collect()
-                    }
-                };
+            let plan = self.plan(&group, now).await?;
+            for (delivery, key) in plan.deliveries {
+                let members: Vec<Notification> = delivery
+                    .members()
+                    .iter()
+                    .map(|i| group[*i].clone())
+                    .collect();
                 if let Delivery::Hold(_) = delivery {
-                    records.extend(members.iter().map(|n| hold(n, opens, now)));
+                    records.extend(members.iter().map(|n| hold(n, plan.opens, now)));
                     continue;
                 }
-                let message = context.message(&members, signer, now);
+                let message = context.message(&members, key.clone(), signer, now);
                 let sender = self.channels.sender(channel).cloned();
                 let permits = permits
                     .entry(channel)
@@ -222,7 +220,6 @@ impl Dispatcher {
                         (Err(error), _) => Err(error.clone()),
                         (_, Err(error)) => Err(error),
                     };
-                    let key = message.map_or_else(|_| members[0].id.to_string(), |m| m.key);
                     attempted(&members, &result, &key, policy, &config)
                 });
             }
@@ -244,28 +241,34 @@ impl Dispatcher {
         }
     }
 
-    /// How many more messages `recipient` may get on `channel` now, and when the window opens
-    /// for one more if none.
-    async fn room(
-        &self,
-        channel: Channel,
-        recipient: &str,
-        now: Timestamp,
-    ) -> Result<(usize, Timestamp), StoreError> {
-        let limit = match channel {
+    /// How one recipient's due notifications on one channel go out: under the channel's rate
+    /// limit, decided and reserved in the store with the recipient's window held against other
+    /// dispatchers; each alone where there is none.
+    async fn plan(&self, group: &[Notification], now: Timestamp) -> Result<SendPlan, StoreError> {
+        let limit = match group[0].channel {
             Channel::Email => self.config.email_rate,
             Channel::Webhook => self.config.webhook_rate,
-            Channel::Sms | Channel::InApp => return Ok((usize::MAX, now)),
+            Channel::Sms | Channel::InApp => {
+                let held: Vec<bool> = group.iter().map(|n| n.held).collect();
+                let deliveries = Delivery::plan(&held, usize::MAX)
+                    .into_iter()
+                    .map(|delivery| {
+                        let members: Vec<Notification> = delivery
+                            .members()
+                            .iter()
+                            .map(|i| group[*i].clone())
+                            .collect();
+                        (delivery, Delivery::key(&members))
+                    })
+                    .collect();
+                return Ok(SendPlan {
+                    deliveries,
+                    opens: now,
+                });
+            }
         };
         let RateLimit { count, per } = limit;
-        let since = Timestamp::from_millis(now.as_millis() - per.as_millis() as i64);
-        let sent = self
-            .store
-            .sent_in_window(channel.as_str(), recipient, since)
-            .await?;
-        let slots = (count as usize).saturating_sub(sent.len());
-        let opens = sent.first().map_or(now, |oldest| oldest.after(per));
-        Ok((slots, opens))
+        self.store.plan_sends(group, count, per, now).await
     }
 
     /// The incidents and people the claimed notifications are about.
@@ -299,10 +302,11 @@ struct Context {
 }
 
 impl Context {
-    /// The message carrying `members` (one, or a digest), keyed by the first.
+    /// The message carrying `members` (one, or a digest), under its idempotency key.
     fn message(
         &self,
         members: &[Notification],
+        key: String,
         signer: &LinkSigner,
         now: Timestamp,
     ) -> Result<Outgoing, SendError> {
@@ -335,7 +339,6 @@ impl Context {
                 })
             })
             .collect::<Result<Vec<_>, SendError>>()?;
-        let key = Delivery::key(members);
         Ok(Outgoing {
             key,
             recipient,
@@ -489,7 +492,11 @@ mod tests {
         let key = Delivery::key(&[a.clone(), b.clone()]);
         assert_eq!(key, Delivery::key(&[b.clone(), a.clone()]));
         assert_ne!(key, Delivery::key(&[a.clone(), b, c]));
-        assert_eq!(Delivery::key(std::slice::from_ref(&a)), a.id.to_string(), "alone: its id");
+        assert_eq!(
+            Delivery::key(std::slice::from_ref(&a)),
+            a.id.to_string(),
+            "alone: its id"
+        );
         assert!(key.starts_with("digest-"));
     }
 

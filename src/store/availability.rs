@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptRecord, Backlog, Changes, IncidentQuery, Ingested, Outbox, Page, People, Queries,
-    Result, Scheduled, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
+    Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
@@ -265,22 +265,23 @@ impl Outbox for Guarded {
     async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
         self.call(self.inner.next_notification_due()).await
     }
-
-    async fn sent_in_window(
-        &self,
-        channel: &str,
-        recipient: &str,
-        since: Timestamp,
-    ) -> Result<Vec<Timestamp>> {
-        self.call(self.inner.sent_in_window(channel, recipient, since))
-            .await
-    }
 }
 
 #[async_trait]
 impl Changes for Guarded {
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {
         self.call(self.inner.record_attempts(records)).await
+    }
+
+    async fn plan_sends(
+        &self,
+        group: &[Notification],
+        count: u32,
+        per: Duration,
+        now: Timestamp,
+    ) -> Result<SendPlan> {
+        self.call(self.inner.plan_sends(group, count, per, now))
+            .await
     }
 
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {

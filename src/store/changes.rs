@@ -18,12 +18,12 @@ use uuid::Uuid;
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::shared::OutboxTx;
 use super::{
-    AttemptRecord, Backend, Changes, Ingested, Result, Scheduled, Settled, StoreError,
+    AttemptRecord, Backend, Changes, Ingested, Result, Scheduled, SendPlan, Settled, StoreError,
     TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
+    Delivery, Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
     LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification, NotificationStatus,
     TimelineDetail, Timestamp, Transition,
 };
@@ -220,6 +220,47 @@ impl<B: Backend> Changes for B {
                 to_send,
             })
             .collect())
+    }
+
+    async fn plan_sends(
+        &self,
+        group: &[Notification],
+        count: u32,
+        per: Duration,
+        now: Timestamp,
+    ) -> Result<SendPlan> {
+        let Some(first) = group.first() else {
+            return Ok(SendPlan {
+                deliveries: Vec::new(),
+                opens: now,
+            });
+        };
+        let (channel, recipient) = (first.channel.as_str(), first.recipient.as_str());
+        let mut tx = self.begin().await?;
+        tx.lock_window(channel, recipient, now).await?;
+        let since = Timestamp::from_millis(now.as_millis() - per.as_millis() as i64);
+        let sent = tx.window(channel, recipient, since).await?;
+        let slots = (count as usize).saturating_sub(sent.len());
+        let held: Vec<bool> = group.iter().map(|n| n.held).collect();
+        let mut deliveries = Vec::new();
+        for delivery in Delivery::plan(&held, slots) {
+            let members: Vec<Notification> = delivery
+                .members()
+                .iter()
+                .map(|i| group[*i].clone())
+                .collect();
+            let key = Delivery::key(&members);
+            if !matches!(delivery, Delivery::Hold(_)) {
+                let ids: Vec<Uuid> = members.iter().map(|n| n.id).collect();
+                tx.reserve(&ids, &key, now).await?;
+            }
+            deliveries.push((delivery, key));
+        }
+        tx.commit().await?;
+        Ok(SendPlan {
+            deliveries,
+            opens: sent.first().map_or(now, |oldest| oldest.after(per)),
+        })
     }
 
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {

@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, Notification, NotificationStatus, Outcome, TimelineEntry, Timestamp, Token,
-    User,
+    Action, Delivery, Escalation, EscalationPolicy, Event, Incident, IncidentStatus,
+    InvalidTransition, NewEvent, NewToken, Notification, NotificationStatus, Outcome,
+    TimelineEntry, Timestamp, Token, User,
 };
 
 /// What every store operation returns.
@@ -231,6 +231,27 @@ pub trait Changes: Send + Sync + 'static {
     /// `CANCELLED` while its message went out), with a timeline entry for each attempt, in one
     /// transaction. Returns the notifications changed.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>>;
+
+    /// Storm protection, one recipient and channel at a time: with their window held against
+    /// other dispatchers, decides how `group` (claimed, oldest first) goes out under a limit of
+    /// `count` messages in any `per` ([`Delivery::plan`]), and reserves room in the window for
+    /// what it sends, in one transaction. What is held waits until `opens`.
+    async fn plan_sends(
+        &self,
+        group: &[Notification],
+        count: u32,
+        per: Duration,
+        now: Timestamp,
+    ) -> Result<SendPlan>;
+}
+
+/// How a recipient's due notifications on one channel go out, from [`Changes::plan_sends`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPlan {
+    /// Each delivery, with the idempotency key of its message ([`Delivery::key`]).
+    pub deliveries: Vec<(Delivery, String)>,
+    /// When the window has room again: when what is held becomes due.
+    pub opens: Timestamp,
 }
 
 /// Users: written once for every backend, in [`shared`].
@@ -293,15 +314,6 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// When the earliest `PENDING` notification is due (or its lease runs out).
     async fn next_notification_due(&self) -> Result<Option<Timestamp>>;
-
-    /// When each message sent to `recipient` over `channel` after `since` went out, oldest first
-    /// (a digest counts once).
-    async fn sent_in_window(
-        &self,
-        channel: &str,
-        recipient: &str,
-        since: Timestamp,
-    ) -> Result<Vec<Timestamp>>;
 }
 
 /// A whole store: what a backend answers itself, the tables written once for every backend, and

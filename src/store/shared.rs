@@ -277,26 +277,6 @@ where
         .await?;
         row.map(|row| row.timestamp("due_at")).transpose()
     }
-
-    async fn sent_in_window(
-        &self,
-        channel: &str,
-        recipient: &str,
-        since: Timestamp,
-    ) -> Result<Vec<Timestamp>> {
-        let mut conn = self.reader().acquire().await?;
-        let found = sqlx::query(
-            "select min(sent_at) as sent_at from notifications
-             where channel = $1 and recipient = $2 and sent_at > $3 and status = 'SENT'
-             group by message_key order by 1",
-        )
-        .bind(channel.to_owned())
-        .bind(recipient.to_owned())
-        .bind(B::Db::time(since))
-        .fetch_all(&mut *conn)
-        .await?;
-        found.iter().map(|row| row.timestamp("sent_at")).collect()
-    }
 }
 
 /// At most this many ids go into one `id in (…)` read.
@@ -348,6 +328,23 @@ pub trait OutboxTx: Send {
 
     /// Marks a link used, once: `false` if it was used before.
     async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool>;
+
+    /// Holds `recipient`'s window on `channel` until commit: a concurrent transaction wanting it
+    /// waits (PostgreSQL: the row lock its upsert takes; SQLite: the single writer).
+    async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()>;
+
+    /// When each message to `recipient` on `channel` that counts in a window opened at `since`
+    /// went out (or was reserved to), oldest first; a digest counts once.
+    async fn window(
+        &mut self,
+        channel: &str,
+        recipient: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>>;
+
+    /// Reserves room in the window for the message `key` carrying `ids`: they count from `at`
+    /// (`sent_at`), until their outcome is recorded.
+    async fn reserve(&mut self, ids: &[Uuid], key: &str, at: Timestamp) -> Result<()>;
 }
 
 #[async_trait]
@@ -446,6 +443,58 @@ where
         .fetch_optional(self.connection())
         .await?;
         row.as_ref().map(rows::notification).transpose()
+    }
+
+    async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()> {
+        sqlx::query(
+            "insert into rate_windows (channel, recipient, touched_at) values ($1, $2, $3)
+             on conflict (channel, recipient) do update set touched_at = excluded.touched_at",
+        )
+        .bind(channel.to_owned())
+        .bind(recipient.to_owned())
+        .bind(T::Db::time(at))
+        .execute(self.connection())
+        .await?;
+        Ok(())
+    }
+
+    async fn window(
+        &mut self,
+        channel: &str,
+        recipient: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        let found = sqlx::query(
+            "select min(sent_at) as sent_at from notifications
+             where channel = $1 and recipient = $2 and sent_at > $3
+             group by message_key order by 1",
+        )
+        .bind(channel.to_owned())
+        .bind(recipient.to_owned())
+        .bind(T::Db::time(since))
+        .fetch_all(self.connection())
+        .await?;
+        found.iter().map(|row| row.timestamp("sent_at")).collect()
+    }
+
+    async fn reserve(&mut self, ids: &[Uuid], key: &str, at: Timestamp) -> Result<()> {
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "update notifications set sent_at = {}, message_key = {} where id in ({})",
+                T::Db::placeholder(1),
+                T::Db::placeholder(2),
+                (3..chunk.len() + 3)
+                    .map(T::Db::placeholder)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut reserve = sqlx::query(&sql).bind(T::Db::time(at)).bind(key.to_owned());
+            for id in chunk {
+                reserve = reserve.bind(T::Db::id(*id));
+            }
+            reserve.execute(self.connection()).await?;
+        }
+        Ok(())
     }
 
     async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool> {

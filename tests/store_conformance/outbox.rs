@@ -1,10 +1,11 @@
 //! Users and the notifications outbox, on every backend.
 
 use super::*;
+use klaxon::domain::Delivery;
 use klaxon::domain::{
     Attempt, NotificationStatus, Outcome, RetryPolicy, User, UserChange, UserFields,
 };
-use klaxon::store::{AttemptRecord, StoreError};
+use klaxon::store::{AttemptRecord, SendPlan, StoreError};
 
 on_every_backend!(
     users_are_created_listed_changed_and_never_share_a_handle,
@@ -14,6 +15,8 @@ on_every_backend!(
     stopping_an_incident_cancels_its_unsent_notifications,
     the_inbox_holds_a_users_in_app_notifications,
     a_link_acts_once,
+    sends_are_planned_and_reserved_within_the_window,
+    racing_dispatchers_keep_to_the_window_together,
 );
 
 fn person(handle: &str, role: Role) -> User {
@@ -495,5 +498,108 @@ async fn a_link_acts_once(backend: Backend) {
     assert_eq!(
         store.incident(incident.id).await.unwrap().status,
         Acknowledged
+    );
+}
+
+/// `count` incidents escalated for alice by email, their notifications claimed at minute 1.
+async fn claimed_for_alice(store: &dyn Store, count: usize) -> Vec<klaxon::domain::Notification> {
+    store
+        .create_user(&person("alice", Role::Responder))
+        .await
+        .unwrap();
+    for _ in 0..count {
+        executed(store, telling(&[Channel::Email], &["alice"])).await;
+    }
+    let claimed = store
+        .claim_notifications(minute(1), Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), count);
+    claimed
+}
+
+async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let claimed = claimed_for_alice(store.as_ref(), 3).await;
+    let per = Duration::from_secs(600);
+    let SendPlan { deliveries, opens } =
+        store.plan_sends(&claimed, 2, per, minute(1)).await.unwrap();
+    let digest_key = Delivery::key(&claimed[1..]);
+    assert_eq!(
+        deliveries,
+        [
+            (Delivery::Single(0), claimed[0].id.to_string()),
+            (Delivery::Digest(vec![1, 2]), digest_key.clone()),
+        ]
+    );
+    assert_eq!(opens, minute(1), "nothing was in the window");
+    // Reserved: they count in the window from now, under their message's key.
+    let stored = store
+        .notifications_of(claimed[1].incident_id)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].sent_at, Some(minute(1)));
+    assert_eq!(stored[0].message_key.as_deref(), Some(digest_key.as_str()));
+
+    // The window is full: what comes next is held until the oldest message leaves it.
+    let later = store
+        .plan_sends(&claimed[..1], 2, per, minute(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.deliveries,
+        [(Delivery::Hold(vec![0]), Delivery::key(&claimed[..1]))]
+    );
+    assert_eq!(later.opens, minute(11));
+    // A send that failed gives its room back.
+    let failure = record(&claimed[0], failed(true), minute(2));
+    store.record_attempts(&[failure]).await.unwrap();
+    let after = store
+        .plan_sends(&claimed[..1], 2, per, minute(3))
+        .await
+        .unwrap();
+    assert_eq!(after.deliveries.len(), 1);
+    assert!(
+        matches!(after.deliveries[0].0, Delivery::Single(0)),
+        "{after:?}"
+    );
+}
+
+/// How many dispatchers plan for one recipient at the same moment.
+const RACERS: usize = 24;
+
+/// Dispatchers planning for one recipient at the same moment take turns: with room for one
+/// message, exactly one of them sends.
+async fn racing_dispatchers_keep_to_the_window_together(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let claimed = claimed_for_alice(store.as_ref(), RACERS).await;
+    let per = Duration::from_secs(600);
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let racers = claimed.iter().map(|n| {
+        let (store, start) = (store.clone(), start.clone());
+        let group = vec![n.clone()];
+        tokio::spawn(async move {
+            start.wait().await;
+            store.plan_sends(&group, 1, per, minute(1)).await
+        })
+    });
+    let mut sent = 0;
+    for racer in futures::future::join_all(racers).await {
+        let plan = racer.unwrap().unwrap();
+        sent += plan
+            .deliveries
+            .iter()
+            .filter(|(delivery, _)| !matches!(delivery, Delivery::Hold(_)))
+            .count();
+    }
+    assert_eq!(
+        sent, 1,
+        "one message in the window, whichever dispatcher sent it"
     );
 }

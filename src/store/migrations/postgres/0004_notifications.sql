@@ -56,6 +56,16 @@ create index notifications_sent on notifications (channel, recipient, sent_at) w
 alter table installation add column link_key text;
 update installation set link_key = replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
 
+-- One row per recipient and channel with a rate limit: what a dispatcher locks while it decides
+-- what fits the recipient's window and reserves it, so that instances take turns and together
+-- keep to the limit.
+create table rate_windows (
+    channel text not null,
+    recipient text not null,
+    touched_at timestamptz not null,
+    primary key (channel, recipient)
+);
+
 -- each acknowledge or resolve link acts once
 create table used_links (
     id text primary key,
@@ -66,6 +76,7 @@ create table used_links (
 create trigger users_keep before delete on users for each row execute function klaxon_refuse_delete();
 create trigger notifications_keep before delete on notifications for each row execute function klaxon_refuse_delete();
 create trigger used_links_keep before delete on used_links for each row execute function klaxon_refuse_delete();
+create trigger rate_windows_keep before delete on rate_windows for each row execute function klaxon_refuse_delete();
 create trigger users_keep_all before truncate on users for each statement execute function klaxon_refuse_delete();
 create trigger notifications_keep_all before truncate on notifications for each statement execute function klaxon_refuse_delete();
 create trigger used_links_keep_all before truncate on used_links for each statement execute function klaxon_refuse_delete();

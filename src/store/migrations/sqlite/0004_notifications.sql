@@ -55,6 +55,16 @@ create index notifications_sent on notifications (channel, recipient, sent_at) w
 alter table installation add column link_key text;
 update installation set link_key = lower(hex(randomblob(32)));
 
+-- One row per recipient and channel with a rate limit: what a dispatcher locks while it decides
+-- what fits the recipient's window and reserves it, so that instances take turns and together
+-- keep to the limit.
+create table rate_windows (
+    channel text not null,
+    recipient text not null,
+    touched_at integer not null,
+    primary key (channel, recipient)
+);
+
 -- each acknowledge or resolve link acts once
 create table used_links (
     id text primary key,
@@ -66,5 +76,7 @@ create trigger users_keep before delete on users
     begin select raise(abort, 'klaxon never deletes users'); end;
 create trigger notifications_keep before delete on notifications
     begin select raise(abort, 'klaxon never deletes notifications'); end;
+create trigger rate_windows_keep before delete on rate_windows
+    begin select raise(abort, 'klaxon never deletes rate windows'); end;
 create trigger used_links_keep before delete on used_links
     begin select raise(abort, 'klaxon never deletes used links'); end;
