@@ -384,6 +384,7 @@ fn attempted(
             outcome.held = digest && outcome.status == NotificationStatus::Pending;
             AttemptRecord {
                 id: n.id,
+                incident_id: n.incident_id,
                 attempts: n.attempts,
                 outcome,
                 message_key: key.to_owned(),
@@ -398,6 +399,7 @@ fn attempted(
 fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> AttemptRecord {
     AttemptRecord {
         id: notification.id,
+        incident_id: notification.incident_id,
         attempts: notification.attempts - 1,
         outcome: Outcome::held_until(opens.max(now)),
         message_key: notification.id.to_string(),
@@ -413,6 +415,7 @@ fn put_back(notification: &Notification, now: Timestamp) -> AttemptRecord {
     outcome.held = notification.held;
     AttemptRecord {
         id: notification.id,
+        incident_id: notification.incident_id,
         attempts: notification.attempts - 1,
         outcome,
         message_key: notification

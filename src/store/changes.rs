@@ -265,6 +265,10 @@ impl<B: Backend> Changes for B {
 
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {
         let mut tx = self.begin().await?;
+        let mut incidents: Vec<Uuid> = records.iter().map(|r| r.incident_id).collect();
+        incidents.sort();
+        incidents.dedup();
+        tx.share_incidents(&incidents).await?;
         let mut recorded = Vec::with_capacity(records.len());
         let mut entries = Vec::with_capacity(records.len());
         for record in records {

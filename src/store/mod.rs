@@ -229,7 +229,9 @@ pub trait Changes: Send + Sync + 'static {
 
     /// Applies each attempt's outcome to its notification, if it is still `PENDING` (or it was
     /// `CANCELLED` while its message went out), with a timeline entry for each attempt, in one
-    /// transaction. Returns the notifications changed.
+    /// transaction. Returns the notifications changed. The incidents are locked first (shared, in
+    /// id order), as a transition locks its incident before its notifications: a transition
+    /// cancelling these notifications meanwhile waits, or is waited for, but never deadlocks.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>>;
 
     /// Storm protection, one recipient and channel at a time: with their window held against
@@ -356,6 +358,8 @@ pub struct Settled {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub id: Uuid,
+    /// The notification's incident: locked (shared) first, in the order transitions lock it.
+    pub incident_id: Uuid,
     /// The attempts counted, this one included (a send the rate limit held back is not one).
     pub attempts: i32,
     pub outcome: Outcome,

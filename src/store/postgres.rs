@@ -116,6 +116,8 @@ impl Dialect for Postgres {
 
     /// Concurrent dispatchers take disjoint rows and never wait for each other.
     const SKIP_LOCKED: &'static str = "for update skip locked";
+    /// What inserting a timeline entry (its foreign key) takes on the incident anyway.
+    const KEY_SHARE: &'static str = "for key share";
 
     fn placeholder(n: usize) -> String {
         format!("${n}")

@@ -329,6 +329,10 @@ pub trait OutboxTx: Send {
     /// Marks a link used, once: `false` if it was used before.
     async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool>;
 
+    /// Locks these incidents against transitions until commit, in the order given (PostgreSQL:
+    /// `for key share`, which a transition's `for update` waits for; SQLite: the single writer).
+    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<()>;
+
     /// Holds `recipient`'s window on `channel` until commit: a concurrent transaction wanting it
     /// waits (PostgreSQL: the row lock its upsert takes; SQLite: the single writer).
     async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()>;
@@ -443,6 +447,25 @@ where
         .fetch_optional(self.connection())
         .await?;
         row.as_ref().map(rows::notification).transpose()
+    }
+
+    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<()> {
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "select id from incidents where id in ({}) order by id {}",
+                (1..=chunk.len())
+                    .map(T::Db::placeholder)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                T::Db::KEY_SHARE
+            );
+            let mut lock = sqlx::query(&sql);
+            for id in chunk {
+                lock = lock.bind(T::Db::id(*id));
+            }
+            lock.fetch_all(self.connection()).await?;
+        }
+        Ok(())
     }
 
     async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()> {

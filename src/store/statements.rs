@@ -27,6 +27,10 @@ pub trait Dialect: Database {
     /// list of names, once per parameter (quadratic in a multi-row insert).
     fn placeholder(n: usize) -> String;
 
+    /// What follows a read that locks rows shared against a transition's `for update`:
+    /// `for key share`, or nothing where one writer runs at a time.
+    const KEY_SHARE: &'static str;
+
     /// What follows the subquery that picks rows to claim, so that concurrent claimers skip the
     /// rows another holds: `for update skip locked`, or nothing where one writer runs at a time.
     const SKIP_LOCKED: &'static str;

@@ -17,6 +17,7 @@ on_every_backend!(
     a_link_acts_once,
     sends_are_planned_and_reserved_within_the_window,
     racing_dispatchers_keep_to_the_window_together,
+    recording_an_attempt_never_deadlocks_with_an_acknowledge,
 );
 
 fn person(handle: &str, role: Role) -> User {
@@ -240,6 +241,7 @@ fn record(n: &klaxon::domain::Notification, attempt: Attempt, at: Timestamp) -> 
     let policy = RetryPolicy { max_attempts: 3 };
     AttemptRecord {
         id: n.id,
+        incident_id: n.incident_id,
         attempts: n.attempts,
         outcome: Outcome::of(&attempt, n.attempts, policy, at),
         message_key: n.id.to_string(),
@@ -602,4 +604,43 @@ async fn racing_dispatchers_keep_to_the_window_together(backend: Backend) {
         sent, 1,
         "one message in the window, whichever dispatcher sent it"
     );
+}
+
+/// How many incidents race an acknowledge against the recording of their notification's attempt.
+const RACES: usize = 40;
+
+/// An acknowledge (incident, then its notifications) and the recording of an attempt (which must
+/// take the incident first too) race on the same rows: every one of them commits, none is a
+/// deadlock victim (which the API would answer 503).
+async fn recording_an_attempt_never_deadlocks_with_an_acknowledge(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let claimed = claimed_for_alice(store.as_ref(), RACES).await;
+    let races = claimed.into_iter().map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let start = Arc::new(tokio::sync::Barrier::new(2));
+            let acknowledge = {
+                let (store, start) = (store.clone(), start.clone());
+                let request = request(n.incident_id, Action::Acknowledge, minute(2));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.transition(request).await.map(|_| ())
+                })
+            };
+            start.wait().await;
+            let recorded = store
+                .record_attempts(&[record(&n, failed(true), minute(2))])
+                .await
+                .map(|_| ());
+            (recorded, acknowledge.await.unwrap())
+        })
+    });
+    for race in futures::future::join_all(races).await {
+        let (recorded, acknowledged) = race.unwrap();
+        assert!(recorded.is_ok(), "{recorded:?}");
+        assert!(acknowledged.is_ok(), "{acknowledged:?}");
+    }
 }
