@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::token::hex;
 use super::{
     Channel, Escalation, EscalationLevel, NewTimelineEntry, Role, TimelineDetail, Timestamp, User,
 };
@@ -362,9 +363,7 @@ impl Delivery {
         for id in &ids {
             hasher.update(id.as_bytes());
         }
-        let digest = hasher.finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("digest-{hex}")
+        format!("digest-{}", hex(&hasher.finalize()[..16]))
     }
 
     /// Storm protection: while there is room, each notification goes alone; what does not fit

@@ -76,8 +76,9 @@ impl TokenSecret {
     }
 }
 
-/// Lowercase hex. Hashing runs on every authenticated request, so no allocation per byte.
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex: token hashes, link signatures, digest keys. Hashing runs on every authenticated
+/// request, so no allocation per byte.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

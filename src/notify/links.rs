@@ -14,6 +14,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::Links;
+use crate::domain::token::hex;
 use crate::domain::{Action, Timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -108,10 +109,6 @@ impl LinkSigner {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
