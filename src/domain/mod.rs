@@ -19,7 +19,7 @@ pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use notification::{
     Attempt, Audience, Delivery, LevelNotifications, Notification, NotificationStatus, Outcome,
-    RetryPolicy,
+    Planned, RetryPolicy,
 };
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;

@@ -338,13 +338,42 @@ pub enum Delivery {
     Hold(Vec<usize>),
 }
 
+/// One delivery of a recipient's group, with the notifications it carries (or holds) and the
+/// idempotency key of its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub delivery: Delivery,
+    pub members: Vec<Notification>,
+    pub key: String,
+}
+
+impl Planned {
+    pub fn is_held(&self) -> bool {
+        matches!(self.delivery, Delivery::Hold(_))
+    }
+}
+
 impl Delivery {
-    /// The indices of the notifications this delivery carries (or holds).
-    pub fn members(&self) -> Vec<usize> {
-        match self {
-            Self::Single(index) => vec![*index],
-            Self::Digest(all) | Self::Hold(all) => all.clone(),
-        }
+    /// [`Delivery::plan`] for `group` (one recipient's due notifications on one channel, oldest
+    /// first), each delivery with its notifications and its message's key.
+    pub fn plan_group(group: &[Notification], slots: usize) -> Vec<Planned> {
+        let held: Vec<bool> = group.iter().map(|n| n.held).collect();
+        Self::plan(&held, slots)
+            .into_iter()
+            .map(|delivery| {
+                let members: Vec<Notification> = match &delivery {
+                    Self::Single(index) => vec![group[*index].clone()],
+                    Self::Digest(all) | Self::Hold(all) => {
+                        all.iter().map(|index| group[*index].clone()).collect()
+                    }
+                };
+                Planned {
+                    key: Self::key(&members),
+                    delivery,
+                    members,
+                }
+            })
+            .collect()
     }
 
     /// The idempotency key of the message carrying `members`: a lone notification's own id; for

@@ -33,8 +33,8 @@ use super::{Delivered, Item, Outgoing, Person, Recipient, SendError, Sender};
 use crate::backoff::Backoff;
 use crate::config::{NotificationConfig, RateLimit};
 use crate::domain::{
-    Attempt, Channel, Delivery, Incident, Notification, NotificationStatus, Outcome, RetryPolicy,
-    Timestamp, User,
+    Attempt, Channel, Delivery, Incident, Notification, NotificationStatus, Outcome, Planned,
+    RetryPolicy, Timestamp, User,
 };
 use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
 
@@ -189,12 +189,12 @@ impl Dispatcher {
         for group in groups.into_values() {
             let channel = group[0].channel;
             let plan = self.plan(&group, now).await?;
-            for (delivery, key) in plan.deliveries {
-                let members: Vec<Notification> = delivery
-                    .members()
-                    .iter()
-                    .map(|i| group[*i].clone())
-                    .collect();
+            for planned in plan.deliveries {
+                let Planned {
+                    delivery,
+                    members,
+                    key,
+                } = planned;
                 if let Delivery::Hold(_) = delivery {
                     records.extend(members.iter().map(|n| hold(n, plan.opens, now)));
                     continue;
@@ -249,22 +249,10 @@ impl Dispatcher {
             Channel::Email => self.config.email_rate,
             Channel::Webhook => self.config.webhook_rate,
             Channel::Sms | Channel::InApp => {
-                let held: Vec<bool> = group.iter().map(|n| n.held).collect();
-                let deliveries = Delivery::plan(&held, usize::MAX)
-                    .into_iter()
-                    .map(|delivery| {
-                        let members: Vec<Notification> = delivery
-                            .members()
-                            .iter()
-                            .map(|i| group[*i].clone())
-                            .collect();
-                        (delivery, Delivery::key(&members))
-                    })
-                    .collect();
                 return Ok(SendPlan {
-                    deliveries,
+                    deliveries: Delivery::plan_group(group, usize::MAX),
                     opens: now,
-                });
+                })
             }
         };
         let RateLimit { count, per } = limit;

@@ -241,20 +241,10 @@ impl<B: Backend> Changes for B {
         let since = Timestamp::from_millis(now.as_millis() - per.as_millis() as i64);
         let sent = tx.window(channel, recipient, since).await?;
         let slots = (count as usize).saturating_sub(sent.len());
-        let held: Vec<bool> = group.iter().map(|n| n.held).collect();
-        let mut deliveries = Vec::new();
-        for delivery in Delivery::plan(&held, slots) {
-            let members: Vec<Notification> = delivery
-                .members()
-                .iter()
-                .map(|i| group[*i].clone())
-                .collect();
-            let key = Delivery::key(&members);
-            if !matches!(delivery, Delivery::Hold(_)) {
-                let ids: Vec<Uuid> = members.iter().map(|n| n.id).collect();
-                tx.reserve(&ids, &key, now).await?;
-            }
-            deliveries.push((delivery, key));
+        let deliveries = Delivery::plan_group(group, slots);
+        for planned in deliveries.iter().filter(|planned| !planned.is_held()) {
+            let ids: Vec<Uuid> = planned.members.iter().map(|n| n.id).collect();
+            tx.reserve(&ids, &planned.key, now).await?;
         }
         tx.commit().await?;
         Ok(SendPlan {

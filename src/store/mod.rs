@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, Delivery, Escalation, EscalationPolicy, Event, Incident, IncidentStatus,
-    InvalidTransition, NewEvent, NewToken, Notification, NotificationStatus, Outcome,
-    TimelineEntry, Timestamp, Token, User,
+    Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
+    NewEvent, NewToken, Notification, NotificationStatus, Outcome, Planned, TimelineEntry,
+    Timestamp, Token, User,
 };
 
 /// What every store operation returns.
@@ -250,8 +250,8 @@ pub trait Changes: Send + Sync + 'static {
 /// How a recipient's due notifications on one channel go out, from [`Changes::plan_sends`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendPlan {
-    /// Each delivery, with the idempotency key of its message ([`Delivery::key`]).
-    pub deliveries: Vec<(Delivery, String)>,
+    /// Each delivery, with its notifications and its message's key ([`Delivery::plan_group`]).
+    pub deliveries: Vec<Planned>,
     /// When the window has room again: when what is held becomes due.
     pub opens: Timestamp,
 }

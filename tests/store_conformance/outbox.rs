@@ -520,6 +520,14 @@ async fn claimed_for_alice(store: &dyn Store, count: usize) -> Vec<klaxon::domai
     claimed
 }
 
+/// Each planned delivery with its message's key.
+fn keyed(deliveries: &[klaxon::domain::Planned]) -> Vec<(Delivery, String)> {
+    deliveries
+        .iter()
+        .map(|planned| (planned.delivery.clone(), planned.key.clone()))
+        .collect()
+}
+
 async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
@@ -531,12 +539,13 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
         store.plan_sends(&claimed, 2, per, minute(1)).await.unwrap();
     let digest_key = Delivery::key(&claimed[1..]);
     assert_eq!(
-        deliveries,
+        keyed(&deliveries),
         [
             (Delivery::Single(0), claimed[0].id.to_string()),
             (Delivery::Digest(vec![1, 2]), digest_key.clone()),
         ]
     );
+    assert_eq!(deliveries[1].members, claimed[1..]);
     assert_eq!(opens, minute(1), "nothing was in the window");
     // Reserved: they count in the window from now, under their message's key.
     let stored = store
@@ -552,7 +561,7 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        later.deliveries,
+        keyed(&later.deliveries),
         [(Delivery::Hold(vec![0]), Delivery::key(&claimed[..1]))]
     );
     assert_eq!(later.opens, minute(11));
@@ -565,7 +574,7 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
         .unwrap();
     assert_eq!(after.deliveries.len(), 1);
     assert!(
-        matches!(after.deliveries[0].0, Delivery::Single(0)),
+        matches!(after.deliveries[0].delivery, Delivery::Single(0)),
         "{after:?}"
     );
 }
@@ -597,7 +606,7 @@ async fn racing_dispatchers_keep_to_the_window_together(backend: Backend) {
         sent += plan
             .deliveries
             .iter()
-            .filter(|(delivery, _)| !matches!(delivery, Delivery::Hold(_)))
+            .filter(|planned| !planned.is_held())
             .count();
     }
     assert_eq!(
