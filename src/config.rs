@@ -68,6 +68,18 @@ pub const DEFAULT_WEBHOOK_RATE: RateLimit = RateLimit {
     count: 60,
     per: Duration::from_secs(60),
 };
+/// The loud channels' limits, per contact method (phone number, topic), as GoAlert found
+/// necessary: one message a minute, and SMS at most 5 in 15 minutes and 11 an hour.
+pub const DEFAULT_SMS_RATES: [RateLimit; 3] = [
+    RateLimit::per_minutes(1, 1),
+    RateLimit::per_minutes(5, 15),
+    RateLimit::per_minutes(11, 60),
+];
+/// Voice: one call a minute, at most 3 in 15 minutes.
+pub const DEFAULT_VOICE_RATES: [RateLimit; 2] =
+    [RateLimit::per_minutes(1, 1), RateLimit::per_minutes(3, 15)];
+/// Push: at most 20 in 15 minutes per topic, as for email.
+pub const DEFAULT_PUSH_RATE: RateLimit = RateLimit::per_minutes(20, 15);
 
 #[derive(Clone)]
 pub struct Config {
@@ -88,7 +100,59 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     /// `[webhooks.<name>]`: the webhooks levels may name.
     pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// `[[sms.providers]]`: Twilio-compatible accounts that send SMS, tried in order.
+    pub sms: Vec<TwilioProvider>,
+    /// `[[voice.providers]]`: Twilio-compatible accounts that place calls, tried in order.
+    pub voice: Vec<TwilioProvider>,
+    /// `[push]`: the ntfy server push notifications are published to.
+    pub push: Option<PushConfig>,
     pub notifications: NotificationConfig,
+}
+
+/// One Twilio-compatible account (Twilio, or a provider that copies its API). Not
+/// `Debug`-printed with its token: see the manual impl below.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TwilioProvider {
+    /// Shown on notifications and the timeline as the provider that carried an attempt.
+    pub name: String,
+    /// `https://api.twilio.com` for Twilio; without a trailing `/`.
+    pub base_url: String,
+    pub account_sid: String,
+    /// Authenticates requests to the provider and signs (`X-Twilio-Signature`) its requests to
+    /// Klaxon.
+    pub auth_token: String,
+    /// The number messages and calls come from, in E.164.
+    pub from: String,
+}
+
+impl std::fmt::Debug for TwilioProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioProvider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"<set>")
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// `[push]`: a self-hosted ntfy server. Not `Debug`-printed with its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// The server's base URL, without a trailing `/`.
+    pub ntfy_url: String,
+    /// An ntfy access token (`tk_…`), sent as a bearer token when set.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("ntfy_url", &self.ntfy_url)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// `[email]`. Not `Debug`-printed with its password: see the manual impl below.
@@ -170,6 +234,10 @@ pub struct NotificationConfig {
     pub link_expiry: Duration,
     pub email_rate: RateLimit,
     pub webhook_rate: RateLimit,
+    /// Every one holds, per phone number.
+    pub sms_rates: Vec<RateLimit>,
+    pub voice_rates: Vec<RateLimit>,
+    pub push_rate: RateLimit,
 }
 
 impl Default for NotificationConfig {
@@ -182,6 +250,9 @@ impl Default for NotificationConfig {
             link_expiry: DEFAULT_LINK_EXPIRY,
             email_rate: DEFAULT_EMAIL_RATE,
             webhook_rate: DEFAULT_WEBHOOK_RATE,
+            sms_rates: DEFAULT_SMS_RATES.to_vec(),
+            voice_rates: DEFAULT_VOICE_RATES.to_vec(),
+            push_rate: DEFAULT_PUSH_RATE,
         }
     }
 }
@@ -191,6 +262,15 @@ impl Default for NotificationConfig {
 pub struct RateLimit {
     pub count: u32,
     pub per: Duration,
+}
+
+impl RateLimit {
+    pub const fn per_minutes(count: u32, minutes: u64) -> Self {
+        Self {
+            count,
+            per: Duration::from_secs(minutes * 60),
+        }
+    }
 }
 
 /// `[http]`: how long clients may take, and how many may be connected at once.
@@ -233,6 +313,9 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("email", &self.email)
             .field("webhooks", &self.webhooks)
+            .field("sms", &self.sms)
+            .field("voice", &self.voice)
+            .field("push", &self.push)
             .field("notifications", &self.notifications)
             .finish()
     }
@@ -260,6 +343,9 @@ impl Default for Config {
             public_url: format!("http://{listen}"),
             email: None,
             webhooks: BTreeMap::new(),
+            sms: Vec::new(),
+            voice: Vec::new(),
+            push: None,
             notifications: NotificationConfig::default(),
         }
     }
@@ -307,7 +393,36 @@ struct FileConfig {
     #[serde(default)]
     webhooks: BTreeMap<String, FileWebhook>,
     #[serde(default)]
+    sms: FileProviders,
+    #[serde(default)]
+    voice: FileProviders,
+    push: Option<FilePush>,
+    #[serde(default)]
     notifications: FileNotifications,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProviders {
+    #[serde(default)]
+    providers: Vec<FileProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProvider {
+    name: String,
+    base_url: String,
+    account_sid: String,
+    auth_token: String,
+    from: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePush {
+    ntfy_url: String,
+    token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +462,9 @@ struct FileNotifications {
 struct FileRateLimits {
     email: Option<FileRateLimit>,
     webhook: Option<FileRateLimit>,
+    sms: Option<Vec<FileRateLimit>>,
+    voice: Option<Vec<FileRateLimit>>,
+    push: Option<FileRateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,6 +634,9 @@ impl Config {
             None => format!("http://{listen}"),
         };
         let email = raw.email.map(email_from_file).transpose()?;
+        let sms = providers_from_file("sms", raw.sms.providers)?;
+        let voice = providers_from_file("voice", raw.voice.providers)?;
+        let push = raw.push.map(push_from_file).transpose()?;
         let notifications = notifications_from_file(raw.notifications)?;
         Ok(Self {
             listen,
@@ -532,6 +653,9 @@ impl Config {
             public_url,
             email,
             webhooks,
+            sms,
+            voice,
+            push,
             notifications,
         })
     }
@@ -587,6 +711,65 @@ fn email_from_file(email: FileEmail) -> Result<EmailConfig, ConfigError> {
         username: email.username,
         password: email.password,
         from,
+    })
+}
+
+/// An `http(s)` URL without its trailing `/`, or why not.
+fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(' ') {
+        return Err(invalid(key, "must be an http:// or https:// URL"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn providers_from_file(
+    channel: &str,
+    providers: Vec<FileProvider>,
+) -> Result<Vec<TwilioProvider>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    providers
+        .into_iter()
+        .enumerate()
+        .map(|(index, file)| {
+            let key = |field: &str| format!("{channel}.providers[{index}].{field}");
+            if file.name.trim().is_empty() || !names.insert(file.name.clone()) {
+                return Err(invalid(key("name"), "must be set, and unique in the list"));
+            }
+            for (field, value) in [
+                ("account_sid", &file.account_sid),
+                ("auth_token", &file.auth_token),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key(field), "must not be empty"));
+                }
+            }
+            if !crate::domain::is_e164(&file.from) {
+                return Err(invalid(
+                    key("from"),
+                    "must be a phone number in E.164, like +15551234567",
+                ));
+            }
+            Ok(TwilioProvider {
+                base_url: http_url(&key("base_url"), &file.base_url)?,
+                name: file.name,
+                account_sid: file.account_sid,
+                auth_token: file.auth_token,
+                from: file.from,
+            })
+        })
+        .collect()
+}
+
+fn push_from_file(push: FilePush) -> Result<PushConfig, ConfigError> {
+    if push.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(invalid(
+            "push.token",
+            "must not be empty; leave it out to send none",
+        ));
+    }
+    Ok(PushConfig {
+        ntfy_url: http_url("push.ntfy_url", &push.ntfy_url)?,
+        token: push.token,
     })
 }
 
@@ -664,6 +847,21 @@ fn notifications_from_file(file: FileNotifications) -> Result<NotificationConfig
         )?,
         email_rate: rate("email", file.rate_limits.email, defaults.email_rate)?,
         webhook_rate: rate("webhook", file.rate_limits.webhook, defaults.webhook_rate)?,
+        push_rate: rate("push", file.rate_limits.push, defaults.push_rate)?,
+        sms_rates: match file.rate_limits.sms {
+            None => defaults.sms_rates,
+            Some(limits) => limits
+                .into_iter()
+                .map(|limit| rate("sms", Some(limit), DEFAULT_SMS_RATES[0]))
+                .collect::<Result<_, _>>()?,
+        },
+        voice_rates: match file.rate_limits.voice {
+            None => defaults.voice_rates,
+            Some(limits) => limits
+                .into_iter()
+                .map(|limit| rate("voice", Some(limit), DEFAULT_VOICE_RATES[0]))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 

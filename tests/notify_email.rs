@@ -57,16 +57,15 @@ fn item(title: &str, severity: Severity, n: u128) -> Item {
 }
 
 fn to(email: &str, items: Vec<Item>) -> Outgoing {
-    Outgoing {
-        key: "0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d".to_owned(),
-        recipient: Recipient::Person(Person {
+    Outgoing::new(
+        "0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d".to_owned(),
+        Recipient::Person(Person {
             handle: "ada".to_owned(),
             name: "Ada Lovelace".to_owned(),
-            email: email.to_owned(),
-            phone: None,
+            address: email.to_owned(),
         }),
         items,
-    }
+    )
 }
 
 fn assert_link_lines(text: &str, item: &Item) {

@@ -54,11 +54,11 @@ fn item(incident: Incident) -> Item {
 }
 
 fn message(webhook: &str, items: Vec<Item>) -> Outgoing {
-    Outgoing {
-        key: format!("notification-{}", uuid::Uuid::now_v7()),
-        recipient: Recipient::Webhook(webhook.to_owned()),
+    Outgoing::new(
+        format!("notification-{}", uuid::Uuid::now_v7()),
+        Recipient::Webhook(webhook.to_owned()),
         items,
-    }
+    )
 }
 
 fn one_item_message(webhook: &str) -> Outgoing {
@@ -334,8 +334,7 @@ async fn an_unknown_webhook_or_a_person_is_fatal() {
     to_person.recipient = Recipient::Person(Person {
         handle: "ada".into(),
         name: "Ada".into(),
-        email: "ada@example.com".into(),
-        phone: None,
+        address: "ada@example.com".into(),
     });
     fatal(sender.send(&to_person).await);
     assert!(receiver.posts().is_empty());

@@ -3,6 +3,7 @@
 //! The state machine lives in [`incident`]; escalation policies in [`policy`]; the shapes of the
 //! records every backend stores in [`escalation`], [`event`], [`timeline`] and [`token`].
 
+pub mod contact;
 pub mod escalation;
 pub mod event;
 pub mod incident;
@@ -14,6 +15,9 @@ pub mod timeline;
 pub mod token;
 pub mod user;
 
+pub use contact::{
+    ContactMethod, ContactType, InvalidContact, NewContactMethod, NewRule, NotificationRule,
+};
 pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
@@ -26,4 +30,4 @@ pub use severity::Severity;
 pub use time::Timestamp;
 pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};
 pub use token::{InvalidTokenName, NewToken, Role, Token, TokenSecret};
-pub use user::{InvalidUser, User, UserChange, UserFields};
+pub use user::{is_e164, InvalidUser, User, UserChange, UserFields};

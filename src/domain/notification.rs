@@ -53,14 +53,25 @@ impl Channel {
             Self::InApp => "in_app",
             Self::Email => "email",
             Self::Sms => "sms",
+            Self::Voice => "voice",
+            Self::Push => "push",
             Self::Webhook => "webhook",
+            Self::Personal => "personal",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::InApp, Self::Email, Self::Sms, Self::Webhook]
-            .into_iter()
-            .find(|channel| channel.as_str() == text)
+        [
+            Self::InApp,
+            Self::Email,
+            Self::Sms,
+            Self::Voice,
+            Self::Push,
+            Self::Webhook,
+            Self::Personal,
+        ]
+        .into_iter()
+        .find(|channel| channel.as_str() == text)
     }
 }
 

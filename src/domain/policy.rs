@@ -4,14 +4,30 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A way to reach a person. Delivery comes with the notifications issue; the policy names them now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// A way to reach a person (or a webhook). `personal` is a level's way of saying "through each
+/// target's own notification rules": it plans notifications on the other channels.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     InApp,
     Email,
     Sms,
+    Voice,
+    Push,
     Webhook,
+    Personal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,7 +161,7 @@ fn check_name(name: &str) -> Result<String, InvalidUser> {
 
 /// One `@` with something on each side and a dot in the domain, no spaces or control characters:
 /// enough to catch a typo; the mail server has the last word.
-fn check_email(email: &str) -> Result<String, InvalidUser> {
+pub(crate) fn check_email(email: &str) -> Result<String, InvalidUser> {
     let email = email.trim();
     let valid = email.chars().count() <= MAX_EMAIL_CHARS
         && !email
@@ -184,12 +184,15 @@ fn check_email(email: &str) -> Result<String, InvalidUser> {
 }
 
 /// E.164: `+`, then 2 to 15 digits, the first not 0.
-fn check_phone(phone: &str) -> Result<String, InvalidUser> {
+pub fn is_e164(phone: &str) -> bool {
     let digits = phone.strip_prefix('+').unwrap_or("");
-    let valid = (2..=15).contains(&digits.len())
+    (2..=15).contains(&digits.len())
         && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.starts_with('0');
-    if !valid {
+        && !digits.starts_with('0')
+}
+
+fn check_phone(phone: &str) -> Result<String, InvalidUser> {
+    if !is_e164(phone) {
         return Err(invalid(
             "phone",
             "must be in E.164 form: + and the country code, then the number, digits only (+14155550100)",

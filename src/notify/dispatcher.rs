@@ -75,7 +75,11 @@ impl Channels {
                 .as_ref()
                 .ok_or_else(|| missing("no webhook is configured")),
             Channel::Sms => Err(missing("no SMS provider is configured")),
-            Channel::InApp => Err(missing("in-app notifications are delivered when stored")),
+            Channel::Voice => Err(missing("no voice provider is configured")),
+            Channel::Push => Err(missing("push is not configured: add a [push] section")),
+            Channel::InApp | Channel::Personal => {
+                Err(missing("in-app notifications are delivered when stored"))
+            }
         }
     }
 }
@@ -248,7 +252,7 @@ impl Dispatcher {
         let limit = match group[0].channel {
             Channel::Email => self.config.email_rate,
             Channel::Webhook => self.config.webhook_rate,
-            Channel::Sms | Channel::InApp => {
+            _ => {
                 return Ok(SendPlan {
                     deliveries: Delivery::plan_group(group, usize::MAX),
                     opens: now,
@@ -308,8 +312,7 @@ impl Context {
                 Recipient::Person(Person {
                     handle: user.handle.clone(),
                     name: user.name.clone(),
-                    email: user.email.clone(),
-                    phone: user.phone.clone(),
+                    address: user.email.clone(),
                 })
             }
             (_, None) => return Err(SendError::Fatal("the notification names no user".into())),
@@ -327,11 +330,7 @@ impl Context {
                 })
             })
             .collect::<Result<Vec<_>, SendError>>()?;
-        Ok(Outgoing {
-            key,
-            recipient,
-            items,
-        })
+        Ok(Outgoing::new(key, recipient, items))
     }
 }
 

@@ -155,6 +155,7 @@ impl Sender for EmailSender {
             })?;
         let said = reply.message().collect::<Vec<_>>().join(" ");
         Ok(Delivered {
+            provider: None,
             provider_id: (!said.is_empty()).then_some(said),
         })
     }
@@ -222,10 +223,10 @@ fn compose(from: &Mailbox, message: &Outgoing) -> Result<Message, SendError> {
             "email goes to people; a webhook is not an email recipient".to_owned(),
         ));
     };
-    let address = person.email.parse::<Address>().map_err(|error| {
+    let address = person.address.parse::<Address>().map_err(|error| {
         SendError::Fatal(format!(
             "{}'s email address {:?} is invalid: {error}",
-            person.handle, person.email
+            person.handle, person.address
         ))
     })?;
     let Some(first) = message.items.first() else {
@@ -395,16 +396,15 @@ mod tests {
     }
 
     fn to_ada(items: Vec<Item>) -> Outgoing {
-        Outgoing {
-            key: "0190b7a1-key".to_owned(),
-            recipient: Recipient::Person(Person {
+        Outgoing::new(
+            "0190b7a1-key".to_owned(),
+            Recipient::Person(Person {
                 handle: "ada".to_owned(),
                 name: "Ada Lovelace".to_owned(),
-                email: "ada@example.com".to_owned(),
-                phone: None,
+                address: "ada@example.com".to_owned(),
             }),
             items,
-        }
+        )
     }
 
     fn from() -> Mailbox {
@@ -551,7 +551,7 @@ mod tests {
     fn an_invalid_recipient_address_is_fatal() {
         let mut message = to_ada(vec![item("Database down", Severity::Critical, 1)]);
         if let Recipient::Person(person) = &mut message.recipient {
-            person.email = "not an address".to_owned();
+            person.address = "not an address".to_owned();
         }
         let error = compose(&from(), &message).expect_err("no mail to a bad address");
         assert!(

@@ -18,6 +18,7 @@ pub mod webhook;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use uuid::Uuid;
 
 pub use dispatcher::{Channels, Dispatcher};
 
@@ -32,9 +33,31 @@ pub struct Outgoing {
     pub recipient: Recipient,
     /// What the message is about, oldest first; never empty.
     pub items: Vec<Item>,
+    /// The notification the message is for (a digest's first): callbacks name it.
+    pub notification_id: Uuid,
+    /// The code a reply names (SMS and voice): "Reply ACK 4821 to acknowledge".
+    pub reply_code: Option<String>,
+    /// Which of the channel's providers carries this attempt, counted from 0 ([`Sender::providers`]
+    /// says how many there are): failover moves to the next one.
+    pub provider: usize,
+    /// Voice: the signed URL of the call's TwiML document, which Klaxon serves.
+    pub twiml_url: Option<String>,
 }
 
 impl Outgoing {
+    /// A message under `key` with no reply code, through the channel's first provider.
+    pub fn new(key: String, recipient: Recipient, items: Vec<Item>) -> Self {
+        Self {
+            key,
+            recipient,
+            notification_id: Uuid::nil(),
+            items,
+            reply_code: None,
+            provider: 0,
+            twiml_url: None,
+        }
+    }
+
     pub fn is_digest(&self) -> bool {
         self.items.len() > 1
     }
@@ -63,8 +86,9 @@ pub enum Recipient {
 pub struct Person {
     pub handle: String,
     pub name: String,
-    pub email: String,
-    pub phone: Option<String>,
+    /// Where this message goes on its channel: the contact method's email address, phone number,
+    /// ntfy topic or URL.
+    pub address: String,
 }
 
 /// One incident that a message tells of, at the level that reached the recipient, with the links
@@ -88,9 +112,11 @@ pub struct Links {
 /// A message the provider accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
-    /// The provider's id for the message (an SMTP queue id, a webhook's answer id), when it gives
-    /// one.
+    /// The provider's id for the message (an SMTP queue id, a Twilio `SM…`/`CA…` sid), when it
+    /// gives one.
     pub provider_id: Option<String>,
+    /// The name of the provider that carried it, where a channel has several.
+    pub provider: Option<String>,
 }
 
 /// Why a message was not delivered, classed by whether trying again may help.
@@ -116,6 +142,12 @@ impl SendError {
 #[async_trait]
 pub trait Sender: Send + Sync + 'static {
     async fn send(&self, message: &Outgoing) -> Result<Delivered, SendError>;
+
+    /// The names of the providers this channel fails over between, in order; empty where the
+    /// channel has one way out.
+    fn providers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// `text` safe in HTML text and in a quoted attribute: for the bodies of mails and the pages of

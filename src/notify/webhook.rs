@@ -133,7 +133,10 @@ impl Sender for WebhookSender {
                 .get(REQUEST_ID_HEADER)
                 .and_then(|id| id.to_str().ok())
                 .map(str::to_owned);
-            return Ok(Delivered { provider_id });
+            return Ok(Delivered {
+                provider_id,
+                provider: None,
+            });
         }
         Err(refusal(name, status, &excerpt(answer).await))
     }
@@ -382,11 +385,7 @@ mod tests {
                 resolve: "https://klaxon.example/r".into(),
             },
         };
-        let message = Outgoing {
-            key: "k".into(),
-            recipient: Recipient::Webhook("ops".into()),
-            items: vec![item; 60],
-        };
+        let message = Outgoing::new("k".into(), Recipient::Webhook("ops".into()), vec![item; 60]);
         let slack = SlackMessage::of(&message);
         assert_eq!(slack.blocks.len(), 50);
         assert_eq!(slack.blocks[49].text.text, "…and 11 more");
