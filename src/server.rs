@@ -74,7 +74,13 @@ fn channels(config: &Config) -> Result<Channels, StartError> {
         })?;
         Some(Arc::new(sender) as Arc<dyn Sender>)
     };
-    Ok(Channels { email, webhook })
+    Ok(Channels {
+        email,
+        webhook,
+        sms: None,
+        voice: None,
+        push: None,
+    })
 }
 
 /// Connects to the configured database and applies pending migrations.

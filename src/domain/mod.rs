@@ -22,6 +22,7 @@ pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use notification::{
+    Directory, Failover,
     Attempt, Audience, Delivery, LevelNotifications, Notification, NotificationStatus, Outcome,
     Planned, RetryPolicy,
 };

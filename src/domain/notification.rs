@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::token::hex;
 use super::{
-    Channel, Escalation, EscalationLevel, NewTimelineEntry, Role, TimelineDetail, Timestamp, User,
+    Channel, ContactMethod, ContactType, Escalation, EscalationLevel, NewTimelineEntry,
+    NotificationRule, Role, TimelineDetail, Timestamp, User,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -24,6 +25,8 @@ pub enum NotificationStatus {
     Pending,
     /// The provider accepted it.
     Sent,
+    /// The provider's receipt says it reached the phone (a text delivered, a call answered).
+    Delivered,
     /// Its attempts ran out, or it failed in a way no retry mends; `last_error` says why.
     Failed,
     /// The incident was acknowledged, resolved or cancelled before it was sent.
@@ -35,13 +38,20 @@ impl NotificationStatus {
         match self {
             Self::Pending => "PENDING",
             Self::Sent => "SENT",
+            Self::Delivered => "DELIVERED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed, Self::Cancelled]
+        [
+            Self::Pending,
+            Self::Sent,
+            Self::Delivered,
+            Self::Failed,
+            Self::Cancelled,
+        ]
             .into_iter()
             .find(|status| status.as_str() == text)
     }
@@ -90,6 +100,26 @@ pub struct Notification {
     pub last_error: Option<String>,
     /// The provider's id for the message that carried it.
     pub provider_id: Option<String>,
+    /// The same as `provider_id`: the provider's id for the message (a Twilio `SM…` or `CA…`
+    /// sid), by which its receipts find it.
+    pub provider_message_id: Option<String>,
+    /// The provider that carried the last attempt (`[[sms.providers]]` and `[[voice.providers]]`
+    /// name them).
+    pub provider: Option<String>,
+    /// Which of the channel's providers carries the next attempt, counted from 0.
+    #[serde(skip)]
+    pub provider_index: i32,
+    /// Where it goes: an email address, a phone number, an ntfy topic or a URL (none for in-app
+    /// and configured webhooks).
+    pub address: Option<String>,
+    /// The contact method it goes through.
+    pub contact_method_id: Option<Uuid>,
+    /// What sets it apart within its escalation, recipient and channel: empty for a level's own
+    /// channel, a contact method's id, or `rule:<id>:<n>` for a personal rule's `n`th message.
+    pub route: String,
+    /// The code a reply to it names (`ACK 4821`).
+    #[serde(skip)]
+    pub reply_code: Option<String>,
     /// Held back by the recipient's rate limit, to go out in a digest.
     pub held: bool,
     /// The idempotency key of the message that carried it (or will): its own id, or a digest's.
@@ -100,6 +130,14 @@ pub struct Notification {
     pub updated_at: Timestamp,
     pub sent_at: Option<Timestamp>,
     pub read_at: Option<Timestamp>,
+}
+
+impl Notification {
+    /// What its channel's rate limits count by: its address (a phone number, a topic, an email
+    /// address: one contact method), or, without one, its recipient (a webhook's name).
+    pub fn rate_key(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.recipient)
+    }
 }
 
 /// Who a level reaches, resolved from its targets and the users there are when it executes.
@@ -145,6 +183,26 @@ impl<'a> Audience<'a> {
     }
 }
 
+/// Everyone a level may reach, and how: the users there are, their contact methods and their
+/// personal rules, read when the level executes.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub users: Vec<User>,
+    /// Enabled contact methods.
+    pub methods: Vec<ContactMethod>,
+    /// Enabled personal rules, in the order they were made.
+    pub rules: Vec<NotificationRule>,
+}
+
+impl Directory {
+    fn methods_of(&self, user: &User, kind: ContactType) -> impl Iterator<Item = &ContactMethod> {
+        let id = user.id;
+        self.methods
+            .iter()
+            .filter(move |m| m.user_id == id && m.kind == kind)
+    }
+}
+
 /// What executing one level creates: its notifications and the timeline entries that say who it
 /// could not reach.
 #[derive(Debug, Clone, Default)]
@@ -159,28 +217,41 @@ pub struct LevelNotifications {
 /// Why a level told no one: nobody it names is active, and there is no active admin.
 pub const REACHED_NOBODY: &str = "no active user named, no active admin";
 
+/// Where one notification goes, and when.
+struct Route<'a> {
+    channel: Channel,
+    recipient: &'a str,
+    user_id: Option<Uuid>,
+    method: Option<&'a ContactMethod>,
+    route: String,
+    due_at: Timestamp,
+}
+
 impl LevelNotifications {
-    /// The notifications of `escalation`, which executed `level` at `at`, to `users` (every user
-    /// there is; the level picks its own).
+    /// The notifications of `escalation`, which executed `level` at `at`, to the people of
+    /// `directory` the level names:
+    /// - `in_app`: one each, delivered by being stored;
+    /// - `email`, `sms`, `voice`, `push`: one for each of their contact methods of that type;
+    /// - `personal`: one for each message of each of their rules, due at `at` plus the rule's
+    ///   delay (and each repeat); someone without rules is told in-app;
+    /// - `webhook`: one for each webhook the level names.
     pub fn plan(
         escalation: &Escalation,
         level: &EscalationLevel,
-        users: &[User],
+        directory: &Directory,
         at: Timestamp,
     ) -> Self {
-        let audience = Audience::of(level, users);
+        let audience = Audience::of(level, &directory.users);
         let mut planned = Self::default();
         let incident_id = escalation.incident_id;
         for target in &audience.unresolved {
-            planned.entries.push(NewTimelineEntry::system(
+            planned.unreached(
                 incident_id,
+                level.level,
+                target,
+                "no active user has this handle",
                 at,
-                TimelineDetail::TargetUnresolved {
-                    escalation_level: level.level,
-                    target: target.clone(),
-                    reason: "no active user has this handle".into(),
-                },
-            ));
+            );
         }
         let tells_people = level.channels.iter().any(|c| *c != Channel::Webhook);
         if tells_people && audience.people.is_empty() {
@@ -196,29 +267,122 @@ impl LevelNotifications {
                 },
             ));
         }
-        for &channel in &level.channels {
-            if channel == Channel::Webhook {
-                for name in &level.webhooks {
-                    planned.add(escalation, channel, name, None, at);
-                }
-                continue;
+        fn at_once<'r>(
+            channel: Channel,
+            recipient: &'r str,
+            user_id: Option<Uuid>,
+            method: Option<&'r ContactMethod>,
+            at: Timestamp,
+        ) -> Route<'r> {
+            Route {
+                channel,
+                recipient,
+                user_id,
+                route: method.map(|m| m.id.to_string()).unwrap_or_default(),
+                method,
+                due_at: at,
             }
-            for user in &audience.people {
-                planned.add(escalation, channel, &user.handle, Some(user.id), at);
+        }
+        for &channel in &level.channels {
+            match channel {
+                Channel::Webhook => {
+                    for name in &level.webhooks {
+                        planned.add(escalation, at_once(channel, name, None, None, at), at);
+                    }
+                }
+                Channel::InApp => {
+                    for user in &audience.people {
+                        let route = at_once(channel, &user.handle, Some(user.id), None, at);
+                        planned.add(escalation, route, at);
+                    }
+                }
+                Channel::Personal => {
+                    for user in &audience.people {
+                        planned.personal(escalation, level, user, directory, at);
+                    }
+                }
+                Channel::Email | Channel::Sms | Channel::Voice | Channel::Push => {
+                    let kind = ContactType::of(channel).expect("a person's channel");
+                    for user in &audience.people {
+                        let mut methods = directory.methods_of(user, kind).peekable();
+                        if methods.peek().is_none() {
+                            let reason = format!("{} has no {} contact method", user.handle, kind.as_str());
+                            planned.unreached(incident_id, level.level, &user.handle, &reason, at);
+                        }
+                        for method in methods {
+                            let route = at_once(channel, &user.handle, Some(user.id), Some(method), at);
+                            planned.add(escalation, route, at);
+                        }
+                    }
+                }
             }
         }
         planned
     }
 
-    fn add(
+    /// `user`'s own rules: each message of each rule, at its time.
+    fn personal(
         &mut self,
         escalation: &Escalation,
-        channel: Channel,
-        recipient: &str,
-        user_id: Option<Uuid>,
+        level: &EscalationLevel,
+        user: &User,
+        directory: &Directory,
         at: Timestamp,
     ) {
+        let mut told = false;
+        for rule in directory.rules.iter().filter(|r| r.user_id == user.id) {
+            let Some(method) = directory
+                .methods
+                .iter()
+                .find(|m| m.id == rule.contact_method_id && m.user_id == user.id)
+            else {
+                continue;
+            };
+            for (n, after) in rule.occurrences().into_iter().enumerate() {
+                let route = Route {
+                    channel: method.kind.channel(),
+                    recipient: &user.handle,
+                    user_id: Some(user.id),
+                    method: Some(method),
+                    route: format!("rule:{}:{n}", rule.id),
+                    due_at: at.after(after),
+                };
+                self.add(escalation, route, at);
+                told = true;
+            }
+        }
+        if !told {
+            let reason = format!("{} has no notification rules: told in-app", user.handle);
+            self.unreached(escalation.incident_id, level.level, &user.handle, &reason, at);
+            if !level.channels.contains(&Channel::InApp) {
+                let route = Route {
+                    channel: Channel::InApp,
+                    recipient: &user.handle,
+                    user_id: Some(user.id),
+                    method: None,
+                    route: String::new(),
+                    due_at: at,
+                };
+                self.add(escalation, route, at);
+            }
+        }
+    }
+
+    fn unreached(&mut self, incident_id: Uuid, level: i32, target: &str, reason: &str, at: Timestamp) {
+        self.entries.push(NewTimelineEntry::system(
+            incident_id,
+            at,
+            TimelineDetail::TargetUnresolved {
+                escalation_level: level,
+                target: target.to_owned(),
+                reason: reason.to_owned(),
+            },
+        ));
+    }
+
+    fn add(&mut self, escalation: &Escalation, route: Route<'_>, at: Timestamp) {
         let id = Uuid::now_v7();
+        let channel = route.channel;
         // In-app is delivered by being stored: it is sent the moment it exists.
         let in_app = channel == Channel::InApp;
         let notification = Notification {
@@ -227,8 +391,8 @@ impl LevelNotifications {
             incident_id: escalation.incident_id,
             escalation_level: escalation.escalation_level,
             channel,
-            recipient: recipient.to_owned(),
-            user_id,
+            recipient: route.recipient.to_owned(),
+            user_id: route.user_id,
             status: if in_app {
                 NotificationStatus::Sent
             } else {
@@ -237,9 +401,16 @@ impl LevelNotifications {
             attempts: i32::from(in_app),
             last_error: None,
             provider_id: None,
+            provider_message_id: None,
+            provider: None,
+            provider_index: 0,
+            address: route.method.map(|m| m.address.clone()),
+            contact_method_id: route.method.map(|m| m.id),
+            route: route.route,
+            reply_code: None,
             held: false,
             message_key: Some(id.to_string()),
-            due_at: at,
+            due_at: route.due_at,
             created_at: at,
             updated_at: at,
             sent_at: in_app.then_some(at),
@@ -253,6 +424,53 @@ impl LevelNotifications {
             ));
         }
         self.notifications.push(notification);
+    }
+}
+
+/// The room a recipient's windows leave now: how many more messages may go (the fewest any
+/// limit allows) and, when none may, when the first window opens again. `sent` holds when
+/// each message counted went out, oldest first; each limit is `(count, per)`.
+pub fn room(sent: &[Timestamp], limits: &[(u32, Duration)], now: Timestamp) -> (usize, Timestamp) {
+    let mut slots = usize::MAX;
+    let mut opens = now;
+    for &(count, per) in limits {
+        let since = now.as_millis() - per.as_millis() as i64;
+        let within: Vec<&Timestamp> = sent.iter().filter(|t| t.as_millis() > since).collect();
+        let count = count as usize;
+        slots = slots.min(count.saturating_sub(within.len()));
+        if within.len() >= count {
+            // The window has room again once enough of its messages have left it.
+            opens = opens.max(within[within.len() - count].after(per));
+        }
+    }
+    (slots, opens)
+}
+
+/// How an attempt that failed moves between a channel's providers: to the next one at once,
+/// and only after the last back to the first, after the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    /// How many providers the channel has (0 or 1: no failover).
+    pub providers: usize,
+}
+
+impl Failover {
+    /// The provider that carries the attempt after a retryable failure on `index`, and whether
+    /// it goes at once (another provider remains) or after the backoff (every one has failed).
+    pub fn next(self, index: i32) -> (i32, bool) {
+        let next = index + 1;
+        if (next as usize) < self.providers {
+            (next, true)
+        } else {
+            (0, false)
+        }
+    }
+
+    /// How many times every provider has failed, given the attempts so far: what the backoff
+    /// grows with.
+    pub fn rounds(self, failures: i32) -> u32 {
+        let per_round = self.providers.max(1) as i32;
+        u32::try_from(failures / per_round).unwrap_or(0)
     }
 }
 
@@ -286,6 +504,10 @@ pub struct Outcome {
     pub sent_at: Option<Timestamp>,
     /// Held back by the rate limit, for the next digest.
     pub held: bool,
+    /// The provider that carried the attempt, where the channel has several.
+    pub provider: Option<String>,
+    /// The provider that carries the next attempt (or carried this one, once sent).
+    pub provider_index: i32,
 }
 
 impl Outcome {
@@ -298,6 +520,8 @@ impl Outcome {
             provider_id: None,
             sent_at: None,
             held: true,
+            provider: None,
+            provider_index: 0,
         }
     }
 
@@ -312,6 +536,8 @@ impl Outcome {
                 provider_id: provider_id.clone(),
                 sent_at: Some(at),
                 held: false,
+                provider: None,
+                provider_index: 0,
             },
             Attempt::Failed {
                 error,
@@ -331,6 +557,8 @@ impl Outcome {
                     provider_id: None,
                     sent_at: None,
                     held: false,
+                    provider: None,
+                    provider_index: 0,
                 }
             }
         }
@@ -404,6 +632,14 @@ impl Delivery {
             hasher.update(id.as_bytes());
         }
         format!("digest-{}", hex(&hasher.finalize()[..16]))
+    }
+
+    /// The code a reply to the message `key` names: four digits drawn from the key, so that a
+    /// re-sent message carries the same code, and a digest's code acts on all its incidents.
+    pub fn reply_code(key: &str) -> String {
+        let digest = Sha256::digest(key.as_bytes());
+        let number = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 10_000;
+        format!("{number:04}")
     }
 
     /// Storm protection: while there is room, each notification goes alone; what does not fit
@@ -518,7 +754,12 @@ mod tests {
             &["ops", "slack"],
         );
         let at = Timestamp::from_millis(6);
-        let planned = LevelNotifications::plan(&escalation, &level, &users, at);
+        let directory = Directory {
+            methods: users.iter().flat_map(ContactMethod::firsts).collect(),
+            users: users.to_vec(),
+            rules: Vec::new(),
+        };
+        let planned = LevelNotifications::plan(&escalation, &level, &directory, at);
         let rows: Vec<_> = planned
             .notifications
             .iter()
@@ -539,6 +780,136 @@ mod tests {
             1,
             "the in-app delivery is on the timeline"
         );
+    }
+
+    #[test]
+    fn personal_rules_plan_each_message_at_its_time_and_repeat() {
+        use crate::domain::{NewContactMethod, NewRule, NotificationRule};
+        let mut ann = user("ann", Role::Responder, true);
+        ann.phone = Some("+14155550100".into());
+        let ben = user("ben", Role::Responder, true);
+        let at = Timestamp::from_millis(10_000);
+        let methods = ContactMethod::firsts(&ann);
+        let push = ContactMethod::new(
+            ann.id,
+            NewContactMethod {
+                kind: ContactType::Push,
+                address: "ann-pager".into(),
+            },
+            at,
+        )
+        .unwrap();
+        let voice = methods.iter().find(|m| m.kind == ContactType::Voice).unwrap().clone();
+        let rule = |method: &ContactMethod, delay: u64, every: Option<u64>, max: Option<u32>| {
+            let new = NewRule {
+                contact_method_id: method.id,
+                delay: Duration::from_secs(delay),
+                repeat_every: every.map(Duration::from_secs),
+                max_repeats: max,
+            };
+            NotificationRule::new(ann.id, new, at).unwrap()
+        };
+        let directory = Directory {
+            users: vec![ann.clone(), ben.clone()],
+            methods: [methods.clone(), vec![push.clone()]].concat(),
+            rules: vec![rule(&push, 0, None, None), rule(&voice, 180, Some(300), Some(2))],
+        };
+        let escalation = Escalation {
+            id: Uuid::now_v7(),
+            incident_id: Uuid::now_v7(),
+            escalation_level: 1,
+            status: EscalationStatus::Executed,
+            scheduled_at: at,
+            executed_at: Some(at),
+            cancelled_at: None,
+            created_at: at,
+        };
+        let level = level(&[Channel::Personal], &["ann", "ben"], &[]);
+        let planned = LevelNotifications::plan(&escalation, &level, &directory, at);
+        let rows: Vec<_> = planned
+            .notifications
+            .iter()
+            .map(|n| (n.recipient.as_str(), n.channel, n.address.clone(), (n.due_at.as_millis() - 10_000) / 1000))
+            .collect();
+        let phone = Some("+14155550100".to_owned());
+        assert_eq!(
+            rows,
+            [
+                ("ann", Channel::Push, Some("ann-pager".to_owned()), 0),
+                ("ann", Channel::Voice, phone.clone(), 180),
+                ("ann", Channel::Voice, phone.clone(), 480),
+                ("ann", Channel::Voice, phone, 780),
+                ("ben", Channel::InApp, None, 0),
+            ]
+        );
+        let routes: std::collections::HashSet<_> =
+            planned.notifications.iter().map(|n| (&n.recipient, n.channel, &n.route)).collect();
+        assert_eq!(routes.len(), 5, "each has its own place under the unique key");
+        assert!(
+            planned.entries.iter().any(|e| matches!(&e.detail,
+                TimelineDetail::TargetUnresolved { target, reason, .. }
+                    if target == "ben" && reason.contains("no notification rules"))),
+            "ben, without rules, is told in-app and the timeline says so"
+        );
+    }
+
+    #[test]
+    fn a_level_channel_uses_every_contact_method_of_its_type() {
+        let mut ann = user("ann", Role::Responder, true);
+        ann.phone = Some("+14155550100".into());
+        let ben = user("ben", Role::Responder, true);
+        let directory = Directory {
+            methods: [ContactMethod::firsts(&ann), ContactMethod::firsts(&ben)].concat(),
+            users: vec![ann, ben],
+            rules: Vec::new(),
+        };
+        let at = Timestamp::from_millis(5);
+        let escalation = Escalation {
+            id: Uuid::now_v7(),
+            incident_id: Uuid::now_v7(),
+            escalation_level: 3,
+            status: EscalationStatus::Executed,
+            scheduled_at: at,
+            executed_at: Some(at),
+            cancelled_at: None,
+            created_at: at,
+        };
+        let planned =
+            LevelNotifications::plan(&escalation, &level(&[Channel::Sms], &["ann", "ben"], &[]), &directory, at);
+        let texts: Vec<_> = planned.notifications.iter().map(|n| (n.recipient.as_str(), n.address.as_deref())).collect();
+        assert_eq!(texts, [("ann", Some("+14155550100"))]);
+        assert!(planned.entries.iter().any(|e| matches!(&e.detail,
+            TimelineDetail::TargetUnresolved { target, .. } if target == "ben")));
+    }
+
+    #[test]
+    fn room_is_the_least_any_window_leaves() {
+        let at = |s: i64| Timestamp::from_millis(s * 1000);
+        let limits = [(1, Duration::from_secs(60)), (5, Duration::from_secs(900))];
+        assert_eq!(room(&[], &limits, at(1000)), (1, at(1000)));
+        // one a minute: the last went 30 s ago, so room again in 30 s
+        assert_eq!(room(&[at(970)], &limits, at(1000)), (0, at(1030)));
+        // five in 15 minutes: the oldest of the five leaves the window first
+        let five: Vec<_> = [200, 300, 400, 500, 600].into_iter().map(at).collect();
+        assert_eq!(room(&five, &limits, at(1000)), (0, at(1100)));
+        assert_eq!(room(&five[1..], &limits, at(1000)).0, 1);
+    }
+
+    #[test]
+    fn failover_moves_on_at_once_and_backs_off_after_the_last_provider() {
+        let two = Failover { providers: 2 };
+        assert_eq!(two.next(0), (1, true));
+        assert_eq!(two.next(1), (0, false));
+        assert_eq!(Failover { providers: 0 }.next(0), (0, false));
+        assert_eq!((two.rounds(1), two.rounds(2), two.rounds(5)), (0, 1, 2));
+    }
+
+    #[test]
+    fn reply_codes_are_four_digits_and_stable() {
+        let code = Delivery::reply_code("0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d");
+        assert_eq!(code.len(), 4);
+        assert!(code.chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(code, Delivery::reply_code("0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d"));
     }
 
     #[test]

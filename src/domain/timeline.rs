@@ -39,10 +39,14 @@ pub enum TimelineKind {
     NotificationFailed,
     #[serde(rename = "notification.cancelled")]
     NotificationsCancelled,
+    #[serde(rename = "notification.delivered")]
+    NotificationDelivered,
+    #[serde(rename = "notification.undelivered")]
+    NotificationUndelivered,
 }
 
 impl TimelineKind {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 17] = [
         Self::IncidentCreated,
         Self::EventAppended,
         Self::IncidentAcknowledged,
@@ -58,6 +62,8 @@ impl TimelineKind {
         Self::NotificationRetrying,
         Self::NotificationFailed,
         Self::NotificationsCancelled,
+        Self::NotificationDelivered,
+        Self::NotificationUndelivered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +83,8 @@ impl TimelineKind {
             Self::NotificationRetrying => "notification.retrying",
             Self::NotificationFailed => "notification.failed",
             Self::NotificationsCancelled => "notification.cancelled",
+            Self::NotificationDelivered => "notification.delivered",
+            Self::NotificationUndelivered => "notification.undelivered",
         }
     }
 
@@ -176,6 +184,9 @@ pub enum TimelineDetail {
         channel: Channel,
         recipient: String,
         attempt: i32,
+        /// The provider that carried the attempt, where the channel has several.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         provider_id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +199,28 @@ pub enum TimelineDetail {
     },
     /// The incident stopped escalating before these notifications were sent.
     NotificationsCancelled { count: usize, reason: String },
+    /// The provider's receipt for a message: it reached the phone, or it did not (and the
+    /// notification fails over to the next provider, or is retried, or has failed).
+    NotificationReceipt {
+        #[serde(skip)]
+        delivered: bool,
+        notification_id: Uuid,
+        channel: Channel,
+        recipient: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        provider_message_id: String,
+        /// The provider's status word (`delivered`, `undelivered`, `no-answer`, …).
+        status: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// What happens next for an undelivered one: `failover`, `retry` or `failed`, or
+        /// `stopped` when the incident no longer escalates.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        then: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_at: Option<Timestamp>,
+    },
 }
 
 impl TimelineDetail {
@@ -252,6 +285,7 @@ impl TimelineDetail {
             channel: notification.channel,
             recipient: notification.recipient.clone(),
             attempt: notification.attempts,
+            provider: notification.provider.clone(),
             provider_id: notification.provider_id.clone(),
             error: None,
             retry_at: None,
@@ -272,6 +306,7 @@ impl TimelineDetail {
             channel: notification.channel,
             recipient: notification.recipient.clone(),
             attempt,
+            provider: outcome.provider.clone(),
             provider_id: outcome.provider_id.clone(),
             error: outcome.last_error.clone(),
             retry_at: (outcome.status == NotificationStatus::Pending).then_some(outcome.due_at),
@@ -284,13 +319,21 @@ impl TimelineDetail {
             Self::TargetUnresolved { .. } => TimelineKind::TargetUnresolved,
             Self::FellBackToAdmins { .. } => TimelineKind::FellBackToAdmins,
             Self::NotificationAttempted { status, .. } => match status {
-                NotificationStatus::Sent => TimelineKind::NotificationSent,
+                NotificationStatus::Sent | NotificationStatus::Delivered => {
+                    TimelineKind::NotificationSent
+                }
                 NotificationStatus::Pending => TimelineKind::NotificationRetrying,
                 NotificationStatus::Failed | NotificationStatus::Cancelled => {
                     TimelineKind::NotificationFailed
                 }
             },
             Self::NotificationsCancelled { .. } => TimelineKind::NotificationsCancelled,
+            Self::NotificationReceipt { delivered: true, .. } => {
+                TimelineKind::NotificationDelivered
+            }
+            Self::NotificationReceipt { delivered: false, .. } => {
+                TimelineKind::NotificationUndelivered
+            }
             Self::Ingested {
                 deduplicated: false,
                 ..

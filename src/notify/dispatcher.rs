@@ -33,7 +33,7 @@ use super::{Delivered, Item, Outgoing, Person, Recipient, SendError, Sender};
 use crate::backoff::Backoff;
 use crate::config::{NotificationConfig, RateLimit};
 use crate::domain::{
-    Attempt, Channel, Delivery, Incident, Notification, NotificationStatus, Outcome, Planned,
+    Attempt, Channel, Delivery, Failover, Incident, Notification, NotificationStatus, Outcome, Planned,
     RetryPolicy, Timestamp, User,
 };
 use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
@@ -52,6 +52,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Channels {
     pub email: Option<Arc<dyn Sender>>,
     pub webhook: Option<Arc<dyn Sender>>,
+    pub sms: Option<Arc<dyn Sender>>,
+    pub voice: Option<Arc<dyn Sender>>,
+    pub push: Option<Arc<dyn Sender>>,
 }
 
 /// How many sends of one channel may be in flight at once.
@@ -63,7 +66,8 @@ fn in_flight_limit(channel: Channel) -> usize {
 }
 
 impl Channels {
-    fn sender(&self, channel: Channel) -> Result<&Arc<dyn Sender>, SendError> {
+    /// The sender of `channel`, or why there is none.
+    pub fn sender(&self, channel: Channel) -> Result<&Arc<dyn Sender>, SendError> {
         let missing = |why: &str| SendError::Fatal(why.to_owned());
         match channel {
             Channel::Email => self
@@ -74,9 +78,17 @@ impl Channels {
                 .webhook
                 .as_ref()
                 .ok_or_else(|| missing("no webhook is configured")),
-            Channel::Sms => Err(missing("no SMS provider is configured")),
-            Channel::Voice => Err(missing("no voice provider is configured")),
-            Channel::Push => Err(missing("push is not configured: add a [push] section")),
+            Channel::Sms => self
+                .sms
+                .as_ref()
+                .ok_or_else(|| missing("no SMS provider is configured: add [[sms.providers]]")),
+            Channel::Voice => self.voice.as_ref().ok_or_else(|| {
+                missing("no voice provider is configured: add [[voice.providers]]")
+            }),
+            Channel::Push => self
+                .push
+                .as_ref()
+                .ok_or_else(|| missing("push is not configured: add a [push] section")),
             Channel::InApp | Channel::Personal => {
                 Err(missing("in-app notifications are delivered when stored"))
             }
@@ -180,10 +192,7 @@ impl Dispatcher {
         let context = self.context(claimed).await?;
         let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
         for notification in claimed {
-            let key = (
-                notification.channel.as_str(),
-                notification.recipient.as_str(),
-            );
+            let key = (notification.channel.as_str(), notification.rate_key());
             groups.entry(key).or_default().push(notification.clone());
         }
         let mut records = Vec::new();
@@ -205,6 +214,10 @@ impl Dispatcher {
                 }
                 let message = context.message(&members, key.clone(), signer, now);
                 let sender = self.channels.sender(channel).cloned();
+                let providers = sender
+                    .as_ref()
+                    .map(|sender| sender.providers())
+                    .unwrap_or_default();
                 let permits = permits
                     .entry(channel)
                     .or_insert_with(|| Arc::new(Semaphore::new(in_flight_limit(channel))))
@@ -224,7 +237,12 @@ impl Dispatcher {
                         (Err(error), _) => Err(error.clone()),
                         (_, Err(error)) => Err(error),
                     };
-                    attempted(&members, &result, &key, policy, &config)
+                    let tried = Tried {
+                        key: &key,
+                        providers: &providers,
+                        reply_code: message.ok().and_then(|m| m.reply_code),
+                    };
+                    attempted(&members, &result, &tried, policy, &config)
                 });
             }
         }
@@ -249,18 +267,23 @@ impl Dispatcher {
     /// limit, decided and reserved in the store with the recipient's window held against other
     /// dispatchers; each alone where there is none.
     async fn plan(&self, group: &[Notification], now: Timestamp) -> Result<SendPlan, StoreError> {
-        let limit = match group[0].channel {
-            Channel::Email => self.config.email_rate,
-            Channel::Webhook => self.config.webhook_rate,
-            _ => {
-                return Ok(SendPlan {
-                    deliveries: Delivery::plan_group(group, usize::MAX),
-                    opens: now,
-                })
-            }
+        let config = &self.config;
+        let limits: Vec<RateLimit> = match group[0].channel {
+            Channel::Email => vec![config.email_rate],
+            Channel::Webhook => vec![config.webhook_rate],
+            Channel::Sms => config.sms_rates.clone(),
+            Channel::Voice => config.voice_rates.clone(),
+            Channel::Push => vec![config.push_rate],
+            Channel::InApp | Channel::Personal => Vec::new(),
         };
-        let RateLimit { count, per } = limit;
-        self.store.plan_sends(group, count, per, now).await
+        if limits.is_empty() {
+            return Ok(SendPlan {
+                deliveries: Delivery::plan_group(group, usize::MAX),
+                opens: now,
+            });
+        }
+        let limits: Vec<(u32, Duration)> = limits.iter().map(|l| (l.count, l.per)).collect();
+        self.store.plan_sends(group, &limits, now).await
     }
 
     /// The incidents and people the claimed notifications are about.
@@ -304,15 +327,23 @@ impl Context {
     ) -> Result<Outgoing, SendError> {
         let first = &members[0];
         let recipient = match (first.channel, first.user_id) {
-            (Channel::Webhook, _) => Recipient::Webhook(first.recipient.clone()),
+            (Channel::Webhook, None) => Recipient::Webhook(first.recipient.clone()),
             (_, Some(user_id)) => {
                 let user = self.users.get(&user_id).ok_or_else(|| {
                     SendError::Fatal(format!("user {} not found", first.recipient))
                 })?;
+                // A notification made before contact methods carries no address: the user's.
+                let address = match (&first.address, first.channel) {
+                    (Some(address), _) => address.clone(),
+                    (None, Channel::Email) => user.email.clone(),
+                    (None, _) => user.phone.clone().ok_or_else(|| {
+                        SendError::Fatal(format!("{} has no phone number", user.handle))
+                    })?,
+                };
                 Recipient::Person(Person {
                     handle: user.handle.clone(),
                     name: user.name.clone(),
-                    address: user.email.clone(),
+                    address,
                 })
             }
             (_, None) => return Err(SendError::Fatal("the notification names no user".into())),
@@ -330,28 +361,56 @@ impl Context {
                 })
             })
             .collect::<Result<Vec<_>, SendError>>()?;
-        Ok(Outgoing::new(key, recipient, items))
+        let mut message = Outgoing::new(key, recipient, items);
+        message.notification_id = first.id;
+        message.provider = usize::try_from(first.provider_index).unwrap_or(0);
+        if matches!(first.channel, Channel::Sms | Channel::Voice) {
+            message.reply_code = Some(Delivery::reply_code(&message.key));
+        }
+        if first.channel == Channel::Voice {
+            message.twiml_url = Some(signer.voice_url(first.id, now));
+        }
+        Ok(message)
     }
 }
 
-/// What one send came to, for each notification it carried.
+/// What a send was: its message's key and reply code, and the providers its channel fails
+/// over between (none where it has one way out).
+struct Tried<'a> {
+    key: &'a str,
+    providers: &'a [String],
+    reply_code: Option<String>,
+}
+
+/// What one send came to, for each notification it carried: a retryable failure moves to the
+/// channel's next provider at once, and waits out the backoff only once every provider failed.
 fn attempted(
     members: &[Notification],
     result: &Result<Delivered, SendError>,
-    key: &str,
+    tried: &Tried<'_>,
     policy: RetryPolicy,
     config: &NotificationConfig,
 ) -> Vec<AttemptRecord> {
     let at = Timestamp::now();
     let digest = members.len() > 1 || members.iter().any(|n| n.held);
     let digest_of = digest.then_some(members.len());
+    let failover = Failover {
+        providers: tried.providers.len(),
+    };
+    let index = members[0].provider_index;
+    let carrier = tried.providers.get(usize::try_from(index).unwrap_or(0)).cloned();
     // One backoff for the whole message, so that a digest's members come back together.
     let failures = members.iter().map(|n| n.attempts - 1).max().unwrap_or(0);
-    let retry_in = Backoff::after(
-        config.retry_backoff,
-        config.retry_backoff_cap,
-        u32::try_from(failures).unwrap_or(0),
-    );
+    let (next, at_once) = failover.next(index);
+    let retry_in = if at_once {
+        Duration::ZERO
+    } else {
+        Backoff::after(
+            config.retry_backoff,
+            config.retry_backoff_cap,
+            failover.rounds(failures),
+        )
+    };
     members
         .iter()
         .map(|n| {
@@ -369,13 +428,23 @@ fn attempted(
             // A digest that will be tried again stays one: its members are held, so the next
             // round sends them together again, under the same key.
             outcome.held = digest && outcome.status == NotificationStatus::Pending;
+            outcome.provider = match result {
+                Ok(delivered) => delivered.provider.clone().or(carrier.clone()),
+                Err(_) => carrier.clone(),
+            };
+            outcome.provider_index = if outcome.status == NotificationStatus::Pending {
+                next
+            } else {
+                index
+            };
             AttemptRecord {
                 id: n.id,
                 incident_id: n.incident_id,
                 attempts: n.attempts,
                 outcome,
-                message_key: key.to_owned(),
+                message_key: tried.key.to_owned(),
                 digest_of,
+                reply_code: tried.reply_code.clone(),
                 at,
             }
         })
@@ -388,9 +457,13 @@ fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> Attemp
         id: notification.id,
         incident_id: notification.incident_id,
         attempts: notification.attempts - 1,
-        outcome: Outcome::held_until(opens.max(now)),
+        outcome: Outcome {
+            provider_index: notification.provider_index,
+            ..Outcome::held_until(opens.max(now))
+        },
         message_key: notification.id.to_string(),
         digest_of: None,
+        reply_code: None,
         at: now,
     }
 }
@@ -400,6 +473,7 @@ fn hold(notification: &Notification, opens: Timestamp, now: Timestamp) -> Attemp
 fn put_back(notification: &Notification, now: Timestamp) -> AttemptRecord {
     let mut outcome = Outcome::held_until(now);
     outcome.held = notification.held;
+    outcome.provider_index = notification.provider_index;
     AttemptRecord {
         id: notification.id,
         incident_id: notification.incident_id,
@@ -410,6 +484,7 @@ fn put_back(notification: &Notification, now: Timestamp) -> AttemptRecord {
             .clone()
             .unwrap_or_else(|| notification.id.to_string()),
         digest_of: None,
+        reply_code: None,
         at: now,
     }
 }
@@ -452,6 +527,13 @@ mod tests {
             attempts,
             last_error: None,
             provider_id: None,
+            provider_message_id: None,
+            provider: None,
+            provider_index: 0,
+            address: Some("alice@example.com".into()),
+            contact_method_id: None,
+            route: String::new(),
+            reply_code: None,
             held: false,
             message_key: None,
             due_at: at,
@@ -467,10 +549,15 @@ mod tests {
         result: Result<Delivered, SendError>,
     ) -> Vec<AttemptRecord> {
         let policy = RetryPolicy { max_attempts: 3 };
+        let tried = Tried {
+            key: "key",
+            providers: &[],
+            reply_code: None,
+        };
         attempted(
             members,
             &result,
-            "key",
+            &tried,
             policy,
             &NotificationConfig::default(),
         )

@@ -19,6 +19,9 @@ use crate::domain::{Action, Timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// What a call document's signature is for.
+const VOICE: &str = "voice";
+
 /// The actions a link can carry.
 pub const LINK_ACTIONS: [Action; 2] = [Action::Acknowledge, Action::Resolve];
 
@@ -77,22 +80,52 @@ impl LinkSigner {
     }
 
     fn url(&self, notification_id: Uuid, action: Action, expires: i64) -> String {
-        let signature = self.sign(notification_id, action, expires);
+        let signature = self.sign(notification_id, action.as_str(), expires);
         format!(
             "{}/links/{notification_id}/{action}?expires={expires}&sig={signature}",
             self.public_url
         )
     }
 
-    fn mac(&self, notification_id: Uuid, action: Action, expires: i64) -> HmacSha256 {
+    fn mac(&self, notification_id: Uuid, purpose: &str, expires: i64) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes a key of any size");
-        mac.update(format!("{notification_id}:{action}:{expires}").as_bytes());
+        mac.update(format!("{notification_id}:{purpose}:{expires}").as_bytes());
         mac
     }
 
-    fn sign(&self, notification_id: Uuid, action: Action, expires: i64) -> String {
-        let tag = self.mac(notification_id, action, expires).finalize();
+    fn sign(&self, notification_id: Uuid, purpose: &str, expires: i64) -> String {
+        let tag = self.mac(notification_id, purpose, expires).finalize();
         hex(&tag.into_bytes())
+    }
+
+    /// The signed URL of the TwiML document a call for `notification_id` plays:
+    /// `{public_url}/integrations/twilio/voice/{notification_id}?expires=…&sig=…`, signed over
+    /// `{notification_id}:voice:{expires}`.
+    pub fn voice_url(&self, notification_id: Uuid, now: Timestamp) -> String {
+        let expires = now.after(self.expiry).as_millis() / 1000;
+        let signature = self.sign(notification_id, VOICE, expires);
+        format!(
+            "{}/integrations/twilio/voice/{notification_id}?expires={expires}&sig={signature}",
+            self.public_url
+        )
+    }
+
+    /// Checks a call document's URL parts at `now`.
+    pub fn verify_voice(
+        &self,
+        notification_id: Uuid,
+        expires: i64,
+        signature: &str,
+        now: Timestamp,
+    ) -> Result<(), LinkError> {
+        let tag = unhex(signature).ok_or(LinkError::Tampered)?;
+        self.mac(notification_id, VOICE, expires)
+            .verify_slice(&tag)
+            .map_err(|_| LinkError::Tampered)?;
+        if now.as_millis() / 1000 > expires {
+            return Err(LinkError::Expired);
+        }
+        Ok(())
     }
 
     /// Checks `link` at `now`: its signature (compared in constant time), then its expiry.
@@ -101,7 +134,7 @@ impl LinkSigner {
             return Err(LinkError::Tampered);
         }
         let tag = unhex(&link.signature).ok_or(LinkError::Tampered)?;
-        self.mac(link.notification_id, link.action, link.expires)
+        self.mac(link.notification_id, link.action.as_str(), link.expires)
             .verify_slice(&tag)
             .map_err(|_| LinkError::Tampered)?;
         if now.as_millis() / 1000 > link.expires {

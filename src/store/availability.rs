@@ -19,11 +19,12 @@ use uuid::Uuid;
 
 use super::{
     AttemptRecord, Backlog, Changes, IncidentQuery, Ingested, Outbox, Page, People, Queries,
-    Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
+    Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    Escalation, Incident, NewEvent, NewToken, Notification, TimelineEntry, Timestamp, Token, User,
+    ContactMethod, Escalation, Incident, NewEvent, NewToken, Notification, NotificationRule,
+    TimelineEntry, Timestamp, Token, User,
 };
 
 /// The first probe of an unreachable database comes up to this long after the failure.
@@ -220,6 +221,22 @@ impl People for Guarded {
     async fn update_user(&self, user: &User) -> Result<Option<User>> {
         self.call(self.inner.update_user(user)).await
     }
+
+    async fn add_contact_method(&self, method: &ContactMethod) -> Result<ContactMethod> {
+        self.call(self.inner.add_contact_method(method)).await
+    }
+
+    async fn contact_methods(&self, user_id: Uuid) -> Result<Vec<ContactMethod>> {
+        self.call(self.inner.contact_methods(user_id)).await
+    }
+
+    async fn add_rule(&self, rule: &NotificationRule) -> Result<NotificationRule> {
+        self.call(self.inner.add_rule(rule)).await
+    }
+
+    async fn rules(&self, user_id: Uuid) -> Result<Vec<NotificationRule>> {
+        self.call(self.inner.rules(user_id)).await
+    }
 }
 
 #[async_trait]
@@ -265,6 +282,10 @@ impl Outbox for Guarded {
     async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
         self.call(self.inner.next_notification_due()).await
     }
+
+    async fn replied_to(&self, address: &str, code: &str) -> Result<Vec<Notification>> {
+        self.call(self.inner.replied_to(address, code)).await
+    }
 }
 
 #[async_trait]
@@ -276,12 +297,14 @@ impl Changes for Guarded {
     async fn plan_sends(
         &self,
         group: &[Notification],
-        count: u32,
-        per: Duration,
+        limits: &[(u32, Duration)],
         now: Timestamp,
     ) -> Result<SendPlan> {
-        self.call(self.inner.plan_sends(group, count, per, now))
-            .await
+        self.call(self.inner.plan_sends(group, limits, now)).await
+    }
+
+    async fn record_receipt(&self, receipt: &Receipt) -> Result<Vec<Notification>> {
+        self.call(self.inner.record_receipt(receipt)).await
     }
 
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {

@@ -18,12 +18,13 @@ use uuid::Uuid;
 use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::shared::OutboxTx;
 use super::{
-    AttemptRecord, Backend, Changes, Ingested, Result, Scheduled, SendPlan, Settled, StoreError,
-    TransitionOutcome, TransitionRequest,
+    AttemptRecord, Backend, Changes, Ingested, Receipt, Result, Scheduled, SendPlan, Settled,
+    StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
+use crate::domain::notification::room;
 use crate::domain::{
-    Delivery, Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
+    Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
     LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification, NotificationStatus,
     TimelineDetail, Timestamp, Transition,
 };
@@ -150,13 +151,13 @@ impl<B: Backend> Changes for B {
         let mut notifications = Vec::new();
         let mut to_send = vec![0; claimed.len()];
         // Targets resolve when the level executes, against the users there are now.
-        let users = if claimed
+        let directory = if claimed
             .iter()
             .any(|claim| claim.escalation.status == EscalationStatus::Executed)
         {
-            tx.active_users().await?
+            tx.directory().await?
         } else {
-            Vec::new()
+            Directory::default()
         };
         for (position, claim) in claimed.iter().enumerate() {
             let Claimed {
@@ -177,7 +178,7 @@ impl<B: Backend> Changes for B {
             })?;
             let planned = policy
                 .level(escalation.escalation_level)
-                .map(|level| LevelNotifications::plan(escalation, level, &users, now))
+                .map(|level| LevelNotifications::plan(escalation, level, &directory, now))
                 .unwrap_or_default();
             // Who the level reached follows its execution; that it reached nobody is said on the
             // execution itself.
@@ -225,8 +226,7 @@ impl<B: Backend> Changes for B {
     async fn plan_sends(
         &self,
         group: &[Notification],
-        count: u32,
-        per: Duration,
+        limits: &[(u32, Duration)],
         now: Timestamp,
     ) -> Result<SendPlan> {
         let Some(first) = group.first() else {
@@ -235,22 +235,109 @@ impl<B: Backend> Changes for B {
                 opens: now,
             });
         };
-        let (channel, recipient) = (first.channel.as_str(), first.recipient.as_str());
+        let (channel, recipient) = (first.channel.as_str(), first.rate_key());
         let mut tx = self.begin().await?;
         tx.lock_window(channel, recipient, now).await?;
-        let since = Timestamp::from_millis(now.as_millis() - per.as_millis() as i64);
+        let longest = limits.iter().map(|(_, per)| *per).max().unwrap_or_default();
+        let since = Timestamp::from_millis(now.as_millis() - longest.as_millis() as i64);
         let sent = tx.window(channel, recipient, since).await?;
-        let slots = (count as usize).saturating_sub(sent.len());
+        let (slots, opens) = room(&sent, limits, now);
         let deliveries = Delivery::plan_group(group, slots);
         for planned in deliveries.iter().filter(|planned| !planned.is_held()) {
             let ids: Vec<Uuid> = planned.members.iter().map(|n| n.id).collect();
             tx.reserve(&ids, &planned.key, now).await?;
         }
         tx.commit().await?;
-        Ok(SendPlan {
-            deliveries,
-            opens: sent.first().map_or(now, |oldest| oldest.after(per)),
-        })
+        Ok(SendPlan { deliveries, opens })
+    }
+
+    async fn record_receipt(&self, receipt: &Receipt) -> Result<Vec<Notification>> {
+        let mut tx = self.begin().await?;
+        let carried = tx.carried_by(&receipt.provider_message_id).await?;
+        let mut incidents: Vec<Uuid> = carried.iter().map(|n| n.incident_id).collect();
+        incidents.sort();
+        incidents.dedup();
+        let statuses: HashMap<Uuid, IncidentStatus> =
+            tx.share_incidents(&incidents).await?.into_iter().collect();
+        // Read again under the incidents' locks: a transition may have moved them meanwhile.
+        let carried = tx.carried_by(&receipt.provider_message_id).await?;
+        let digest = carried.len() > 1;
+        let mut changed = Vec::new();
+        let mut entries = Vec::new();
+        for mut n in carried {
+            let was_sent = matches!(
+                n.status,
+                NotificationStatus::Sent | NotificationStatus::Delivered
+            );
+            if !was_sent || (receipt.delivered && n.status == NotificationStatus::Delivered) {
+                continue;
+            }
+            let escalating = statuses
+                .get(&n.incident_id)
+                .is_some_and(|s| matches!(s, IncidentStatus::Escalating | IncidentStatus::Open));
+            let at = receipt.at;
+            let then = if receipt.delivered {
+                n.status = NotificationStatus::Delivered;
+                None
+            } else {
+                let error = format!(
+                    "{} reported {}{}",
+                    n.provider.as_deref().unwrap_or("the provider"),
+                    receipt.status,
+                    receipt
+                        .error
+                        .as_deref()
+                        .map(|code| format!(" (error {code})"))
+                        .unwrap_or_default()
+                );
+                n.last_error = Some(error);
+                let spent = u32::try_from(n.attempts).unwrap_or(u32::MAX) >= receipt.max_attempts;
+                if !escalating || spent {
+                    n.status = NotificationStatus::Failed;
+                    Some(if spent { "failed" } else { "stopped" })
+                } else {
+                    // Undelivered counts as not sent: the retry is not held by the window.
+                    let (next, at_once) = receipt.failover.next(n.provider_index);
+                    n.status = NotificationStatus::Pending;
+                    n.provider_index = next;
+                    n.sent_at = None;
+                    n.held = digest;
+                    n.due_at = if at_once {
+                        at
+                    } else {
+                        let rounds = receipt.failover.rounds(n.attempts);
+                        at.after(Backoff::after(
+                            receipt.retry_backoff,
+                            receipt.retry_backoff_cap,
+                            rounds.saturating_sub(1),
+                        ))
+                    };
+                    Some(if at_once { "failover" } else { "retry" })
+                }
+            };
+            n.updated_at = at;
+            tx.apply_receipt(&n).await?;
+            entries.push(NewTimelineEntry::system(
+                n.incident_id,
+                at,
+                TimelineDetail::NotificationReceipt {
+                    delivered: receipt.delivered,
+                    notification_id: n.id,
+                    channel: n.channel,
+                    recipient: n.recipient.clone(),
+                    provider: n.provider.clone(),
+                    provider_message_id: receipt.provider_message_id.clone(),
+                    status: receipt.status.clone(),
+                    error: receipt.error.clone(),
+                    then: then.map(str::to_owned),
+                    retry_at: (n.status == NotificationStatus::Pending).then_some(n.due_at),
+                },
+            ));
+            changed.push(n);
+        }
+        tx.append_timeline(&entries).await?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>> {

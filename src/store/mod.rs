@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, Escalation, EscalationPolicy, Event, Incident, IncidentStatus, InvalidTransition,
-    NewEvent, NewToken, Notification, NotificationStatus, Outcome, Planned, TimelineEntry,
-    Timestamp, Token, User,
+    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Incident,
+    IncidentStatus, InvalidTransition, NewEvent, NewToken, Notification, NotificationRule,
+    NotificationStatus, Outcome, Planned, TimelineEntry, Timestamp, Token, User,
 };
 
 /// What every store operation returns.
@@ -241,10 +241,34 @@ pub trait Changes: Send + Sync + 'static {
     async fn plan_sends(
         &self,
         group: &[Notification],
-        count: u32,
-        per: Duration,
+        limits: &[(u32, Duration)],
         now: Timestamp,
     ) -> Result<SendPlan>;
+
+    /// Applies a provider's receipt to the notifications its message carried, if they are
+    /// `SENT` (or `DELIVERED`, for a later failure): `DELIVERED`; or, undelivered, due again at
+    /// once on the next provider (after the backoff once every provider has failed), unless the
+    /// incident no longer escalates or the attempts are spent (`FAILED`). With a timeline entry
+    /// for each, in one transaction. Returns the notifications changed.
+    async fn record_receipt(&self, receipt: &Receipt) -> Result<Vec<Notification>>;
+}
+
+/// A provider's word on a message it accepted (Twilio's status callback).
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub provider_message_id: String,
+    /// The provider's status word, as it said it (`delivered`, `undelivered`, `no-answer`, …).
+    pub status: String,
+    /// Reached the phone (`true`), or did not.
+    pub delivered: bool,
+    /// Why not, as the provider said it (an error code).
+    pub error: Option<String>,
+    /// The providers of the message's channel, to fail over between.
+    pub failover: Failover,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_cap: Duration,
+    pub at: Timestamp,
 }
 
 /// How a recipient's due notifications on one channel go out, from [`Changes::plan_sends`].
@@ -266,6 +290,18 @@ pub trait People: Send + Sync + 'static {
     async fn users(&self) -> Result<Vec<User>>;
 
     async fn user(&self, id: Uuid) -> Result<User>;
+
+    /// Adds a contact method; [`StoreError::Duplicate`] if the user has it already.
+    async fn add_contact_method(&self, method: &ContactMethod) -> Result<ContactMethod>;
+
+    /// A user's enabled contact methods, oldest first.
+    async fn contact_methods(&self, user_id: Uuid) -> Result<Vec<ContactMethod>>;
+
+    /// Adds a personal rule; `NotFound` unless its contact method is the user's and enabled.
+    async fn add_rule(&self, rule: &NotificationRule) -> Result<NotificationRule>;
+
+    /// A user's enabled personal rules, oldest first.
+    async fn rules(&self, user_id: Uuid) -> Result<Vec<NotificationRule>>;
 
     /// Stores `user`'s fields (all but its handle and creation time) over the user with its id,
     /// if that user is still at `user.version` (a compare-and-set: of two concurrent changes, the
@@ -316,6 +352,10 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// When the earliest `PENDING` notification is due (or its lease runs out).
     async fn next_notification_due(&self) -> Result<Option<Timestamp>>;
+
+    /// The notifications carried by the newest message to `address` (SMS or voice) whose reply
+    /// code is `code`: what a reply naming the code acts on.
+    async fn replied_to(&self, address: &str, code: &str) -> Result<Vec<Notification>>;
 }
 
 /// A whole store: what a backend answers itself, the tables written once for every backend, and
@@ -367,6 +407,8 @@ pub struct AttemptRecord {
     pub message_key: String,
     /// Sent in one digest with this many, when it was.
     pub digest_of: Option<usize>,
+    /// The code replies to the message name (SMS and voice).
+    pub reply_code: Option<String>,
     pub at: Timestamp,
 }
 

@@ -9,8 +9,10 @@ use uuid::Uuid;
 use super::backend::Claimed;
 use super::statements::Dialect;
 use super::{Page, Result, Scheduled, StoreError};
+use std::time::Duration;
+
 use crate::domain::{
-    Channel, Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
+    Channel, ContactMethod, ContactType, NotificationRule, Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
     Notification, NotificationStatus, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
     Token, User,
 };
@@ -20,6 +22,7 @@ pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<String>;
     fn optional_text(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
+    fn optional_int(&self, column: &str) -> Result<Option<i64>>;
     fn small_int(&self, column: &str) -> Result<i32>;
     fn flag(&self, column: &str) -> Result<bool>;
     fn uuid(&self, column: &str) -> Result<Uuid>;
@@ -52,6 +55,7 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
 {
@@ -64,6 +68,10 @@ where
     }
 
     fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn optional_int(&self, column: &str) -> Result<Option<i64>> {
         Ok(self.try_get(column)?)
     }
 
@@ -161,6 +169,31 @@ pub(crate) fn user(row: &impl Columns) -> Result<User> {
     })
 }
 
+pub(crate) fn contact_method(row: &impl Columns) -> Result<ContactMethod> {
+    Ok(ContactMethod {
+        id: row.uuid("id")?,
+        user_id: row.uuid("user_id")?,
+        kind: row.parsed("type", ContactType::parse)?,
+        address: row.text("address")?,
+        created_at: row.timestamp("created_at")?,
+    })
+}
+
+pub(crate) fn rule(row: &impl Columns) -> Result<NotificationRule> {
+    let millis = |value: i64| Duration::from_millis(u64::try_from(value).unwrap_or(0));
+    Ok(NotificationRule {
+        id: row.uuid("id")?,
+        user_id: row.uuid("user_id")?,
+        contact_method_id: row.uuid("contact_method_id")?,
+        delay: millis(row.int("delay_ms")?),
+        repeat_every: row.optional_int("repeat_every_ms")?.map(millis),
+        max_repeats: row
+            .optional_int("max_repeats")?
+            .map(|n| u32::try_from(n).unwrap_or(0)),
+        created_at: row.timestamp("created_at")?,
+    })
+}
+
 pub(crate) fn notification(row: &impl Columns) -> Result<Notification> {
     Ok(Notification {
         id: row.uuid("id")?,
@@ -174,6 +207,13 @@ pub(crate) fn notification(row: &impl Columns) -> Result<Notification> {
         attempts: row.small_int("attempts")?,
         last_error: row.optional_text("last_error")?,
         provider_id: row.optional_text("provider_id")?,
+        provider_message_id: row.optional_text("provider_id")?,
+        provider: row.optional_text("provider")?,
+        provider_index: row.small_int("provider_index")?,
+        address: row.optional_text("address")?,
+        contact_method_id: row.optional_uuid("contact_method_id")?,
+        route: row.text("route")?,
+        reply_code: row.optional_text("reply_code")?,
         held: row.flag("held")?,
         message_key: row.optional_text("message_key")?,
         due_at: row.timestamp("due_at")?,

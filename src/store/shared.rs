@@ -17,12 +17,12 @@ use uuid::Uuid;
 use super::rows::{self, Columns};
 use super::statements::Dialect;
 use super::{AttemptRecord, Outbox, People, Result, StoreError};
-use crate::domain::{Incident, Notification, Timestamp, User};
+use crate::domain::{ContactMethod, Directory, Incident, IncidentStatus, Notification, NotificationRule, Timestamp, User};
 
 /// At most this many notifications go into one multi-row insert.
 const NOTIFICATIONS_PER_INSERT: usize = 500;
 /// The values of one notification row in that insert.
-const NOTIFICATION_COLUMNS: usize = 18;
+const NOTIFICATION_COLUMNS: usize = 24;
 
 /// `($1, …, $columns), ($columns+1, …)` in `D`'s placeholders: the values of `rows` rows.
 fn placeholders<D: Dialect>(rows: usize, columns: usize) -> String {
@@ -80,12 +80,13 @@ where
     for<'q> Option<<B::Db as Dialect>::Time>: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<i64>: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i32: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
     <B::Db as Database>::Row: Columns,
 {
     async fn create_user(&self, user: &User) -> Result<User> {
-        let mut conn = self.writer().acquire().await?;
+        let mut tx = self.writer().begin().await?;
         let row = sqlx::query(
             "insert into users (id, handle, name, email, phone, role, time_zone, active, created_at, updated_at)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning *",
@@ -100,10 +101,67 @@ where
         .bind(user.active)
         .bind(B::Db::time(user.created_at))
         .bind(B::Db::time(user.updated_at))
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|error| StoreError::from(error).duplicate("a user with this handle already exists"))?;
+        // The email and phone given at creation become the user's first contact methods.
+        for method in ContactMethod::firsts(user) {
+            insert_contact_method::<B::Db>(&mut tx, &method).await?;
+        }
+        tx.commit().await?;
         rows::user(&row)
+    }
+
+    async fn add_contact_method(&self, method: &ContactMethod) -> Result<ContactMethod> {
+        let mut conn = self.writer().acquire().await?;
+        insert_contact_method::<B::Db>(&mut conn, method)
+            .await
+            .map_err(|error| error.duplicate("the user has this contact method already"))
+    }
+
+    async fn contact_methods(&self, user_id: Uuid) -> Result<Vec<ContactMethod>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from contact_methods where user_id = $1 and disabled_at is null order by id",
+        )
+        .bind(B::Db::id(user_id))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(rows::contact_method).collect()
+    }
+
+    async fn add_rule(&self, rule: &NotificationRule) -> Result<NotificationRule> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into notification_rules (id, user_id, contact_method_id, delay_ms,
+                 repeat_every_ms, max_repeats, created_at)
+             select $1, $2, $3, $4, $5, $6, $7
+             where exists (select 1 from contact_methods
+                           where id = $3 and user_id = $2 and disabled_at is null)
+             returning *",
+        )
+        .bind(B::Db::id(rule.id))
+        .bind(B::Db::id(rule.user_id))
+        .bind(B::Db::id(rule.contact_method_id))
+        .bind(millis(rule.delay))
+        .bind(rule.repeat_every.map(millis))
+        .bind(rule.max_repeats.map(i64::from))
+        .bind(B::Db::time(rule.created_at))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::rule(&row)
+    }
+
+    async fn rules(&self, user_id: Uuid) -> Result<Vec<NotificationRule>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from notification_rules where user_id = $1 and disabled_at is null order by id",
+        )
+        .bind(B::Db::id(user_id))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(rows::rule).collect()
     }
 
     async fn users(&self) -> Result<Vec<User>> {
@@ -277,6 +335,52 @@ where
         .await?;
         row.map(|row| row.timestamp("due_at")).transpose()
     }
+
+    async fn replied_to(&self, address: &str, code: &str) -> Result<Vec<Notification>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from notifications where message_key = (
+                 select message_key from notifications
+                 where address = $1 and reply_code = $2 and channel in ('sms', 'voice')
+                     and sent_at is not null
+                 order by sent_at desc, id desc limit 1)
+             order by id",
+        )
+        .bind(address.to_owned())
+        .bind(code.to_owned())
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(rows::notification).collect()
+    }
+}
+
+/// A duration as the milliseconds stored for it.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Inserts a contact method on `conn` (a pool's connection or a transaction's).
+async fn insert_contact_method<D>(conn: &mut D::Connection, method: &ContactMethod) -> Result<ContactMethod>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    for<'q> String: Encode<'q, D> + Type<D>,
+    for<'q> &'q str: Encode<'q, D> + Type<D>,
+    D::Row: Columns,
+{
+    let row = sqlx::query(
+        "insert into contact_methods (id, user_id, type, address, created_at)
+         values ($1, $2, $3, $4, $5) returning *",
+    )
+    .bind(D::id(method.id))
+    .bind(D::id(method.user_id))
+    .bind(method.kind.as_str())
+    .bind(method.address.clone())
+    .bind(D::time(method.created_at))
+    .fetch_one(conn)
+    .await?;
+    rows::contact_method(&row)
 }
 
 /// At most this many ids go into one `id in (…)` read.
@@ -312,8 +416,9 @@ where
 /// stopping an incident, recording an attempt): see [`super::changes`].
 #[async_trait]
 pub trait OutboxTx: Send {
-    /// Every active user, for resolving a level's targets when it executes.
-    async fn active_users(&mut self) -> Result<Vec<User>>;
+    /// Every active user, with their enabled contact methods and rules: for resolving a level's
+    /// targets when it executes.
+    async fn directory(&mut self) -> Result<Directory>;
 
     /// Inserts notifications; one that already exists for its (escalation, recipient, channel)
     /// is left as it is. Returns the ids inserted.
@@ -326,12 +431,19 @@ pub trait OutboxTx: Send {
     /// message went out: it was sent all the same), and returns it; `None` if it had moved on.
     async fn record_outcome(&mut self, record: &AttemptRecord) -> Result<Option<Notification>>;
 
+    /// The notifications a provider's message carried, locked until commit.
+    async fn carried_by(&mut self, provider_message_id: &str) -> Result<Vec<Notification>>;
+
+    /// Stores what a receipt did to a notification.
+    async fn apply_receipt(&mut self, notification: &Notification) -> Result<()>;
+
     /// Marks a link used, once: `false` if it was used before.
     async fn use_link(&mut self, link_id: &str, incident_id: Uuid, at: Timestamp) -> Result<bool>;
 
     /// Locks these incidents against transitions until commit, in the order given (PostgreSQL:
     /// `for key share`, which a transition's `for update` waits for; SQLite: the single writer).
-    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<()>;
+    /// Returns each one's status, read under the lock.
+    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, IncidentStatus)>>;
 
     /// Holds `recipient`'s window on `channel` until commit: a concurrent transaction wanting it
     /// waits (PostgreSQL: the row lock its upsert takes; SQLite: the single writer).
@@ -366,11 +478,27 @@ where
     for<'q> bool: Encode<'q, T::Db> + Type<T::Db>,
     <T::Db as Database>::Row: Columns,
 {
-    async fn active_users(&mut self) -> Result<Vec<User>> {
-        let found = sqlx::query("select * from users where active = true order by handle")
+    async fn directory(&mut self) -> Result<Directory> {
+        let users = sqlx::query("select * from users where active = true order by handle")
             .fetch_all(self.connection())
             .await?;
-        found.iter().map(rows::user).collect()
+        let methods = sqlx::query(
+            "select m.* from contact_methods m join users u on u.id = m.user_id
+             where u.active = true and m.disabled_at is null order by m.id",
+        )
+        .fetch_all(self.connection())
+        .await?;
+        let rules = sqlx::query(
+            "select r.* from notification_rules r join users u on u.id = r.user_id
+             where u.active = true and r.disabled_at is null order by r.id",
+        )
+        .fetch_all(self.connection())
+        .await?;
+        Ok(Directory {
+            users: users.iter().map(rows::user).collect::<Result<_>>()?,
+            methods: methods.iter().map(rows::contact_method).collect::<Result<_>>()?,
+            rules: rules.iter().map(rows::rule).collect::<Result<_>>()?,
+        })
     }
 
     async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>> {
@@ -379,9 +507,10 @@ where
             let sql = format!(
                 "insert into notifications (id, escalation_id, incident_id, escalation_level,
                      channel, recipient, user_id, status, attempts, last_error, provider_id, held,
-                     message_key, due_at, created_at, updated_at, sent_at, read_at)
+                     message_key, due_at, created_at, updated_at, sent_at, read_at, address,
+                     contact_method_id, route, provider, provider_index, reply_code)
                  values {}
-                 on conflict (escalation_id, recipient, channel) do nothing returning id",
+                 on conflict (escalation_id, recipient, channel, route) do nothing returning id",
                 placeholders::<T::Db>(chunk.len(), NOTIFICATION_COLUMNS)
             );
             let mut insert = sqlx::query(&sql);
@@ -404,7 +533,13 @@ where
                     .bind(T::Db::time(n.created_at))
                     .bind(T::Db::time(n.updated_at))
                     .bind(n.sent_at.map(T::Db::time))
-                    .bind(n.read_at.map(T::Db::time));
+                    .bind(n.read_at.map(T::Db::time))
+                    .bind(n.address.clone())
+                    .bind(n.contact_method_id.map(T::Db::id))
+                    .bind(n.route.clone())
+                    .bind(n.provider.clone())
+                    .bind(n.provider_index)
+                    .bind(n.reply_code.clone());
             }
             for row in insert.fetch_all(self.connection()).await? {
                 inserted.push(row.uuid("id")?);
@@ -430,7 +565,8 @@ where
         let row = sqlx::query(
             "update notifications set status = $1, due_at = $2, last_error = coalesce($3, last_error),
                  provider_id = $4, sent_at = $5, message_key = $6, held = $7, updated_at = $8,
-                 attempts = $10
+                 attempts = $10, provider = coalesce($11, provider), provider_index = $12,
+                 reply_code = coalesce($13, reply_code)
              where id = $9 and (status = 'PENDING' or (status = 'CANCELLED' and $1 = 'SENT'))
              returning *",
         )
@@ -444,15 +580,19 @@ where
         .bind(T::Db::time(record.at))
         .bind(T::Db::id(record.id))
         .bind(record.attempts)
+        .bind(outcome.provider.clone())
+        .bind(outcome.provider_index)
+        .bind(record.reply_code.clone())
         .fetch_optional(self.connection())
         .await?;
         row.as_ref().map(rows::notification).transpose()
     }
 
-    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<()> {
+    async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, IncidentStatus)>> {
+        let mut statuses = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_PER_READ) {
             let sql = format!(
-                "select id from incidents where id in ({}) order by id {}",
+                "select id, status from incidents where id in ({}) order by id {}",
                 (1..=chunk.len())
                     .map(T::Db::placeholder)
                     .collect::<Vec<_>>()
@@ -463,9 +603,11 @@ where
             for id in chunk {
                 lock = lock.bind(T::Db::id(*id));
             }
-            lock.fetch_all(self.connection()).await?;
+            for row in lock.fetch_all(self.connection()).await? {
+                statuses.push((row.uuid("id")?, row.parsed("status", IncidentStatus::parse)?));
+            }
         }
-        Ok(())
+        Ok(statuses)
     }
 
     async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()> {
@@ -489,7 +631,7 @@ where
     ) -> Result<Vec<Timestamp>> {
         let found = sqlx::query(
             "select min(sent_at) as sent_at from notifications
-             where channel = $1 and recipient = $2 and sent_at > $3
+             where channel = $1 and coalesce(address, recipient) = $2 and sent_at > $3
              group by message_key order by 1",
         )
         .bind(channel.to_owned())
@@ -517,6 +659,33 @@ where
             }
             reserve.execute(self.connection()).await?;
         }
+        Ok(())
+    }
+
+    async fn carried_by(&mut self, provider_message_id: &str) -> Result<Vec<Notification>> {
+        let found = sqlx::query("select * from notifications where provider_id = $1 order by id")
+            .bind(provider_message_id.to_owned())
+            .fetch_all(self.connection())
+            .await?;
+        found.iter().map(rows::notification).collect()
+    }
+
+    async fn apply_receipt(&mut self, n: &Notification) -> Result<()> {
+        sqlx::query(
+            "update notifications set status = $1, due_at = $2, last_error = $3, sent_at = $4,
+                 held = $5, provider_index = $6, updated_at = $7
+             where id = $8",
+        )
+        .bind(n.status.as_str())
+        .bind(T::Db::time(n.due_at))
+        .bind(n.last_error.clone())
+        .bind(n.sent_at.map(T::Db::time))
+        .bind(n.held)
+        .bind(n.provider_index)
+        .bind(T::Db::time(n.updated_at))
+        .bind(T::Db::id(n.id))
+        .execute(self.connection())
+        .await?;
         Ok(())
     }
 

@@ -178,8 +178,8 @@ async fn executing_a_level_tells_active_responders_and_admins_once(backend: Back
 
     // A second notification for one (escalation, recipient, channel) is refused by the database.
     let copy = match backend {
-        Backend::Sqlite => "insert into notifications select 'copy-' || id, escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at from notifications limit 1",
-        Backend::Postgres => "insert into notifications select gen_random_uuid(), escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at from notifications limit 1",
+        Backend::Sqlite => "insert into notifications select 'copy-' || id, escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at, address, contact_method_id, route, provider, provider_index, reply_code from notifications limit 1",
+        Backend::Postgres => "insert into notifications select gen_random_uuid(), escalation_id, incident_id, escalation_level, channel, recipient, user_id, status, attempts, last_error, provider_id, held, message_key, due_at, created_at, updated_at, sent_at, read_at, address, contact_method_id, route, provider, provider_index, reply_code from notifications limit 1",
     };
     let refused = raw(backend, &db.url, copy).await.expect_err("a second row");
     assert!(
@@ -246,6 +246,7 @@ fn record(n: &klaxon::domain::Notification, attempt: Attempt, at: Timestamp) -> 
         outcome: Outcome::of(&attempt, n.attempts, policy, at),
         message_key: n.id.to_string(),
         digest_of: None,
+        reply_code: None,
         at,
     }
 }
@@ -536,7 +537,7 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
     let claimed = claimed_for_alice(store.as_ref(), 3).await;
     let per = Duration::from_secs(600);
     let SendPlan { deliveries, opens } =
-        store.plan_sends(&claimed, 2, per, minute(1)).await.unwrap();
+        store.plan_sends(&claimed, &[(2, per)], minute(1)).await.unwrap();
     let digest_key = Delivery::key(&claimed[1..]);
     assert_eq!(
         keyed(&deliveries),
@@ -557,7 +558,7 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
 
     // The window is full: what comes next is held until the oldest message leaves it.
     let later = store
-        .plan_sends(&claimed[..1], 2, per, minute(2))
+        .plan_sends(&claimed[..1], &[(2, per)], minute(2))
         .await
         .unwrap();
     assert_eq!(
@@ -569,7 +570,7 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
     let failure = record(&claimed[0], failed(true), minute(2));
     store.record_attempts(&[failure]).await.unwrap();
     let after = store
-        .plan_sends(&claimed[..1], 2, per, minute(3))
+        .plan_sends(&claimed[..1], &[(2, per)], minute(3))
         .await
         .unwrap();
     assert_eq!(after.deliveries.len(), 1);
@@ -597,7 +598,7 @@ async fn racing_dispatchers_keep_to_the_window_together(backend: Backend) {
         let group = vec![n.clone()];
         tokio::spawn(async move {
             start.wait().await;
-            store.plan_sends(&group, 1, per, minute(1)).await
+            store.plan_sends(&group, &[(1, per)], minute(1)).await
         })
     });
     let mut sent = 0;
