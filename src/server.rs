@@ -14,15 +14,17 @@ use tokio::time::Instant;
 
 use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
+use crate::api::twilio::Reach;
 use crate::api::{self, AppState};
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, TwilioProvider};
 use crate::domain::{Role, TokenSecret};
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::notify::email::EmailSender;
+use crate::notify::twilio::{Twilio, TwilioKind};
 use crate::notify::webhook::WebhookSender;
 use crate::notify::{Channels, Dispatcher, Sender};
 use crate::store::availability::{Gate, Guarded};
@@ -74,11 +76,24 @@ fn channels(config: &Config) -> Result<Channels, StartError> {
         })?;
         Some(Arc::new(sender) as Arc<dyn Sender>)
     };
+    let twilio = |kind, providers: &[TwilioProvider], channel| -> Result<_, StartError> {
+        if providers.is_empty() {
+            return Ok(None);
+        }
+        let sender =
+            Twilio::new(kind, providers.to_vec(), &config.public_url).map_err(|error| {
+                StartError::Channel {
+                    channel,
+                    message: error.to_string(),
+                }
+            })?;
+        Ok(Some(Arc::new(sender) as Arc<dyn Sender>))
+    };
     Ok(Channels {
         email,
         webhook,
-        sms: None,
-        voice: None,
+        sms: twilio(TwilioKind::Sms, &config.sms, "sms")?,
+        voice: twilio(TwilioKind::Voice, &config.voice, "voice")?,
         push: None,
     })
 }
@@ -315,7 +330,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         ));
         let dispatcher = Dispatcher {
             store: store.clone(),
-            channels,
+            channels: channels.clone(),
             config: config.notifications.clone(),
             public_url: config.public_url.clone(),
             wake: outbox,
@@ -335,6 +350,13 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             metrics,
             worker: worker_status.clone(),
             tokens,
+            reach: Arc::new(Reach {
+                channels,
+                public_url: config.public_url.clone(),
+                sms: config.sms.clone(),
+                voice: config.voice.clone(),
+                notifications: config.notifications.clone(),
+            }),
         };
         let app = api::router(state, config.max_body_bytes);
         let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));

@@ -25,6 +25,8 @@ use IncidentStatus::{Acknowledged, Cancelled, Escalating, Open, Resolved};
 
 #[path = "store_conformance/outbox.rs"]
 mod outbox;
+#[path = "store_conformance/reach.rs"]
+mod reach;
 
 on_every_backend!(
     migrating_twice_is_a_no_op,

@@ -32,6 +32,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A provider refused or failed a message sent on request (a contact method's test).
+    #[error("{0}")]
+    BadGateway(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -63,6 +66,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -85,6 +89,12 @@ impl From<IssueError> for ApiError {
             IssueError::Deactivated(_) => Self::Conflict(error.to_string()),
             IssueError::Store(error) => error.into(),
         }
+    }
+}
+
+impl From<crate::domain::InvalidContact> for ApiError {
+    fn from(invalid: crate::domain::InvalidContact) -> Self {
+        Self::BadRequest(invalid.to_string())
     }
 }
 
@@ -114,7 +124,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `invalid_transition`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`;
+    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `bad_gateway`, `unavailable`,
+    /// `internal`;
     /// below the router (`crate::http`): `request_timeout`, `request_header_fields_too_large`.
     pub code: &'static str,
     /// What went wrong, naming the field at fault.

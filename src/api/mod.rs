@@ -3,6 +3,7 @@
 //! [`openapi`].
 
 pub mod auth;
+pub mod contacts;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -14,6 +15,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod token_cache;
 pub mod tokens;
+pub mod twilio;
 pub mod users;
 
 use std::future::Future;
@@ -54,6 +56,8 @@ pub struct AppState {
     /// This process's worker, for `/health`.
     pub worker: Arc<WorkerStatus>,
     pub tokens: Arc<TokenCache>,
+    /// The providers and channels the integrations and contact-method tests use.
+    pub reach: Arc<twilio::Reach>,
 }
 
 /// Runs a write to completion on a task of its own. When a client disconnects, axum drops the
@@ -125,6 +129,26 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/users", post(users::create).get(users::list))
         .route("/users/{id}", get(users::get).patch(users::update))
         .route("/users/{id}/tokens", post(users::create_token))
+        .route(
+            "/users/{id}/contact-methods",
+            post(contacts::add_method).get(contacts::methods),
+        )
+        .route(
+            "/users/{id}/contact-methods/{cm}/test",
+            post(contacts::test),
+        )
+        .route(
+            "/users/{id}/notification-rules",
+            post(contacts::add_rule).get(contacts::rules),
+        )
+        .route("/integrations/twilio/sms", post(twilio::inbound_sms))
+        .route("/integrations/twilio/status", post(twilio::status))
+        .route("/integrations/twilio/voice/test", post(twilio::voice_test))
+        .route("/integrations/twilio/voice/{id}", post(twilio::voice))
+        .route(
+            "/integrations/twilio/voice/{id}/gather",
+            post(twilio::gather),
+        )
         .route("/me", get(users::me))
         .route("/me/notifications", get(notifications::inbox))
         .route("/notifications/{id}/read", post(notifications::read))

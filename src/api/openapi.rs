@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
-use super::{health, incidents, links, messages, metrics, notifications, tokens, users};
+use super::{contacts, health, incidents, links, messages, metrics, notifications, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,11 @@ use super::{health, incidents, links, messages, metrics, notifications, tokens, 
         users::update,
         users::create_token,
         users::me,
+        contacts::add_method,
+        contacts::methods,
+        contacts::test,
+        contacts::add_rule,
+        contacts::rules,
         notifications::of_incident,
         notifications::inbox,
         notifications::read,

@@ -22,9 +22,8 @@ pub use escalation::{Escalation, EscalationStatus, NextLevel};
 pub use event::{Event, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use notification::{
-    Directory, Failover,
-    Attempt, Audience, Delivery, LevelNotifications, Notification, NotificationStatus, Outcome,
-    Planned, RetryPolicy,
+    Attempt, Audience, Delivery, Directory, Failover, LevelNotifications, Notification,
+    NotificationStatus, Outcome, Planned, RetryPolicy,
 };
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
 pub use severity::Severity;

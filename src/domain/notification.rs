@@ -52,8 +52,8 @@ impl NotificationStatus {
             Self::Failed,
             Self::Cancelled,
         ]
-            .into_iter()
-            .find(|status| status.as_str() == text)
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 }
 
@@ -306,11 +306,13 @@ impl LevelNotifications {
                     for user in &audience.people {
                         let mut methods = directory.methods_of(user, kind).peekable();
                         if methods.peek().is_none() {
-                            let reason = format!("{} has no {} contact method", user.handle, kind.as_str());
+                            let reason =
+                                format!("{} has no {} contact method", user.handle, kind.as_str());
                             planned.unreached(incident_id, level.level, &user.handle, &reason, at);
                         }
                         for method in methods {
-                            let route = at_once(channel, &user.handle, Some(user.id), Some(method), at);
+                            let route =
+                                at_once(channel, &user.handle, Some(user.id), Some(method), at);
                             planned.add(escalation, route, at);
                         }
                     }
@@ -353,7 +355,13 @@ impl LevelNotifications {
         }
         if !told {
             let reason = format!("{} has no notification rules: told in-app", user.handle);
-            self.unreached(escalation.incident_id, level.level, &user.handle, &reason, at);
+            self.unreached(
+                escalation.incident_id,
+                level.level,
+                &user.handle,
+                &reason,
+                at,
+            );
             if !level.channels.contains(&Channel::InApp) {
                 let route = Route {
                     channel: Channel::InApp,
@@ -368,7 +376,14 @@ impl LevelNotifications {
         }
     }
 
-    fn unreached(&mut self, incident_id: Uuid, level: i32, target: &str, reason: &str, at: Timestamp) {
+    fn unreached(
+        &mut self,
+        incident_id: Uuid,
+        level: i32,
+        target: &str,
+        reason: &str,
+        at: Timestamp,
+    ) {
         self.entries.push(NewTimelineEntry::system(
             incident_id,
             at,
@@ -799,7 +814,11 @@ mod tests {
             at,
         )
         .unwrap();
-        let voice = methods.iter().find(|m| m.kind == ContactType::Voice).unwrap().clone();
+        let voice = methods
+            .iter()
+            .find(|m| m.kind == ContactType::Voice)
+            .unwrap()
+            .clone();
         let rule = |method: &ContactMethod, delay: u64, every: Option<u64>, max: Option<u32>| {
             let new = NewRule {
                 contact_method_id: method.id,
@@ -812,7 +831,10 @@ mod tests {
         let directory = Directory {
             users: vec![ann.clone(), ben.clone()],
             methods: [methods.clone(), vec![push.clone()]].concat(),
-            rules: vec![rule(&push, 0, None, None), rule(&voice, 180, Some(300), Some(2))],
+            rules: vec![
+                rule(&push, 0, None, None),
+                rule(&voice, 180, Some(300), Some(2)),
+            ],
         };
         let escalation = Escalation {
             id: Uuid::now_v7(),
@@ -829,7 +851,14 @@ mod tests {
         let rows: Vec<_> = planned
             .notifications
             .iter()
-            .map(|n| (n.recipient.as_str(), n.channel, n.address.clone(), (n.due_at.as_millis() - 10_000) / 1000))
+            .map(|n| {
+                (
+                    n.recipient.as_str(),
+                    n.channel,
+                    n.address.clone(),
+                    (n.due_at.as_millis() - 10_000) / 1000,
+                )
+            })
             .collect();
         let phone = Some("+14155550100".to_owned());
         assert_eq!(
@@ -842,9 +871,16 @@ mod tests {
                 ("ben", Channel::InApp, None, 0),
             ]
         );
-        let routes: std::collections::HashSet<_> =
-            planned.notifications.iter().map(|n| (&n.recipient, n.channel, &n.route)).collect();
-        assert_eq!(routes.len(), 5, "each has its own place under the unique key");
+        let routes: std::collections::HashSet<_> = planned
+            .notifications
+            .iter()
+            .map(|n| (&n.recipient, n.channel, &n.route))
+            .collect();
+        assert_eq!(
+            routes.len(),
+            5,
+            "each has its own place under the unique key"
+        );
         assert!(
             planned.entries.iter().any(|e| matches!(&e.detail,
                 TimelineDetail::TargetUnresolved { target, reason, .. }
@@ -874,9 +910,17 @@ mod tests {
             cancelled_at: None,
             created_at: at,
         };
-        let planned =
-            LevelNotifications::plan(&escalation, &level(&[Channel::Sms], &["ann", "ben"], &[]), &directory, at);
-        let texts: Vec<_> = planned.notifications.iter().map(|n| (n.recipient.as_str(), n.address.as_deref())).collect();
+        let planned = LevelNotifications::plan(
+            &escalation,
+            &level(&[Channel::Sms], &["ann", "ben"], &[]),
+            &directory,
+            at,
+        );
+        let texts: Vec<_> = planned
+            .notifications
+            .iter()
+            .map(|n| (n.recipient.as_str(), n.address.as_deref()))
+            .collect();
         assert_eq!(texts, [("ann", Some("+14155550100"))]);
         assert!(planned.entries.iter().any(|e| matches!(&e.detail,
             TimelineDetail::TargetUnresolved { target, .. } if target == "ben")));
@@ -909,7 +953,10 @@ mod tests {
         let code = Delivery::reply_code("0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d");
         assert_eq!(code.len(), 4);
         assert!(code.chars().all(|c| c.is_ascii_digit()));
-        assert_eq!(code, Delivery::reply_code("0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d"));
+        assert_eq!(
+            code,
+            Delivery::reply_code("0190b7a1-6f2e-7c3d-9a4b-5e6f7a8b9c0d")
+        );
     }
 
     #[test]

@@ -328,12 +328,12 @@ impl TimelineDetail {
                 }
             },
             Self::NotificationsCancelled { .. } => TimelineKind::NotificationsCancelled,
-            Self::NotificationReceipt { delivered: true, .. } => {
-                TimelineKind::NotificationDelivered
-            }
-            Self::NotificationReceipt { delivered: false, .. } => {
-                TimelineKind::NotificationUndelivered
-            }
+            Self::NotificationReceipt {
+                delivered: true, ..
+            } => TimelineKind::NotificationDelivered,
+            Self::NotificationReceipt {
+                delivered: false, ..
+            } => TimelineKind::NotificationUndelivered,
             Self::Ingested {
                 deduplicated: false,
                 ..

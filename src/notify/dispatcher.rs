@@ -33,8 +33,8 @@ use super::{Delivered, Item, Outgoing, Person, Recipient, SendError, Sender};
 use crate::backoff::Backoff;
 use crate::config::{NotificationConfig, RateLimit};
 use crate::domain::{
-    Attempt, Channel, Delivery, Failover, Incident, Notification, NotificationStatus, Outcome, Planned,
-    RetryPolicy, Timestamp, User,
+    Attempt, Channel, Delivery, Failover, Incident, Notification, NotificationStatus, Outcome,
+    Planned, RetryPolicy, Timestamp, User,
 };
 use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
 
@@ -82,9 +82,10 @@ impl Channels {
                 .sms
                 .as_ref()
                 .ok_or_else(|| missing("no SMS provider is configured: add [[sms.providers]]")),
-            Channel::Voice => self.voice.as_ref().ok_or_else(|| {
-                missing("no voice provider is configured: add [[voice.providers]]")
-            }),
+            Channel::Voice => self
+                .voice
+                .as_ref()
+                .ok_or_else(|| missing("no voice provider is configured: add [[voice.providers]]")),
             Channel::Push => self
                 .push
                 .as_ref()
@@ -398,7 +399,10 @@ fn attempted(
         providers: tried.providers.len(),
     };
     let index = members[0].provider_index;
-    let carrier = tried.providers.get(usize::try_from(index).unwrap_or(0)).cloned();
+    let carrier = tried
+        .providers
+        .get(usize::try_from(index).unwrap_or(0))
+        .cloned();
     // One backoff for the whole message, so that a digest's members come back together.
     let failures = members.iter().map(|n| n.attempts - 1).max().unwrap_or(0);
     let (next, at_once) = failover.next(index);

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptRecord, Backlog, Changes, IncidentQuery, Ingested, Outbox, Page, People, Queries,
-    Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome, TransitionRequest,
+    Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome,
+    TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
@@ -281,6 +282,10 @@ impl Outbox for Guarded {
 
     async fn next_notification_due(&self) -> Result<Option<Timestamp>> {
         self.call(self.inner.next_notification_due()).await
+    }
+
+    async fn message_of(&self, id: Uuid) -> Result<Vec<Notification>> {
+        self.call(self.inner.message_of(id)).await
     }
 
     async fn replied_to(&self, address: &str, code: &str) -> Result<Vec<Notification>> {

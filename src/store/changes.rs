@@ -24,9 +24,9 @@ use super::{
 use crate::backoff::Backoff;
 use crate::domain::notification::room;
 use crate::domain::{
-    Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus, InvalidTransition,
-    LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification, NotificationStatus,
-    TimelineDetail, Timestamp, Transition,
+    Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus,
+    InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification,
+    NotificationStatus, TimelineDetail, Timestamp, Transition,
 };
 
 /// At most this many events go into one multi-row statement.

@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Incident,
-    IncidentStatus, InvalidTransition, NewEvent, NewToken, Notification, NotificationRule,
-    NotificationStatus, Outcome, Planned, TimelineEntry, Timestamp, Token, User,
+    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Incident, IncidentStatus,
+    InvalidTransition, NewEvent, NewToken, Notification, NotificationRule, NotificationStatus,
+    Outcome, Planned, TimelineEntry, Timestamp, Token, User,
 };
 
 /// What every store operation returns.
@@ -352,6 +352,10 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// When the earliest `PENDING` notification is due (or its lease runs out).
     async fn next_notification_due(&self) -> Result<Option<Timestamp>>;
+
+    /// The notifications carried by the same message as notification `id` (its digest, or it
+    /// alone); `NotFound` if there is no such notification.
+    async fn message_of(&self, id: Uuid) -> Result<Vec<Notification>>;
 
     /// The notifications carried by the newest message to `address` (SMS or voice) whose reply
     /// code is `code`: what a reply naming the code acts on.

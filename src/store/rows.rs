@@ -12,9 +12,9 @@ use super::{Page, Result, Scheduled, StoreError};
 use std::time::Duration;
 
 use crate::domain::{
-    Channel, ContactMethod, ContactType, NotificationRule, Escalation, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
-    Notification, NotificationStatus, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
-    Token, User,
+    Channel, ContactMethod, ContactType, Escalation, EscalationPolicy, EscalationStatus, Incident,
+    IncidentStatus, Notification, NotificationRule, NotificationStatus, Role, Severity,
+    TimelineEntry, TimelineKind, Timestamp, Token, User,
 };
 
 /// The column types Klaxon stores, read from a row.

@@ -17,7 +17,10 @@ use uuid::Uuid;
 use super::rows::{self, Columns};
 use super::statements::Dialect;
 use super::{AttemptRecord, Outbox, People, Result, StoreError};
-use crate::domain::{ContactMethod, Directory, Incident, IncidentStatus, Notification, NotificationRule, Timestamp, User};
+use crate::domain::{
+    ContactMethod, Directory, Incident, IncidentStatus, Notification, NotificationRule, Timestamp,
+    User,
+};
 
 /// At most this many notifications go into one multi-row insert.
 const NOTIFICATIONS_PER_INSERT: usize = 500;
@@ -336,6 +339,22 @@ where
         row.map(|row| row.timestamp("due_at")).transpose()
     }
 
+    async fn message_of(&self, id: Uuid) -> Result<Vec<Notification>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from notifications where id = $1 or message_key = (
+                 select message_key from notifications where id = $1)
+             order by id",
+        )
+        .bind(B::Db::id(id))
+        .fetch_all(&mut *conn)
+        .await?;
+        if found.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        found.iter().map(rows::notification).collect()
+    }
+
     async fn replied_to(&self, address: &str, code: &str) -> Result<Vec<Notification>> {
         let mut conn = self.reader().acquire().await?;
         let found = sqlx::query(
@@ -360,7 +379,10 @@ fn millis(duration: Duration) -> i64 {
 }
 
 /// Inserts a contact method on `conn` (a pool's connection or a transaction's).
-async fn insert_contact_method<D>(conn: &mut D::Connection, method: &ContactMethod) -> Result<ContactMethod>
+async fn insert_contact_method<D>(
+    conn: &mut D::Connection,
+    method: &ContactMethod,
+) -> Result<ContactMethod>
 where
     D: Dialect,
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
@@ -496,7 +518,10 @@ where
         .await?;
         Ok(Directory {
             users: users.iter().map(rows::user).collect::<Result<_>>()?,
-            methods: methods.iter().map(rows::contact_method).collect::<Result<_>>()?,
+            methods: methods
+                .iter()
+                .map(rows::contact_method)
+                .collect::<Result<_>>()?,
             rules: rules.iter().map(rows::rule).collect::<Result<_>>()?,
         })
     }
@@ -604,7 +629,10 @@ where
                 lock = lock.bind(T::Db::id(*id));
             }
             for row in lock.fetch_all(self.connection()).await? {
-                statuses.push((row.uuid("id")?, row.parsed("status", IncidentStatus::parse)?));
+                statuses.push((
+                    row.uuid("id")?,
+                    row.parsed("status", IncidentStatus::parse)?,
+                ));
             }
         }
         Ok(statuses)

@@ -45,7 +45,7 @@ fn telling(channels: &[Channel], targets: &[&str]) -> Arc<EscalationPolicy> {
 }
 
 /// An incident escalated at minute 0 under `policy`, with level 1 executed at minute 1.
-async fn executed(store: &dyn Store, policy: Arc<EscalationPolicy>) -> Incident {
+pub(crate) async fn executed(store: &dyn Store, policy: Arc<EscalationPolicy>) -> Incident {
     let (incident, _) = escalated(store, minute(0), policy).await;
     let settled = store.settle_due(&|| minute(1), 10, None).await.unwrap();
     assert_eq!(settled.len(), 1);
@@ -536,8 +536,10 @@ async fn sends_are_planned_and_reserved_within_the_window(backend: Backend) {
     let store = open_store(&db).await;
     let claimed = claimed_for_alice(store.as_ref(), 3).await;
     let per = Duration::from_secs(600);
-    let SendPlan { deliveries, opens } =
-        store.plan_sends(&claimed, &[(2, per)], minute(1)).await.unwrap();
+    let SendPlan { deliveries, opens } = store
+        .plan_sends(&claimed, &[(2, per)], minute(1))
+        .await
+        .unwrap();
     let digest_key = Delivery::key(&claimed[1..]);
     assert_eq!(
         keyed(&deliveries),
