@@ -24,6 +24,7 @@ use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::notify::email::EmailSender;
+use crate::notify::ntfy::Ntfy;
 use crate::notify::twilio::{Twilio, TwilioKind};
 use crate::notify::webhook::WebhookSender;
 use crate::notify::{Channels, Dispatcher, Sender};
@@ -94,7 +95,16 @@ fn channels(config: &Config) -> Result<Channels, StartError> {
         webhook,
         sms: twilio(TwilioKind::Sms, &config.sms, "sms")?,
         voice: twilio(TwilioKind::Voice, &config.voice, "voice")?,
-        push: None,
+        push: match &config.push {
+            Some(push) => {
+                let sender = Ntfy::new(push.clone()).map_err(|error| StartError::Channel {
+                    channel: "push",
+                    message: error.to_string(),
+                })?;
+                Some(Arc::new(sender) as Arc<dyn Sender>)
+            }
+            None => None,
+        },
     })
 }
 

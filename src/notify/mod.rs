@@ -14,6 +14,7 @@
 pub mod dispatcher;
 pub mod email;
 pub mod links;
+pub mod ntfy;
 pub mod twilio;
 pub mod webhook;
 

@@ -37,7 +37,7 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Klaxon's own JSON names what happened in its `event`.
 const ESCALATED_EVENT: &str = "incident.escalated";
 /// The most characters of a refusing answer's body kept in the error.
-const MAX_ANSWER_EXCERPT_CHARS: usize = 200;
+pub(super) const MAX_ANSWER_EXCERPT_CHARS: usize = 200;
 /// Slack refuses a message of more than 50 blocks: a digest shows this many items and one more
 /// section that counts the rest.
 const MAX_SLACK_ITEM_SECTIONS: usize = 49;
@@ -176,7 +176,7 @@ fn refusal(name: &str, status: StatusCode, body: &str) -> SendError {
 
 /// The start of an answer's body: enough bytes for [`MAX_ANSWER_EXCERPT_CHARS`] characters, and
 /// no more read. A body cut short leaves what had arrived.
-async fn excerpt(mut answer: Response) -> String {
+pub(super) async fn excerpt(mut answer: Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < MAX_ANSWER_EXCERPT_CHARS * 4 {
         match answer.chunk().await {
@@ -189,7 +189,7 @@ async fn excerpt(mut answer: Response) -> String {
 
 /// An error and its causes, `: `-separated (reqwest's own message says only "error sending
 /// request").
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(next) = cause {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod ntfy;
 pub mod proxy;
 pub mod smtp;
 pub mod webhook;
