@@ -14,6 +14,7 @@
 pub mod dispatcher;
 pub mod email;
 pub mod links;
+pub mod twilio;
 pub mod webhook;
 
 use async_trait::async_trait;

@@ -189,7 +189,7 @@ async fn excerpt(mut answer: Response) -> String {
 
 /// An error and its causes, `: `-separated (reqwest's own message says only "error sending
 /// request").
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(next) = cause {
