@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod proxy;
 pub mod smtp;
+pub mod twilio;
 pub mod webhook;
 
 use std::path::PathBuf;
