@@ -44,7 +44,8 @@ pub const API_VERSION: &str = "2010-04-01";
 pub const STATUS_CALLBACK_PATH: &str = "/integrations/twilio/status";
 /// The header that carries a provider's signature of its request to Klaxon.
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
-/// The most characters an SMS body has: what one segment holds.
+/// The most characters an SMS body has: what one segment holds in GSM-7 (characters outside
+/// GSM-7, `…` among them, shrink a segment to 70).
 pub const MAX_SMS_CHARS: usize = 160;
 /// The most characters of a refusal's body kept in the error, when it is not Twilio's error JSON.
 const MAX_ANSWER_EXCERPT_CHARS: usize = 200;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod ntfy;
 pub mod proxy;
 pub mod smtp;
+pub mod twilio;
 pub mod webhook;
 
 use std::path::PathBuf;
