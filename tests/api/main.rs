@@ -12,5 +12,6 @@ mod input;
 mod lifecycle;
 mod notify;
 mod prototype;
+mod reach;
 mod state_machine;
 mod users;
