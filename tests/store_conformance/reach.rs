@@ -100,7 +100,10 @@ async fn a_users_email_and_phone_are_their_first_contact_methods(backend: Backen
         "a rule through someone else's method: {theirs:?}"
     );
     let mine = store.add_rule(&rule(&alice, &push)).await.unwrap();
-    assert_eq!(store.rules(alice.id).await.unwrap(), [mine.clone()]);
+    assert_eq!(
+        store.rules(alice.id).await.unwrap(),
+        std::slice::from_ref(&mine)
+    );
     assert_eq!(mine.delay, Duration::from_secs(60), "read back as given");
     assert!(store.rules(bob.id).await.unwrap().is_empty());
 }
