@@ -27,6 +27,8 @@ crate::on_every_backend!(
     a_push_carries_a_button_that_acknowledges,
     personal_rules_go_out_in_turn_and_the_acknowledge_stops_the_call,
     a_storm_of_texts_keeps_to_the_limits_in_bundles_and_loses_nothing,
+    a_call_nobody_answers_is_placed_again_through_the_next_provider,
+    a_contact_methods_test_message_goes_out_or_says_why_not,
 );
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -640,5 +642,129 @@ async fn a_storm_of_texts_keeps_to_the_limits_in_bundles_and_loses_nothing(backe
         "the bundle's reply acts on each incident it carried"
     );
     assert!(acknowledged > 1);
+    app.finish().await;
+}
+
+async fn a_call_nobody_answers_is_placed_again_through_the_next_provider(backend: Backend) {
+    let Some((app, _, providers)) = spawned(backend, &[Channel::Voice], ALICE_PHONE, |_| {}).await
+    else {
+        return;
+    };
+    let id = escalate(&app, "Payments failing").await;
+    let call = accepted(&providers.primary, Resource::Call, 1)
+        .await
+        .remove(0);
+    notification(&app, &id, "voice", |n| n["status"] == "SENT").await;
+    let (status, _) = providers
+        .primary
+        .send_status(call.sid.as_deref().unwrap(), "no-answer", None)
+        .await;
+    assert!(status < 300, "{status}");
+    let again = accepted(&providers.backup, Resource::Call, 1)
+        .await
+        .remove(0);
+    assert_eq!(again.field("To"), Some(ALICE_PHONE));
+    let placed = notification(&app, &id, "voice", |n| n["provider"] == "backup").await;
+    assert_eq!(placed["status"], "SENT");
+    let (_, timeline) = app.get(&format!("/incidents/{id}/timeline")).await;
+    let undelivered = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "notification.undelivered")
+        .expect("the unanswered call is on the timeline")
+        .clone();
+    assert_eq!(undelivered["detail"]["status"], "no-answer");
+    assert_eq!(undelivered["detail"]["provider"], "primary");
+    assert_eq!(undelivered["detail"]["then"], "failover");
+    app.finish().await;
+}
+
+async fn a_contact_methods_test_message_goes_out_or_says_why_not(backend: Backend) {
+    let Some((app, alice, providers)) =
+        spawned(backend, &[Channel::Sms], ALICE_PHONE, |_| {}).await
+    else {
+        return;
+    };
+    let (_, methods) = app.get(&format!("/users/{alice}/contact-methods")).await;
+    let sms = methods["contact_methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "sms")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Alice may test her own; another responder may not.
+    let own = app.user_token(&alice).await;
+    let tested = app
+        .client
+        .post(format!(
+            "{}/users/{alice}/contact-methods/{sms}/test",
+            app.base
+        ))
+        .bearer_auth(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tested.status(), StatusCode::OK);
+    let result: Value = tested.json().await.unwrap();
+    assert_eq!(result["status"], "SENT");
+    assert_eq!(result["provider"], "primary");
+    let text = accepted(&providers.primary, Resource::Message, 1)
+        .await
+        .remove(0);
+    assert!(
+        text.field("Body").unwrap().contains("Test message"),
+        "{text:?}"
+    );
+    assert_eq!(text.field("To"), Some(ALICE_PHONE));
+
+    let bob = app.user("bob", "responder").await;
+    let bobs = app.user_token(&bob).await;
+    let refused = app
+        .client
+        .post(format!(
+            "{}/users/{alice}/contact-methods/{sms}/test",
+            app.base
+        ))
+        .bearer_auth(&bobs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // Push is not configured: the test says so.
+    let (_, push) = app
+        .post(
+            &format!("/users/{alice}/contact-methods"),
+            json!({"type": "push", "address": "alice-pager"}),
+        )
+        .await;
+    let push = push["id"].as_str().unwrap();
+    let (status, reply) = app
+        .post(
+            &format!("/users/{alice}/contact-methods/{push}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("push is not configured"));
+    // A bad address is refused with the field named.
+    let (status, reply) = app
+        .post(
+            &format!("/users/{alice}/contact-methods"),
+            json!({"type": "sms", "address": "0044 20 7946"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("address"));
     app.finish().await;
 }
