@@ -5,7 +5,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
-use super::{contacts, health, incidents, links, messages, metrics, notifications, tokens, users};
+use super::{
+    contacts, health, incidents, links, messages, metrics, notifications, tokens, twilio, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +42,11 @@ use super::{contacts, health, incidents, links, messages, metrics, notifications
         notifications::read,
         links::confirm,
         links::act,
+        twilio::inbound_sms,
+        twilio::status,
+        twilio::voice,
+        twilio::gather,
+        twilio::voice_test,
         metrics::render,
         document,
     ),

@@ -36,6 +36,25 @@ pub struct Reach {
     pub notifications: NotificationConfig,
 }
 
+/// The fields of the forms providers post, for the API's document: each request carries some
+/// of them (and others Klaxon ignores), always `AccountSid`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub struct ProviderForm {
+    AccountSid: String,
+    From: Option<String>,
+    To: Option<String>,
+    /// An inbound text.
+    Body: Option<String>,
+    MessageSid: Option<String>,
+    MessageStatus: Option<String>,
+    ErrorCode: Option<String>,
+    CallSid: Option<String>,
+    CallStatus: Option<String>,
+    /// The digits pressed on a call.
+    Digits: Option<String>,
+}
+
 /// A TwiML answer.
 fn xml(status: StatusCode, document: String) -> Response {
     let mut response = (status, document).into_response();
@@ -93,6 +112,15 @@ fn signed(state: &AppState, headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Opti
 }
 
 /// `POST /integrations/twilio/sms`: a text to one of the providers' numbers.
+#[utoipa::path(
+    post, path = "/integrations/twilio/sms", tag = "integrations",
+    request_body(content = ProviderForm, content_type = "application/x-www-form-urlencoded", description = "Twilio's inbound message form (From, To, Body, AccountSid, MessageSid, …)"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml"),
+        (status = 503, description = "The database is unavailable", content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid X-Twilio-Signature, or no provider has the form's AccountSid", content_type = "text/plain"),
+    )
+)]
 pub async fn inbound_sms(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -203,6 +231,16 @@ async fn act_on(
 
 /// `POST /integrations/twilio/status`: a provider's receipt for a text (`MessageSid`,
 /// `MessageStatus`, `ErrorCode`) or a call (`CallSid`, `CallStatus`).
+#[utoipa::path(
+    post, path = "/integrations/twilio/status", tag = "integrations",
+    request_body(content = ProviderForm, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback form"),
+    responses(
+        (status = 204, description = "Recorded, or a progress status with nothing to record"),
+        (status = 400, description = "Neither MessageSid nor CallSid", content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid X-Twilio-Signature, or no provider has the form's AccountSid", content_type = "text/plain"),
+        (status = 503, description = "The database is unavailable", content_type = "text/plain"),
+    )
+)]
 pub async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -299,6 +337,16 @@ async fn call_of(
 
 /// `POST /integrations/twilio/voice/{id}`: what a call placed for notification `id` says, and
 /// the digits it listens for.
+#[utoipa::path(
+    post, path = "/integrations/twilio/voice/{id}", tag = "integrations",
+    params(("id" = String, Path, description = "The notification the call is for"), ("expires" = i64, Query), ("sig" = String, Query)),
+    request_body(content = ProviderForm, content_type = "application/x-www-form-urlencoded", description = "Twilio's call form"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml"),
+        (status = 503, description = "The database is unavailable", content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid X-Twilio-Signature, or no provider has the form's AccountSid", content_type = "text/plain"),
+    )
+)]
 pub async fn voice(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -336,6 +384,16 @@ pub async fn voice(
 
 /// `POST /integrations/twilio/voice/{id}/gather`: the digit pressed on a call: 1 acknowledges,
 /// 2 resolves, as the user called.
+#[utoipa::path(
+    post, path = "/integrations/twilio/voice/{id}/gather", tag = "integrations",
+    params(("id" = String, Path, description = "The notification the call is for"), ("expires" = i64, Query), ("sig" = String, Query)),
+    request_body(content = ProviderForm, content_type = "application/x-www-form-urlencoded", description = "Twilio's gather form, with Digits"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml"),
+        (status = 503, description = "The database is unavailable", content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid X-Twilio-Signature, or no provider has the form's AccountSid", content_type = "text/plain"),
+    )
+)]
 pub async fn gather(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -370,6 +428,14 @@ pub async fn gather(
 }
 
 /// `POST /integrations/twilio/voice/test`: the document of a contact method's test call.
+#[utoipa::path(
+    post, path = "/integrations/twilio/voice/test", tag = "integrations",
+    request_body(content = ProviderForm, content_type = "application/x-www-form-urlencoded", description = "Twilio's call form"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml"),
+        (status = 403, description = "Missing or invalid X-Twilio-Signature, or no provider has the form's AccountSid", content_type = "text/plain"),
+    )
+)]
 pub async fn voice_test(
     State(state): State<AppState>,
     headers: HeaderMap,
