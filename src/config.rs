@@ -850,6 +850,12 @@ fn notifications_from_file(file: FileNotifications) -> Result<NotificationConfig
         push_rate: rate("push", file.rate_limits.push, defaults.push_rate)?,
         sms_rates: match file.rate_limits.sms {
             None => defaults.sms_rates,
+            Some(limits) if limits.is_empty() => {
+                return Err(invalid(
+                    "notifications.rate_limits.sms",
+                    "must list at least one limit; leave it out for the defaults",
+                ))
+            }
             Some(limits) => limits
                 .into_iter()
                 .map(|limit| rate("sms", Some(limit), DEFAULT_SMS_RATES[0]))
@@ -857,6 +863,12 @@ fn notifications_from_file(file: FileNotifications) -> Result<NotificationConfig
         },
         voice_rates: match file.rate_limits.voice {
             None => defaults.voice_rates,
+            Some(limits) if limits.is_empty() => {
+                return Err(invalid(
+                    "notifications.rate_limits.voice",
+                    "must list at least one limit; leave it out for the defaults",
+                ))
+            }
             Some(limits) => limits
                 .into_iter()
                 .map(|limit| rate("voice", Some(limit), DEFAULT_VOICE_RATES[0]))

@@ -68,15 +68,12 @@ fn channels(config: &Config) -> Result<Channels, StartError> {
         }
         None => None,
     };
-    let webhook = if config.webhooks.is_empty() {
-        None
-    } else {
-        let sender = WebhookSender::new(&config.webhooks).map_err(|error| StartError::Channel {
-            channel: "webhook",
-            message: error.to_string(),
-        })?;
-        Some(Arc::new(sender) as Arc<dyn Sender>)
-    };
+    // Always: a person's own webhook (a contact method) needs no `[webhooks.<name>]`.
+    let webhook = WebhookSender::new(&config.webhooks).map_err(|error| StartError::Channel {
+        channel: "webhook",
+        message: error.to_string(),
+    })?;
+    let webhook = Some(Arc::new(webhook) as Arc<dyn Sender>);
     let twilio = |kind, providers: &[TwilioProvider], channel| -> Result<_, StartError> {
         if providers.is_empty() {
             return Ok(None);

@@ -323,7 +323,7 @@ async fn a_receiver_slower_than_the_timeout_is_retryable() {
 }
 
 #[tokio::test]
-async fn an_unknown_webhook_or_a_person_is_fatal() {
+async fn an_unknown_webhook_or_a_person_without_a_url_is_fatal() {
     let receiver = Receiver::start(None).await;
     let sender = ops_sender(&receiver, WebhookFormat::Generic);
 
@@ -338,4 +338,31 @@ async fn an_unknown_webhook_or_a_person_is_fatal() {
     });
     fatal(sender.send(&to_person).await);
     assert!(receiver.posts().is_empty());
+}
+
+#[tokio::test]
+async fn a_persons_own_webhook_gets_the_generic_json_unsigned() {
+    let signed = Receiver::start(Some("s3cret")).await;
+    let own = Receiver::start(None).await;
+    let sender = ops_sender(&signed, WebhookFormat::Slack);
+    let mut to_person = one_item_message("ops");
+    to_person.recipient = Recipient::Person(Person {
+        handle: "ada".into(),
+        name: "Ada".into(),
+        address: own.url.clone(),
+    });
+    sender.send(&to_person).await.expect("posted");
+    let posts = own.posts();
+    assert_eq!(posts.len(), 1);
+    assert!(
+        posts[0].headers.get("x-klaxon-signature").is_none(),
+        "no secret, no signature"
+    );
+    assert_eq!(posts[0].header("idempotency-key"), to_person.key);
+    assert!(
+        posts[0].json()["notifications"].is_array(),
+        "{}",
+        posts[0].json()
+    );
+    assert!(signed.posts().is_empty());
 }

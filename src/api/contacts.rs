@@ -297,3 +297,67 @@ fn test_message(state: &AppState, user: &User, method: &ContactMethod) -> Outgoi
     }
     message
 }
+
+#[utoipa::path(
+    delete, path = "/users/{id}/contact-methods/{cm}", tag = "users", params(MethodPath),
+    responses(
+        (status = 204, description = "Retired: kept, but no longer listed or used, with the rules through it"),
+        (status = 403), (status = 404),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retire_method(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Viewer>,
+    Path(MethodPath { id, cm }): Path<MethodPath>,
+) -> Result<StatusCode, ApiError> {
+    let user = changeable(&state, &caller, id).await?;
+    let store = state.store.clone();
+    to_completion(async move {
+        store
+            .retire_contact_method(user.id, cm, Timestamp::now())
+            .await
+    })
+    .await
+    .map_err(|e| {
+        ApiError::from_store(e, || format!("contact method {cm} not found for this user"))
+    })?;
+    tracing::info!(user_id = %id, contact_method_id = %cm, by = %caller.name, "contact method retired");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The path of one rule.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RulePath {
+    /// The user.
+    id: Uuid,
+    /// The rule.
+    rule: Uuid,
+}
+
+#[utoipa::path(
+    delete, path = "/users/{id}/notification-rules/{rule}", tag = "users", params(RulePath),
+    responses(
+        (status = 204, description = "Retired: kept, but no longer listed or used"),
+        (status = 403), (status = 404),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retire_rule(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Viewer>,
+    Path(RulePath { id, rule }): Path<RulePath>,
+) -> Result<StatusCode, ApiError> {
+    let user = changeable(&state, &caller, id).await?;
+    let store = state.store.clone();
+    to_completion(async move { store.retire_rule(user.id, rule, Timestamp::now()).await })
+        .await
+        .map_err(|e| {
+            ApiError::from_store(e, || {
+                format!("notification rule {rule} not found for this user")
+            })
+        })?;
+    tracing::info!(user_id = %id, rule_id = %rule, by = %caller.name, "notification rule retired");
+    Ok(StatusCode::NO_CONTENT)
+}

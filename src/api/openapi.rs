@@ -37,6 +37,8 @@ use super::{
         contacts::test,
         contacts::add_rule,
         contacts::rules,
+        contacts::retire_method,
+        contacts::retire_rule,
         notifications::of_incident,
         notifications::inbox,
         notifications::read,

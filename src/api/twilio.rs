@@ -143,8 +143,7 @@ pub async fn inbound_sms(
     let answer = act_on(&state, &pages, action, "by SMS reply").await;
     tracing::info!(%from, action = %action, pages = pages.len(), "SMS reply");
     match answer {
-        Ok(text) if pages.is_empty() => {
-            let _ = text;
+        Ok(_) if pages.is_empty() => {
             let none = format!("Klaxon: no page with code {code} was sent to this number.");
             xml(StatusCode::OK, twiml::message(&none))
         }

@@ -2,8 +2,10 @@
 //! deliver one does to it.
 //!
 //! A level executes in one transaction that also creates its notifications: one per
-//! (escalation, recipient, channel), which the store's unique constraint makes the only one.
-//! In-app notifications are delivered by being stored; the others wait, `PENDING`, for the
+//! (escalation, recipient, channel, route), which the store's unique constraint makes the only
+//! one. The route tells apart what one person gets on one channel: each contact method of the
+//! channel's type, each message of each personal rule. In-app notifications are delivered by
+//! being stored; the others wait, `PENDING` (a personal rule's until its time), for the
 //! dispatcher.
 
 use std::time::Duration;

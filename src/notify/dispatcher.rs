@@ -8,11 +8,15 @@
 //!   the same idempotency key.
 //! - **Never in the engine's way**: it runs as its own task; a slow provider holds up only its
 //!   own sends (each bounded by the channel's timeout), never the escalation worker.
-//! - **Retries**: a retryable failure is tried again after a capped, jittered exponential
-//!   backoff, until `max_attempts`; a fatal one (or the last) is `FAILED` with its error.
-//! - **Storm protection**: per recipient and channel, at most `count` messages in any window of
-//!   `per`; what is over is held and goes out as one digest when the window opens. A digest's
-//!   key is derived from all its members; one that failed and will be retried stays held, so its
+//! - **Retries and failover**: a retryable failure goes at once to the channel's next provider
+//!   (`[[sms.providers]]`, `[[voice.providers]]`), and only once every provider has failed is it
+//!   tried again after a capped, jittered exponential backoff, until `max_attempts`; a fatal one
+//!   (or the last) is `FAILED` with its error. The provider that carried each attempt is on the
+//!   notification and its timeline entry.
+//! - **Storm protection**: per contact method (the address: a phone number, a topic, an email
+//!   address; a webhook's name) and channel, at most `count` messages in any window of `per`,
+//!   for each of the channel's limits; what is over is held and goes out as one digest when
+//!   the window opens. A digest's key is derived from all its members; one that failed and will be retried stays held, so its
 //!   members go together again. What fits is decided, and reserved in the window, in one
 //!   transaction that holds the recipient's window (`Changes::plan_sends`): instances take
 //!   turns, so together they keep to the limit.

@@ -96,15 +96,32 @@ impl WebhookSender {
 #[async_trait]
 impl Sender for WebhookSender {
     async fn send(&self, message: &Outgoing) -> Result<Delivered, SendError> {
-        let Recipient::Webhook(name) = &message.recipient else {
-            return Err(SendError::Fatal(
-                "the webhook channel posts to webhooks, not to people".into(),
-            ));
+        // A configured webhook, or a person's own (a `webhook` contact method): Klaxon's JSON,
+        // unsigned, to the URL they gave.
+        let personal;
+        let (name, webhook) = match &message.recipient {
+            Recipient::Webhook(name) => {
+                let webhook = self.webhooks.get(name).ok_or_else(|| {
+                    SendError::Fatal(format!("no [webhooks.{name}] is configured"))
+                })?;
+                (name.as_str(), webhook)
+            }
+            Recipient::Person(person) => {
+                let url = &person.address;
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(SendError::Fatal(format!(
+                        "{}'s webhook {url:?} is not an http(s) URL",
+                        person.handle
+                    )));
+                }
+                personal = WebhookConfig {
+                    url: person.address.clone(),
+                    format: WebhookFormat::Generic,
+                    secret: None,
+                };
+                (person.handle.as_str(), &personal)
+            }
         };
-        let webhook = self
-            .webhooks
-            .get(name)
-            .ok_or_else(|| SendError::Fatal(format!("no [webhooks.{name}] is configured")))?;
         let body = match webhook.format {
             WebhookFormat::Slack => serde_json::to_vec(&SlackMessage::of(message)),
             WebhookFormat::Generic => serde_json::to_vec(&GenericMessage::of(message)),

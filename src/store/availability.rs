@@ -238,6 +238,15 @@ impl People for Guarded {
     async fn rules(&self, user_id: Uuid) -> Result<Vec<NotificationRule>> {
         self.call(self.inner.rules(user_id)).await
     }
+
+    async fn retire_contact_method(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
+        self.call(self.inner.retire_contact_method(user_id, id, at))
+            .await
+    }
+
+    async fn retire_rule(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
+        self.call(self.inner.retire_rule(user_id, id, at)).await
+    }
 }
 
 #[async_trait]

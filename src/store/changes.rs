@@ -253,14 +253,15 @@ impl<B: Backend> Changes for B {
 
     async fn record_receipt(&self, receipt: &Receipt) -> Result<Vec<Notification>> {
         let mut tx = self.begin().await?;
-        let carried = tx.carried_by(&receipt.provider_message_id).await?;
+        // A first read, unlocked, only to learn which incidents to lock first.
+        let carried = tx.carried_by(&receipt.provider_message_id, false).await?;
         let mut incidents: Vec<Uuid> = carried.iter().map(|n| n.incident_id).collect();
         incidents.sort();
         incidents.dedup();
         let statuses: HashMap<Uuid, IncidentStatus> =
             tx.share_incidents(&incidents).await?.into_iter().collect();
         // Read again under the incidents' locks: a transition may have moved them meanwhile.
-        let carried = tx.carried_by(&receipt.provider_message_id).await?;
+        let carried = tx.carried_by(&receipt.provider_message_id, true).await?;
         let digest = carried.len() > 1;
         let mut changed = Vec::new();
         let mut entries = Vec::new();

@@ -248,7 +248,7 @@ pub trait Changes: Send + Sync + 'static {
     /// Applies a provider's receipt to the notifications its message carried, if they are
     /// `SENT` (or `DELIVERED`, for a later failure): `DELIVERED`; or, undelivered, due again at
     /// once on the next provider (after the backoff once every provider has failed), unless the
-    /// incident no longer escalates or the attempts are spent (`FAILED`). With a timeline entry
+    /// incident is no longer `OPEN` or `ESCALATING` or the attempts are spent (`FAILED`). With a timeline entry
     /// for each, in one transaction. Returns the notifications changed.
     async fn record_receipt(&self, receipt: &Receipt) -> Result<Vec<Notification>>;
 }
@@ -303,7 +303,15 @@ pub trait People: Send + Sync + 'static {
     /// A user's enabled personal rules, oldest first.
     async fn rules(&self, user_id: Uuid) -> Result<Vec<NotificationRule>>;
 
-    /// Stores `user`'s fields (all but its handle and creation time) over the user with its id,
+    /// Retires one of the user's contact methods, and the rules through it, at `at`: kept, but
+    /// no longer listed or used. `NotFound` unless it is theirs and enabled.
+    async fn retire_contact_method(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()>;
+
+    /// Retires one of the user's rules at `at`. `NotFound` unless it is theirs and enabled.
+    async fn retire_rule(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()>;
+
+    /// Stores `user`'s fields (all but its handle and creation time) over the user with its id
+    /// (a changed email or phone replacing the contact methods made from the old one),
     /// if that user is still at `user.version` (a compare-and-set: of two concurrent changes, the
     /// second is not stored over the first). The user as stored, with its version bumped; `None`
     /// if there is no such user or it changed since `user` was read.

@@ -118,6 +118,7 @@ impl Dialect for Postgres {
     const SKIP_LOCKED: &'static str = "for update skip locked";
     /// What inserting a timeline entry (its foreign key) takes on the incident anyway.
     const KEY_SHARE: &'static str = "for key share";
+    const FOR_UPDATE: &'static str = "for update";
 
     fn placeholder(n: usize) -> String {
         format!("${n}")

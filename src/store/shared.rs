@@ -18,8 +18,8 @@ use super::rows::{self, Columns};
 use super::statements::Dialect;
 use super::{AttemptRecord, Outbox, People, Result, StoreError};
 use crate::domain::{
-    ContactMethod, Directory, Incident, IncidentStatus, Notification, NotificationRule, Timestamp,
-    User,
+    ContactMethod, ContactType, Directory, Incident, IncidentStatus, Notification,
+    NotificationRule, Timestamp, User,
 };
 
 /// At most this many notifications go into one multi-row insert.
@@ -117,9 +117,7 @@ where
 
     async fn add_contact_method(&self, method: &ContactMethod) -> Result<ContactMethod> {
         let mut conn = self.writer().acquire().await?;
-        insert_contact_method::<B::Db>(&mut conn, method)
-            .await
-            .map_err(|error| error.duplicate("the user has this contact method already"))
+        insert_contact_method::<B::Db>(&mut conn, method).await
     }
 
     async fn contact_methods(&self, user_id: Uuid) -> Result<Vec<ContactMethod>> {
@@ -186,7 +184,15 @@ where
     }
 
     async fn update_user(&self, user: &User) -> Result<Option<User>> {
-        let mut conn = self.writer().acquire().await?;
+        let mut tx = self.writer().begin().await?;
+        let before = sqlx::query("select * from users where id = $1 and version = $2")
+            .bind(B::Db::id(user.id))
+            .bind(user.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before.as_ref().map(rows::user).transpose()? else {
+            return Ok(None);
+        };
         let row = sqlx::query(
             "update users set name = $1, email = $2, phone = $3, role = $4, time_zone = $5,
                  active = $6, updated_at = $7, version = version + 1
@@ -201,9 +207,95 @@ where
         .bind(B::Db::time(user.updated_at))
         .bind(B::Db::id(user.id))
         .bind(user.version)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.as_ref().map(rows::user).transpose()
+        let Some(stored) = row.as_ref().map(rows::user).transpose()? else {
+            return Ok(None);
+        };
+        // The email and phone are the user's first contact methods: a new one replaces the old
+        // (which is retired, with the rules through it), so pages follow the change.
+        let at = user.updated_at;
+        for (kind, old, new) in [
+            (ContactType::Email, Some(&before.email), Some(&stored.email)),
+            (
+                ContactType::Sms,
+                before.phone.as_ref(),
+                stored.phone.as_ref(),
+            ),
+            (
+                ContactType::Voice,
+                before.phone.as_ref(),
+                stored.phone.as_ref(),
+            ),
+        ] {
+            if old == new {
+                continue;
+            }
+            if let Some(old) = old {
+                let retired = sqlx::query(
+                    "update contact_methods set disabled_at = $1
+                     where user_id = $2 and type = $3 and address = $4 and disabled_at is null
+                     returning id",
+                )
+                .bind(B::Db::time(at))
+                .bind(B::Db::id(user.id))
+                .bind(kind.as_str())
+                .bind(old.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(retired) = retired {
+                    retire_rules_through::<B::Db>(&mut tx, retired.uuid("id")?, at).await?;
+                }
+            }
+            if let Some(new) = new {
+                sqlx::query(
+                    "insert into contact_methods (id, user_id, type, address, created_at)
+                     values ($1, $2, $3, $4, $5)
+                     on conflict (user_id, type, address) do update set disabled_at = null",
+                )
+                .bind(B::Db::id(Uuid::now_v7()))
+                .bind(B::Db::id(user.id))
+                .bind(kind.as_str())
+                .bind(new.clone())
+                .bind(B::Db::time(at))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
+
+    async fn retire_contact_method(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "update contact_methods set disabled_at = $1
+             where id = $2 and user_id = $3 and disabled_at is null returning id",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(user_id))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        retire_rules_through::<B::Db>(&mut tx, id, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_rule(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
+        let mut conn = self.writer().acquire().await?;
+        sqlx::query(
+            "update notification_rules set disabled_at = $1
+             where id = $2 and user_id = $3 and disabled_at is null returning id",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(user_id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(())
     }
 }
 
@@ -373,6 +465,28 @@ where
     }
 }
 
+/// Retires the rules that go through the contact method `method_id`.
+async fn retire_rules_through<D>(
+    conn: &mut D::Connection,
+    method_id: Uuid,
+    at: Timestamp,
+) -> Result<()>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    sqlx::query(
+        "update notification_rules set disabled_at = $1
+         where contact_method_id = $2 and disabled_at is null",
+    )
+    .bind(D::time(at))
+    .bind(D::id(method_id))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A duration as the milliseconds stored for it.
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -391,17 +505,23 @@ where
     for<'q> &'q str: Encode<'q, D> + Type<D>,
     D::Row: Columns,
 {
+    // A retired method with the same address comes back (its id kept); an enabled one is a
+    // duplicate.
     let row = sqlx::query(
         "insert into contact_methods (id, user_id, type, address, created_at)
-         values ($1, $2, $3, $4, $5) returning *",
+         values ($1, $2, $3, $4, $5)
+         on conflict (user_id, type, address) do update set disabled_at = null
+             where contact_methods.disabled_at is not null
+         returning *",
     )
     .bind(D::id(method.id))
     .bind(D::id(method.user_id))
     .bind(method.kind.as_str())
     .bind(method.address.clone())
     .bind(D::time(method.created_at))
-    .fetch_one(conn)
-    .await?;
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::Duplicate("the user has this contact method already".into()))?;
     rows::contact_method(&row)
 }
 
@@ -442,8 +562,8 @@ pub trait OutboxTx: Send {
     /// targets when it executes.
     async fn directory(&mut self) -> Result<Directory>;
 
-    /// Inserts notifications; one that already exists for its (escalation, recipient, channel)
-    /// is left as it is. Returns the ids inserted.
+    /// Inserts notifications; one that already exists for its (escalation, recipient, channel,
+    /// route) is left as it is. Returns the ids inserted.
     async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>>;
 
     /// Marks the incident's `PENDING` notifications `CANCELLED` at `at`; how many.
@@ -453,8 +573,13 @@ pub trait OutboxTx: Send {
     /// message went out: it was sent all the same), and returns it; `None` if it had moved on.
     async fn record_outcome(&mut self, record: &AttemptRecord) -> Result<Option<Notification>>;
 
-    /// The notifications a provider's message carried, locked until commit.
-    async fn carried_by(&mut self, provider_message_id: &str) -> Result<Vec<Notification>>;
+    /// The notifications a provider's message carried; locked until commit if `lock` (after
+    /// their incidents, in the order transitions take them).
+    async fn carried_by(
+        &mut self,
+        provider_message_id: &str,
+        lock: bool,
+    ) -> Result<Vec<Notification>>;
 
     /// Stores what a receipt did to a notification.
     async fn apply_receipt(&mut self, notification: &Notification) -> Result<()>;
@@ -690,8 +815,16 @@ where
         Ok(())
     }
 
-    async fn carried_by(&mut self, provider_message_id: &str) -> Result<Vec<Notification>> {
-        let found = sqlx::query("select * from notifications where provider_id = $1 order by id")
+    async fn carried_by(
+        &mut self,
+        provider_message_id: &str,
+        lock: bool,
+    ) -> Result<Vec<Notification>> {
+        let sql = format!(
+            "select * from notifications where provider_id = $1 order by id {}",
+            if lock { T::Db::FOR_UPDATE } else { "" }
+        );
+        let found = sqlx::query(&sql)
             .bind(provider_message_id.to_owned())
             .fetch_all(self.connection())
             .await?;

@@ -101,6 +101,7 @@ impl Dialect for Sqlite {
     /// The single writer runs one statement at a time.
     const SKIP_LOCKED: &'static str = "";
     const KEY_SHARE: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
 
     fn placeholder(_: usize) -> String {
         "?".to_owned()

@@ -30,6 +30,9 @@ pub trait Dialect: Database {
     /// What follows a read that locks rows shared against a transition's `for update`:
     /// `for key share`, or nothing where one writer runs at a time.
     const KEY_SHARE: &'static str;
+    /// Locks the rows a `select` reads until commit (`for update`; SQLite's single writer holds
+    /// everything already).
+    const FOR_UPDATE: &'static str;
 
     /// What follows the subquery that picks rows to claim, so that concurrent claimers skip the
     /// rows another holds: `for update skip locked`, or nothing where one writer runs at a time.

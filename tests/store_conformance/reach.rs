@@ -4,7 +4,7 @@ use super::*;
 use crate::outbox::executed;
 use klaxon::domain::{
     ContactMethod, ContactType, Failover, NewContactMethod, NewRule, Notification,
-    NotificationRule, NotificationStatus, Outcome, User, UserFields,
+    NotificationRule, NotificationStatus, Outcome, User, UserChange, UserFields,
 };
 use klaxon::store::{AttemptRecord, Receipt, StoreError};
 
@@ -13,6 +13,7 @@ on_every_backend!(
     personal_rules_are_planned_at_their_times_and_stop_at_the_acknowledge,
     receipts_deliver_or_fail_over_and_never_resend_a_stopped_page,
     replies_find_the_newest_message_with_their_code,
+    a_new_email_or_phone_replaces_its_contact_methods_and_retiring_stops_rules,
 );
 
 fn alice() -> User {
@@ -362,4 +363,117 @@ async fn replies_find_the_newest_message_with_their_code(backend: Backend) {
         store.message_of(Uuid::now_v7()).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn a_new_email_or_phone_replaces_its_contact_methods_and_retiring_stops_rules(
+    backend: Backend,
+) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let alice = store.create_user(&alice()).await.unwrap();
+    let methods = store.contact_methods(alice.id).await.unwrap();
+    let sms = methods
+        .iter()
+        .find(|m| m.kind == ContactType::Sms)
+        .unwrap()
+        .clone();
+    let new = NewRule {
+        contact_method_id: sms.id,
+        delay: Duration::ZERO,
+        repeat_every: None,
+        max_repeats: None,
+    };
+    store
+        .add_rule(&NotificationRule::new(alice.id, new, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let change = UserChange {
+        phone: Some(Some("+14155550111".into())),
+        email: Some("alice@new.example.com".into()),
+        ..UserChange::default()
+    };
+    let changed = alice.changed(change, minute(1)).unwrap();
+    store.update_user(&changed).await.unwrap().expect("stored");
+    let now: Vec<(ContactType, String)> = store
+        .contact_methods(alice.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.kind, m.address))
+        .collect();
+    let phone = "+14155550111".to_owned();
+    assert_eq!(
+        now,
+        [
+            (ContactType::Email, "alice@new.example.com".to_owned()),
+            (ContactType::Sms, phone.clone()),
+            (ContactType::Voice, phone),
+        ],
+        "the old ones are retired, the new ones added"
+    );
+    assert!(
+        store.rules(alice.id).await.unwrap().is_empty(),
+        "the rule through the old number is retired with it"
+    );
+
+    // Retiring by hand: the method and the rules through it.
+    let push = method(store.as_ref(), &alice, ContactType::Push, "alice-pager").await;
+    let new = NewRule {
+        contact_method_id: push.id,
+        delay: Duration::ZERO,
+        repeat_every: None,
+        max_repeats: None,
+    };
+    let rule = store
+        .add_rule(&NotificationRule::new(alice.id, new, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let other = Uuid::now_v7();
+    assert!(matches!(
+        store.retire_contact_method(other, push.id, minute(2)).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .retire_contact_method(alice.id, push.id, minute(2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store
+                .retire_contact_method(alice.id, push.id, minute(2))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "once"
+    );
+    assert!(store.rules(alice.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.retire_rule(alice.id, rule.id, minute(3)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store
+        .contact_methods(alice.id)
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| m.id != push.id));
+    // Re-adding a retired address brings it back.
+    let again = ContactMethod::new(
+        alice.id,
+        NewContactMethod {
+            kind: ContactType::Push,
+            address: "alice-pager".into(),
+        },
+        minute(4),
+    )
+    .unwrap();
+    let back = store.add_contact_method(&again).await.unwrap();
+    assert_eq!(back.id, push.id, "the retired one comes back");
+    let refused = store.add_contact_method(&again).await;
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(_))),
+        "{refused:?}"
+    );
 }
