@@ -268,16 +268,7 @@ where
 
     async fn retire_contact_method(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
         let mut tx = self.writer().begin().await?;
-        sqlx::query(
-            "update contact_methods set disabled_at = $1
-             where id = $2 and user_id = $3 and disabled_at is null returning id",
-        )
-        .bind(B::Db::time(at))
-        .bind(B::Db::id(id))
-        .bind(B::Db::id(user_id))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        retire::<B::Db>(&mut tx, "contact_methods", user_id, id, at).await?;
         retire_rules_through::<B::Db>(&mut tx, id, at).await?;
         tx.commit().await?;
         Ok(())
@@ -285,17 +276,7 @@ where
 
     async fn retire_rule(&self, user_id: Uuid, id: Uuid, at: Timestamp) -> Result<()> {
         let mut conn = self.writer().acquire().await?;
-        sqlx::query(
-            "update notification_rules set disabled_at = $1
-             where id = $2 and user_id = $3 and disabled_at is null returning id",
-        )
-        .bind(B::Db::time(at))
-        .bind(B::Db::id(id))
-        .bind(B::Db::id(user_id))
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(())
+        retire::<B::Db>(&mut conn, "notification_rules", user_id, id, at).await
     }
 }
 
@@ -463,6 +444,34 @@ where
         .await?;
         found.iter().map(rows::notification).collect()
     }
+}
+
+/// Retires `user_id`'s row `id` of `table` (`contact_methods`, `notification_rules`) at `at`,
+/// once: `NotFound` if it is not theirs or retired already.
+async fn retire<D>(
+    conn: &mut D::Connection,
+    table: &str,
+    user_id: Uuid,
+    id: Uuid,
+    at: Timestamp,
+) -> Result<()>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    let sql = format!(
+        "update {table} set disabled_at = $1
+         where id = $2 and user_id = $3 and disabled_at is null returning id"
+    );
+    sqlx::query(&sql)
+        .bind(D::time(at))
+        .bind(D::id(id))
+        .bind(D::id(user_id))
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(())
 }
 
 /// Retires the rules that go through the contact method `method_id`.
