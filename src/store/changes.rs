@@ -238,6 +238,15 @@ impl<B: Backend> Changes for B {
         let (channel, recipient) = (first.channel.as_str(), first.rate_key());
         let mut tx = self.begin().await?;
         tx.lock_window(channel, recipient, now).await?;
+        // Cancelled since it was claimed (its incident acknowledged meanwhile): not sent.
+        let ids: Vec<Uuid> = group.iter().map(|n| n.id).collect();
+        let pending: HashSet<Uuid> = tx.still_pending(&ids).await?.into_iter().collect();
+        let group: Vec<Notification> = group
+            .iter()
+            .filter(|n| pending.contains(&n.id))
+            .cloned()
+            .collect();
+        let group = group.as_slice();
         let longest = limits.iter().map(|(_, per)| *per).max().unwrap_or_default();
         let since = Timestamp::from_millis(now.as_millis() - longest.as_millis() as i64);
         let sent = tx.window(channel, recipient, since).await?;

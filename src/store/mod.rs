@@ -234,10 +234,11 @@ pub trait Changes: Send + Sync + 'static {
     /// cancelling these notifications meanwhile waits, or is waited for, but never deadlocks.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Notification>>;
 
-    /// Storm protection, one recipient and channel at a time: with their window held against
-    /// other dispatchers, decides how `group` (claimed, oldest first) goes out under a limit of
-    /// `count` messages in any `per` ([`Delivery::plan`]), and reserves room in the window for
-    /// what it sends, in one transaction. What is held waits until `opens`.
+    /// Storm protection, one contact method and channel at a time: with their window held against
+    /// other dispatchers, decides how `group` (claimed, oldest first) goes out under `limits`
+    /// (each `count` messages in any `per`, [`Delivery::plan`]), and reserves room in the window
+    /// for what it sends, in one transaction. What is held waits until `opens`. Members cancelled
+    /// since they were claimed are left out: they are not sent.
     async fn plan_sends(
         &self,
         group: &[Notification],

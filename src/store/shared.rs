@@ -614,6 +614,10 @@ pub trait OutboxTx: Send {
         since: Timestamp,
     ) -> Result<Vec<Timestamp>>;
 
+    /// Which of `ids` are still `PENDING`, locked until commit: a notification cancelled since it
+    /// was claimed (its incident acknowledged meanwhile) is not sent.
+    async fn still_pending(&mut self, ids: &[Uuid]) -> Result<Vec<Uuid>>;
+
     /// Reserves room in the window for the message `key` carrying `ids`: they count from `at`
     /// (`sent_at`), until their outcome is recorded.
     async fn reserve(&mut self, ids: &[Uuid], key: &str, at: Timestamp) -> Result<()>;
@@ -802,6 +806,28 @@ where
         .fetch_all(self.connection())
         .await?;
         found.iter().map(|row| row.timestamp("sent_at")).collect()
+    }
+
+    async fn still_pending(&mut self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let mut pending = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "select id from notifications where id in ({}) and status = 'PENDING' order by id {}",
+                (1..=chunk.len())
+                    .map(T::Db::placeholder)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                T::Db::FOR_UPDATE
+            );
+            let mut read = sqlx::query(&sql);
+            for id in chunk {
+                read = read.bind(T::Db::id(*id));
+            }
+            for row in read.fetch_all(self.connection()).await? {
+                pending.push(row.uuid("id")?);
+            }
+        }
+        Ok(pending)
     }
 
     async fn reserve(&mut self, ids: &[Uuid], key: &str, at: Timestamp) -> Result<()> {

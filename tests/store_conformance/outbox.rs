@@ -18,6 +18,7 @@ on_every_backend!(
     sends_are_planned_and_reserved_within_the_window,
     racing_dispatchers_keep_to_the_window_together,
     recording_an_attempt_never_deadlocks_with_an_acknowledge,
+    a_notification_cancelled_after_its_claim_is_not_planned,
 );
 
 fn person(handle: &str, role: Role) -> User {
@@ -655,4 +656,32 @@ async fn recording_an_attempt_never_deadlocks_with_an_acknowledge(backend: Backe
         assert!(recorded.is_ok(), "{recorded:?}");
         assert!(acknowledged.is_ok(), "{acknowledged:?}");
     }
+}
+
+/// Claimed, then its incident acknowledged before the dispatcher planned it: it is left out of
+/// the plan (not sent), and the other one goes.
+async fn a_notification_cancelled_after_its_claim_is_not_planned(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let claimed = claimed_for_alice(store.as_ref(), 2).await;
+    store
+        .transition(request(
+            claimed[0].incident_id,
+            Action::Acknowledge,
+            minute(2),
+        ))
+        .await
+        .unwrap();
+    let plan = store
+        .plan_sends(&claimed, &[(10, Duration::from_secs(60))], minute(2))
+        .await
+        .unwrap();
+    let planned: Vec<Uuid> = plan
+        .deliveries
+        .iter()
+        .flat_map(|p| p.members.iter().map(|n| n.id))
+        .collect();
+    assert_eq!(planned, [claimed[1].id]);
 }
