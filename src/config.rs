@@ -968,48 +968,17 @@ fn policy_from_levels(
     for (index, level) in levels.into_iter().enumerate() {
         let key = format!("escalation.levels[{index}]");
         let delay = parse_duration(&format!("{key}.delay"), &level.delay)?;
-        if level.channels.is_empty() {
-            return Err(invalid(
-                format!("{key}.channels"),
-                "name at least one channel",
-            ));
-        }
-        if let Some(blank) = level.targets.iter().find(|handle| handle.trim().is_empty()) {
-            return Err(invalid(
-                format!("{key}.targets"),
-                format!("{blank:?} is not a user handle"),
-            ));
-        }
-        let posts = level.channels.contains(&Channel::Webhook);
-        if posts && level.webhooks.is_empty() {
-            return Err(invalid(
-                format!("{key}.webhooks"),
-                "the webhook channel needs the names of the webhooks to post to",
-            ));
-        }
-        if !posts && !level.webhooks.is_empty() {
-            return Err(invalid(
-                format!("{key}.channels"),
-                "webhooks are named but the webhook channel is not",
-            ));
-        }
-        if let Some(unknown) = level
-            .webhooks
-            .iter()
-            .find(|name| !webhooks.contains_key(*name))
-        {
-            return Err(invalid(
-                format!("{key}.webhooks"),
-                format!("no [webhooks.{unknown}] is configured"),
-            ));
-        }
-        parsed.push(EscalationLevel {
+        let level = EscalationLevel {
             level: level.level,
             delay,
             channels: level.channels,
             targets: level.targets,
             webhooks: level.webhooks,
-        });
+        };
+        level
+            .check(|name| webhooks.contains_key(name))
+            .map_err(|problem| invalid(format!("{key}.{}", problem.field), problem.reason))?;
+        parsed.push(level);
     }
     EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))
 }

@@ -363,6 +363,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
                 sms: config.sms.clone(),
                 voice: config.voice.clone(),
                 notifications: config.notifications.clone(),
+                webhooks: config.webhooks.keys().cloned().collect(),
             }),
         };
         let app = api::router(state, config.max_body_bytes);

@@ -46,6 +46,7 @@ fn item(title: &str, severity: Severity, n: u128) -> Item {
             acknowledged_at: None,
             resolved_at: None,
             cancelled_at: None,
+            service_id: None,
         },
         escalation_level: 2,
         links: Links {

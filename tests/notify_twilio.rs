@@ -48,6 +48,7 @@ fn item(title: &str, severity: Severity) -> Item {
         acknowledged_at: None,
         resolved_at: None,
         cancelled_at: None,
+        service_id: None,
     };
     let id = incident.id;
     Item {

@@ -37,6 +37,7 @@ fn incident(title: &str, severity: Severity) -> Incident {
         acknowledged_at: None,
         resolved_at: None,
         cancelled_at: None,
+        service_id: None,
     }
 }
 

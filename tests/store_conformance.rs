@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 use IncidentStatus::{Acknowledged, Cancelled, Escalating, Open, Resolved};
 
+#[path = "store_conformance/catalog.rs"]
+mod catalog;
 #[path = "store_conformance/outbox.rs"]
 mod outbox;
 #[path = "store_conformance/reach.rs"]

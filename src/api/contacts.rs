@@ -275,6 +275,7 @@ fn test_message(state: &AppState, user: &User, method: &ContactMethod) -> Outgoi
         acknowledged_at: None,
         resolved_at: None,
         cancelled_at: None,
+        service_id: None,
     };
     let page = format!("{public_url}/users/{}", user.id);
     let item = Item {

@@ -13,6 +13,8 @@ pub mod messages;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod policies;
+pub mod services;
 pub mod token_cache;
 pub mod tokens;
 pub mod twilio;
@@ -140,6 +142,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/users/{id}/notification-rules",
             post(contacts::add_rule).get(contacts::rules),
+        )
+        .route("/services", post(services::create).get(services::list))
+        .route("/services/{id}", get(services::get).patch(services::update))
+        .route(
+            "/services/{id}/integration-keys",
+            post(services::create_key).get(services::keys),
+        )
+        .route(
+            "/services/{id}/integration-keys/{key_id}",
+            delete(services::revoke_key),
+        )
+        .route(
+            "/escalation-policies",
+            post(policies::create).get(policies::list),
+        )
+        .route(
+            "/escalation-policies/{id}",
+            get(policies::get).put(policies::replace),
         )
         .route("/integrations/twilio/sms", post(twilio::inbound_sms))
         .route("/integrations/twilio/status", post(twilio::status))

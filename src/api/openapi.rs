@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
 use super::{
-    contacts, health, incidents, links, messages, metrics, notifications, tokens, twilio, users,
+    contacts, health, incidents, links, messages, metrics, notifications, policies, services,
+    tokens, twilio, users,
 };
 
 #[derive(OpenApi)]
@@ -42,6 +43,17 @@ use super::{
         notifications::of_incident,
         notifications::inbox,
         notifications::read,
+        services::create,
+        services::list,
+        services::get,
+        services::update,
+        services::create_key,
+        services::keys,
+        services::revoke_key,
+        policies::create,
+        policies::list,
+        policies::get,
+        policies::replace,
         links::confirm,
         links::act,
         twilio::inbound_sms,
@@ -71,6 +83,7 @@ impl Modify for BearerAuth {
                 &mut item.get,
                 &mut item.post,
                 &mut item.patch,
+                &mut item.put,
                 &mut item.delete,
             ];
             for operation in operations.into_iter().flatten() {

@@ -34,6 +34,8 @@ pub struct Reach {
     pub sms: Vec<TwilioProvider>,
     pub voice: Vec<TwilioProvider>,
     pub notifications: NotificationConfig,
+    /// The names of the configured webhooks (`[webhooks.<name>]`), which levels may name.
+    pub webhooks: Vec<String>,
 }
 
 /// The fields of the forms providers post, for the API's document: each request carries some

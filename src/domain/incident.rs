@@ -159,6 +159,8 @@ pub struct Incident {
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub cancelled_at: Option<Timestamp>,
+    /// The service it is about, if it came in through one.
+    pub service_id: Option<Uuid>,
 }
 
 impl Incident {
@@ -178,6 +180,7 @@ impl Incident {
             acknowledged_at: None,
             resolved_at: None,
             cancelled_at: None,
+            service_id: None,
         }
     }
 }

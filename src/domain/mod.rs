@@ -9,6 +9,7 @@ pub mod event;
 pub mod incident;
 pub mod notification;
 pub mod policy;
+pub mod service;
 pub mod severity;
 pub mod time;
 pub mod timeline;
@@ -26,6 +27,7 @@ pub use notification::{
     NotificationStatus, Outcome, Planned, RetryPolicy,
 };
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
+pub use service::{IntegrationKey, InvalidService, PolicyRecord, Service};
 pub use severity::Severity;
 pub use time::Timestamp;
 pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};

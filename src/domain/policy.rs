@@ -79,6 +79,44 @@ impl From<EscalationPolicy> for Vec<EscalationLevel> {
     }
 }
 
+/// What is wrong with one level, and which of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelProblem {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl EscalationLevel {
+    /// Checks what a level says on its own: at least one channel, no blank target, webhooks named
+    /// exactly when the webhook channel is, and each of them one that `webhook_exists`.
+    pub fn check(&self, webhook_exists: impl Fn(&str) -> bool) -> Result<(), LevelProblem> {
+        let problem = |field, reason: String| Err(LevelProblem { field, reason });
+        if self.channels.is_empty() {
+            return problem("channels", "name at least one channel".into());
+        }
+        if let Some(blank) = self.targets.iter().find(|handle| handle.trim().is_empty()) {
+            return problem("targets", format!("{blank:?} is not a user handle"));
+        }
+        let posts = self.channels.contains(&Channel::Webhook);
+        if posts && self.webhooks.is_empty() {
+            return problem(
+                "webhooks",
+                "the webhook channel needs the names of the webhooks to post to".into(),
+            );
+        }
+        if !posts && !self.webhooks.is_empty() {
+            return problem(
+                "channels",
+                "webhooks are named but the webhook channel is not".into(),
+            );
+        }
+        if let Some(unknown) = self.webhooks.iter().find(|name| !webhook_exists(name)) {
+            return problem("webhooks", format!("no [webhooks.{unknown}] is configured"));
+        }
+        Ok(())
+    }
+}
+
 impl EscalationPolicy {
     pub fn new(levels: Vec<EscalationLevel>) -> Result<Self, PolicyError> {
         if levels.is_empty() {

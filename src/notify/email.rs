@@ -385,6 +385,7 @@ mod tests {
                 acknowledged_at: None,
                 resolved_at: None,
                 cancelled_at: None,
+                service_id: None,
             },
             escalation_level: 2,
             links: Links {

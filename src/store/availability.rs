@@ -18,14 +18,14 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    AttemptRecord, Backlog, Changes, IncidentQuery, Ingested, Outbox, Page, People, Queries,
-    Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome,
+    AttemptRecord, Backlog, Catalog, Changes, IncidentQuery, Ingested, Outbox, Page, People,
+    Queries, Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome,
     TransitionRequest,
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    ContactMethod, Escalation, Incident, NewEvent, NewToken, Notification, NotificationRule,
-    TimelineEntry, Timestamp, Token, User,
+    ContactMethod, Escalation, Incident, IntegrationKey, NewEvent, NewToken, Notification,
+    NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp, Token, TokenSecret, User,
 };
 
 /// The first probe of an unreachable database comes up to this long after the failure.
@@ -340,5 +340,72 @@ impl Changes for Guarded {
         only: Option<&[Uuid]>,
     ) -> Result<Vec<Settled>> {
         self.call(self.inner.settle_due(clock, limit, only)).await
+    }
+}
+
+#[async_trait]
+impl Catalog for Guarded {
+    async fn create_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord> {
+        self.call(self.inner.create_policy(policy)).await
+    }
+
+    async fn replace_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord> {
+        self.call(self.inner.replace_policy(policy)).await
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        self.call(self.inner.policies()).await
+    }
+
+    async fn policy(&self, id: Uuid) -> Result<PolicyRecord> {
+        self.call(self.inner.policy(id)).await
+    }
+
+    async fn create_service(&self, service: &Service) -> Result<Service> {
+        self.call(self.inner.create_service(service)).await
+    }
+
+    async fn update_service(&self, service: &Service) -> Result<Service> {
+        self.call(self.inner.update_service(service)).await
+    }
+
+    async fn services(&self) -> Result<Vec<Service>> {
+        self.call(self.inner.services()).await
+    }
+
+    async fn service(&self, id: Uuid) -> Result<Service> {
+        self.call(self.inner.service(id)).await
+    }
+
+    async fn create_integration_key(
+        &self,
+        service_id: Uuid,
+        name: &str,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<IntegrationKey> {
+        self.call(
+            self.inner
+                .create_integration_key(service_id, name, secret, at),
+        )
+        .await
+    }
+
+    async fn integration_keys(&self, service_id: Uuid) -> Result<Vec<IntegrationKey>> {
+        self.call(self.inner.integration_keys(service_id)).await
+    }
+
+    async fn revoke_integration_key(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<IntegrationKey> {
+        self.call(self.inner.revoke_integration_key(service_id, id, at))
+            .await
+    }
+
+    async fn service_by_key(&self, secret: &TokenSecret) -> Result<Option<Service>> {
+        self.call(self.inner.service_by_key(secret)).await
     }
 }

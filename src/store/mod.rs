@@ -19,6 +19,7 @@
 pub mod availability;
 pub mod backend;
 pub mod batch;
+pub mod catalog;
 pub mod changes;
 pub mod listen;
 pub mod postgres;
@@ -39,8 +40,9 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Incident, IncidentStatus,
-    InvalidTransition, NewEvent, NewToken, Notification, NotificationRule, NotificationStatus,
-    Outcome, Planned, TimelineEntry, Timestamp, Token, User,
+    IntegrationKey, InvalidTransition, NewEvent, NewToken, Notification, NotificationRule,
+    NotificationStatus, Outcome, Planned, PolicyRecord, Service, TimelineEntry, Timestamp, Token,
+    TokenSecret, User,
 };
 
 /// What every store operation returns.
@@ -319,6 +321,59 @@ pub trait People: Send + Sync + 'static {
     async fn update_user(&self, user: &User) -> Result<Option<User>>;
 }
 
+/// Services, escalation policies as data and integration keys: written once for every backend,
+/// in [`catalog`].
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// [`StoreError::Duplicate`] if the name is taken.
+    async fn create_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord>;
+
+    /// Stores `policy`'s name, repeat and levels over the policy with its id (incidents already
+    /// escalating keep the snapshot they took). `NotFound` if there is none.
+    async fn replace_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord>;
+
+    /// By name.
+    async fn policies(&self) -> Result<Vec<PolicyRecord>>;
+
+    async fn policy(&self, id: Uuid) -> Result<PolicyRecord>;
+
+    /// [`StoreError::Duplicate`] if the name is taken; `NotFound` if its policy does not exist.
+    async fn create_service(&self, service: &Service) -> Result<Service>;
+
+    /// Stores `service`'s fields over the service with its id; `NotFound` if there is none or
+    /// its policy does not exist.
+    async fn update_service(&self, service: &Service) -> Result<Service>;
+
+    /// By name.
+    async fn services(&self) -> Result<Vec<Service>>;
+
+    async fn service(&self, id: Uuid) -> Result<Service>;
+
+    /// A key for `service_id` whose secret hashes as `secret` does; `NotFound` if there is no
+    /// such service.
+    async fn create_integration_key(
+        &self,
+        service_id: Uuid,
+        name: &str,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<IntegrationKey>;
+
+    /// The service's keys, revoked ones included, oldest first.
+    async fn integration_keys(&self, service_id: Uuid) -> Result<Vec<IntegrationKey>>;
+
+    /// Revokes one of the service's keys (once: revoking again keeps the first time).
+    async fn revoke_integration_key(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<IntegrationKey>;
+
+    /// The service whose live (unrevoked) key `secret` is.
+    async fn service_by_key(&self, secret: &TokenSecret) -> Result<Option<Service>>;
+}
+
 /// The notifications outbox: written once for every backend, in [`shared`].
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
@@ -373,9 +428,9 @@ pub trait Outbox: Send + Sync + 'static {
 
 /// A whole store: what a backend answers itself, the tables written once for every backend, and
 /// the rules written once above them.
-pub trait Store: Queries + People + Outbox + Changes {}
+pub trait Store: Queries + People + Outbox + Changes + Catalog {}
 
-impl<S: Queries + People + Outbox + Changes> Store for S {}
+impl<S: Queries + People + Outbox + Changes + Catalog> Store for S {}
 
 /// A transition as committed: the incident, and what it did to escalations.
 #[derive(Debug, Clone)]

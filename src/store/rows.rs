@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::domain::{
     Channel, ContactMethod, ContactType, Escalation, EscalationPolicy, EscalationStatus, Incident,
-    IncidentStatus, Notification, NotificationRule, NotificationStatus, Role, Severity,
-    TimelineEntry, TimelineKind, Timestamp, Token, User,
+    IncidentStatus, IntegrationKey, Notification, NotificationRule, NotificationStatus,
+    PolicyRecord, Role, Service, Severity, TimelineEntry, TimelineKind, Timestamp, Token, User,
 };
 
 /// The column types Klaxon stores, read from a row.
@@ -115,6 +115,7 @@ pub(crate) fn incident(row: &impl Columns) -> Result<Incident> {
         acknowledged_at: row.optional_timestamp("acknowledged_at")?,
         resolved_at: row.optional_timestamp("resolved_at")?,
         cancelled_at: row.optional_timestamp("cancelled_at")?,
+        service_id: row.optional_uuid("service_id")?,
     })
 }
 
@@ -166,6 +167,41 @@ pub(crate) fn user(row: &impl Columns) -> Result<User> {
         created_at: row.timestamp("created_at")?,
         updated_at: row.timestamp("updated_at")?,
         version: row.int("version")?,
+    })
+}
+
+pub(crate) fn service(row: &impl Columns) -> Result<Service> {
+    Ok(Service {
+        id: row.uuid("id")?,
+        name: row.text("name")?,
+        escalation_policy_id: row.optional_uuid("escalation_policy_id")?,
+        auto_escalate: row.flag("auto_escalate")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+    })
+}
+
+pub(crate) fn integration_key(row: &impl Columns) -> Result<IntegrationKey> {
+    Ok(IntegrationKey {
+        id: row.uuid("id")?,
+        service_id: row.uuid("service_id")?,
+        name: row.text("name")?,
+        created_at: row.timestamp("created_at")?,
+        revoked_at: row.optional_timestamp("revoked_at")?,
+    })
+}
+
+pub(crate) fn policy_record(row: &impl Columns) -> Result<PolicyRecord> {
+    let levels = row.json("levels")?;
+    let levels: EscalationPolicy = serde_json::from_value(levels)
+        .map_err(|_| StoreError::corrupt("policy levels", "unreadable"))?;
+    Ok(PolicyRecord {
+        id: row.uuid("id")?,
+        name: row.text("name")?,
+        repeat: u32::try_from(row.int("repeat")?).unwrap_or(0),
+        levels,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
     })
 }
 

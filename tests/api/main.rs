@@ -13,5 +13,6 @@ mod lifecycle;
 mod notify;
 mod prototype;
 mod reach;
+mod services;
 mod state_machine;
 mod users;

@@ -1,0 +1,297 @@
+//! Services and their integration keys: made and changed by admins, read by anyone with a token,
+//! never deleted. A key's secret is shown once, in the answer that creates it, and kept hashed.
+
+use axum::extract::{Path, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use super::auth::{Admin, Authorized, Viewer};
+use super::extract::{IdPath, JsonBody};
+use super::{to_completion, ApiError, AppState};
+use crate::domain::service::check_name;
+use crate::domain::{IntegrationKey, InvalidService, Service, Timestamp, TokenSecret};
+
+fn missing(id: Uuid) -> impl FnOnce() -> String {
+    move || format!("service {id} not found")
+}
+
+impl From<InvalidService> for ApiError {
+    fn from(invalid: InvalidService) -> Self {
+        Self::BadRequest(invalid.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceRequest {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    /// Its escalation policy; the configured one if not given.
+    pub escalation_policy_id: Option<Uuid>,
+    /// `true` if not given: an incident it opens starts escalating at once.
+    pub auto_escalate: Option<bool>,
+}
+
+/// The body of `PATCH /services/{id}`: the fields given are set, the others kept.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePatch {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// `null` puts the service back on the configured policy.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<Uuid>)]
+    pub escalation_policy_id: Option<Option<Uuid>>,
+    pub auto_escalate: Option<bool>,
+}
+
+/// A field that is present, even as `null`, is `Some` of its value.
+fn given<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceList {
+    /// By name.
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    /// What sends with it (a Prometheus, a script). 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The secret: shown this once, never again. PagerDuty's `routing_key`, or Alertmanager's
+    /// bearer token.
+    pub key: String,
+    pub service_id: Uuid,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    /// Oldest first, revoked ones included; never their secrets.
+    pub integration_keys: Vec<IntegrationKey>,
+}
+
+/// Answers `NotFound` for a policy that does not exist as a 400 naming the field.
+fn policy_error(error: crate::store::StoreError, policy: Option<Uuid>) -> ApiError {
+    match (error, policy) {
+        (crate::store::StoreError::NotFound, Some(policy)) => ApiError::BadRequest(format!(
+            "invalid `escalation_policy_id`: no escalation policy {policy}"
+        )),
+        (error, _) => ApiError::from_store(error, || "service not found".into()),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/services", tag = "services", request_body = NewServiceRequest,
+    responses(
+        (status = 201, body = Service),
+        (status = 409, description = "The name is taken"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    JsonBody(request): JsonBody<NewServiceRequest>,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    let policy = request.escalation_policy_id;
+    let service = Service::new(
+        &request.name,
+        policy,
+        request.auto_escalate.unwrap_or(true),
+        Timestamp::now(),
+    )?;
+    let store = state.store.clone();
+    let service = to_completion(async move { store.create_service(&service).await })
+        .await
+        .map_err(|e| policy_error(e, policy))?;
+    tracing::info!(service_id = %service.id, by = %caller.name, "service created");
+    Ok((StatusCode::CREATED, Json(service)))
+}
+
+#[utoipa::path(
+    get, path = "/services", tag = "services",
+    responses((status = 200, body = ServiceList)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Authorized<Viewer>,
+) -> Result<Json<ServiceList>, ApiError> {
+    Ok(Json(ServiceList {
+        services: state.store.services().await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/services/{id}", tag = "services", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Service), (status = 404)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _: Authorized<Viewer>,
+    IdPath(id): IdPath,
+) -> Result<Json<Service>, ApiError> {
+    let service = state
+        .store
+        .service(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    Ok(Json(service))
+}
+
+#[utoipa::path(
+    patch, path = "/services/{id}", tag = "services", params(("id" = Uuid, Path)),
+    request_body = ServicePatch,
+    responses((status = 200, body = Service), (status = 404), (status = 409, description = "The name is taken")),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    IdPath(id): IdPath,
+    JsonBody(patch): JsonBody<ServicePatch>,
+) -> Result<Json<Service>, ApiError> {
+    let mut service = state
+        .store
+        .service(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    if let Some(name) = &patch.name {
+        service.name = check_name("name", name)?;
+    }
+    if let Some(policy) = patch.escalation_policy_id {
+        service.escalation_policy_id = policy;
+    }
+    if let Some(auto) = patch.auto_escalate {
+        service.auto_escalate = auto;
+    }
+    service.updated_at = Timestamp::now();
+    let policy = service.escalation_policy_id;
+    let store = state.store.clone();
+    let service = to_completion(async move { store.update_service(&service).await })
+        .await
+        .map_err(|e| policy_error(e, policy))?;
+    tracing::info!(service_id = %id, by = %caller.name, "service updated");
+    Ok(Json(service))
+}
+
+#[utoipa::path(
+    post, path = "/services/{id}/integration-keys", tag = "services", params(("id" = Uuid, Path)),
+    request_body = NewKeyRequest,
+    responses(
+        (status = 201, description = "The key, with its secret shown this once", body = CreatedKey, headers(
+            ("Cache-Control" = String, description = "`no-store`: the answer carries a secret"),
+        )),
+        (status = 404),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_key(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    IdPath(id): IdPath,
+    JsonBody(request): JsonBody<NewKeyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = check_name("name", &request.name)?;
+    let secret = TokenSecret::generate();
+    let store = state.store.clone();
+    let key = secret.expose().to_owned();
+    let created = to_completion(async move {
+        store
+            .create_integration_key(id, &name, &secret, Timestamp::now())
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    tracing::info!(service_id = %id, key_id = %created.id, by = %caller.name, "integration key created");
+    Ok((
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
+        Json(CreatedKey {
+            id: created.id,
+            name: created.name,
+            key,
+            service_id: created.service_id,
+            created_at: created.created_at,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/services/{id}/integration-keys", tag = "services", params(("id" = Uuid, Path)),
+    responses((status = 200, body = KeyList), (status = 404)),
+    security(("bearer" = []))
+)]
+pub async fn keys(
+    State(state): State<AppState>,
+    _: Authorized<Viewer>,
+    IdPath(id): IdPath,
+) -> Result<Json<KeyList>, ApiError> {
+    let service = state
+        .store
+        .service(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    Ok(Json(KeyList {
+        integration_keys: state.store.integration_keys(service.id).await?,
+    }))
+}
+
+/// The path of one integration key.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyPath {
+    /// The service.
+    id: Uuid,
+    /// The key.
+    key_id: Uuid,
+}
+
+#[utoipa::path(
+    delete, path = "/services/{id}/integration-keys/{key_id}", tag = "services", params(KeyPath),
+    responses(
+        (status = 200, description = "Revoked (kept, marked revoked): it stops working at once", body = IntegrationKey),
+        (status = 404),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    Path(KeyPath { id, key_id }): Path<KeyPath>,
+) -> Result<Json<IntegrationKey>, ApiError> {
+    let store = state.store.clone();
+    let revoked = to_completion(async move {
+        store
+            .revoke_integration_key(id, key_id, Timestamp::now())
+            .await
+    })
+    .await
+    .map_err(|e| {
+        ApiError::from_store(e, || {
+            format!("integration key {key_id} not found on service {id}")
+        })
+    })?;
+    tracing::info!(service_id = %id, key_id = %key_id, by = %caller.name, "integration key revoked");
+    Ok(Json(revoked))
+}

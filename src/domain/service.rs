@@ -1,0 +1,166 @@
+//! Services (what alerts are about), escalation policies kept as data, and the integration keys
+//! alerts arrive with.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{EscalationLevel, EscalationPolicy, Timestamp};
+
+/// The longest name of a service, a policy or an integration key.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The most times a policy may walk its levels again after the last.
+pub const MAX_REPEAT: u32 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct InvalidService {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidService {
+    InvalidService {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A name: 1 to [`MAX_NAME_CHARS`] characters, not blank, without control characters.
+pub fn check_name(field: &'static str, name: &str) -> Result<String, InvalidService> {
+    let chars = name.chars().count();
+    if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "must be 1 to {MAX_NAME_CHARS} characters, not blank, without control characters"
+            ),
+        ));
+    }
+    Ok(name.trim().to_owned())
+}
+
+/// What alerts are about: they open its incidents, under its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Service {
+    pub id: Uuid,
+    pub name: String,
+    /// Its policy; without one, the configured policy.
+    pub escalation_policy_id: Option<Uuid>,
+    /// An incident it opens starts escalating at once.
+    pub auto_escalate: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Service {
+    pub fn new(
+        name: &str,
+        escalation_policy_id: Option<Uuid>,
+        auto_escalate: bool,
+        at: Timestamp,
+    ) -> Result<Self, InvalidService> {
+        Ok(Self {
+            id: Uuid::now_v7(),
+            name: check_name("name", name)?,
+            escalation_policy_id,
+            auto_escalate,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+}
+
+/// A service's key: alerts that carry it are the service's. The secret is shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct IntegrationKey {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A named escalation policy kept as data: its levels and how many times to walk them again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PolicyRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// How many times the levels are walked again after the last, until someone acknowledges.
+    pub repeat: u32,
+    #[schema(value_type = Vec<Object>)]
+    pub levels: EscalationPolicy,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl PolicyRecord {
+    pub fn new(
+        name: &str,
+        repeat: u32,
+        levels: Vec<EscalationLevel>,
+        at: Timestamp,
+    ) -> Result<Self, InvalidService> {
+        if repeat > MAX_REPEAT {
+            return Err(invalid("repeat", format!("must be at most {MAX_REPEAT}")));
+        }
+        let levels = EscalationPolicy::new(levels).map_err(|e| invalid("levels", e.to_string()))?;
+        Ok(Self {
+            id: Uuid::now_v7(),
+            name: check_name("name", name)?,
+            repeat,
+            levels,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+}
+
+/// A level's delay from its humantime text.
+pub fn delay(text: &str) -> Result<Duration, InvalidService> {
+    super::contact::humantime_text::parse(text).map_err(|why| invalid("delay", why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Channel;
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name("name", "  payments ").unwrap(), "payments");
+        assert!(check_name("name", " ").is_err());
+        assert!(check_name("name", "a\u{0}b").is_err());
+        assert!(check_name("name", &"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn a_policy_needs_numbered_levels_and_a_bounded_repeat() {
+        let level = |n| EscalationLevel {
+            level: n,
+            delay: Duration::ZERO,
+            channels: vec![Channel::InApp],
+            targets: Vec::new(),
+            webhooks: Vec::new(),
+        };
+        let at = Timestamp::from_millis(0);
+        assert!(PolicyRecord::new("p", 2, vec![level(1), level(2)], at).is_ok());
+        assert_eq!(
+            PolicyRecord::new("p", 0, vec![level(2)], at)
+                .unwrap_err()
+                .field,
+            "levels"
+        );
+        assert_eq!(
+            PolicyRecord::new("p", 0, vec![], at).unwrap_err().field,
+            "levels"
+        );
+        assert_eq!(
+            PolicyRecord::new("p", 21, vec![level(1)], at)
+                .unwrap_err()
+                .field,
+            "repeat"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Services, escalation policies kept as data, and integration keys, written **once** for every
+//! backend (as [`super::shared`] is): the SQL is the same on both; a backend says where its pools
+//! are and how values bind.
+
+use async_trait::async_trait;
+use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::rows::{self, Columns};
+use super::shared::Pools;
+use super::statements::Dialect;
+use super::{Catalog, Result, StoreError};
+use crate::domain::{IntegrationKey, PolicyRecord, Service, Timestamp, TokenSecret};
+
+#[async_trait]
+impl<B> Catalog for B
+where
+    B: Pools,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Id>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<<B::Db as Dialect>::Time>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
+    <B::Db as Database>::Row: Columns,
+{
+    async fn create_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into escalation_policies (id, name, repeat, levels, created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6) returning *",
+        )
+        .bind(B::Db::id(policy.id))
+        .bind(policy.name.clone())
+        .bind(i64::from(policy.repeat))
+        .bind(B::Db::policy(&policy.levels)?)
+        .bind(B::Db::time(policy.created_at))
+        .bind(B::Db::time(policy.updated_at))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from(e).duplicate("a policy with this name already exists"))?;
+        rows::policy_record(&row)
+    }
+
+    async fn replace_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update escalation_policies set name = $1, repeat = $2, levels = $3, updated_at = $4
+             where id = $5 returning *",
+        )
+        .bind(policy.name.clone())
+        .bind(i64::from(policy.repeat))
+        .bind(B::Db::policy(&policy.levels)?)
+        .bind(B::Db::time(policy.updated_at))
+        .bind(B::Db::id(policy.id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from(e).duplicate("a policy with this name already exists"))?
+        .ok_or(StoreError::NotFound)?;
+        rows::policy_record(&row)
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query("select * from escalation_policies order by name")
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::policy_record).collect()
+    }
+
+    async fn policy(&self, id: Uuid) -> Result<PolicyRecord> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query("select * from escalation_policies where id = $1")
+            .bind(B::Db::id(id))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::policy_record(&row)
+    }
+
+    async fn create_service(&self, service: &Service) -> Result<Service> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into services (id, name, escalation_policy_id, auto_escalate, created_at, updated_at)
+             select $1, $2, $3, $4, $5, $6
+             where $3 is null or exists (select 1 from escalation_policies where id = $3)
+             returning *",
+        )
+        .bind(B::Db::id(service.id))
+        .bind(service.name.clone())
+        .bind(service.escalation_policy_id.map(B::Db::id))
+        .bind(service.auto_escalate)
+        .bind(B::Db::time(service.created_at))
+        .bind(B::Db::time(service.updated_at))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from(e).duplicate("a service with this name already exists"))?
+        .ok_or(StoreError::NotFound)?;
+        rows::service(&row)
+    }
+
+    async fn update_service(&self, service: &Service) -> Result<Service> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update services set name = $1, escalation_policy_id = $2, auto_escalate = $3,
+                 updated_at = $4
+             where id = $5
+                 and ($2 is null or exists (select 1 from escalation_policies where id = $2))
+             returning *",
+        )
+        .bind(service.name.clone())
+        .bind(service.escalation_policy_id.map(B::Db::id))
+        .bind(service.auto_escalate)
+        .bind(B::Db::time(service.updated_at))
+        .bind(B::Db::id(service.id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from(e).duplicate("a service with this name already exists"))?
+        .ok_or(StoreError::NotFound)?;
+        rows::service(&row)
+    }
+
+    async fn services(&self) -> Result<Vec<Service>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query("select * from services order by name")
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::service).collect()
+    }
+
+    async fn service(&self, id: Uuid) -> Result<Service> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query("select * from services where id = $1")
+            .bind(B::Db::id(id))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::service(&row)
+    }
+
+    async fn create_integration_key(
+        &self,
+        service_id: Uuid,
+        name: &str,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<IntegrationKey> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into integration_keys (id, service_id, name, key_hash, created_at)
+             select $1, $2, $3, $4, $5
+             where exists (select 1 from services where id = $2)
+             returning *",
+        )
+        .bind(B::Db::id(Uuid::now_v7()))
+        .bind(B::Db::id(service_id))
+        .bind(name.to_owned())
+        .bind(secret.hash())
+        .bind(B::Db::time(at))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::integration_key(&row)
+    }
+
+    async fn integration_keys(&self, service_id: Uuid) -> Result<Vec<IntegrationKey>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query("select * from integration_keys where service_id = $1 order by id")
+            .bind(B::Db::id(service_id))
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::integration_key).collect()
+    }
+
+    async fn revoke_integration_key(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<IntegrationKey> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update integration_keys set revoked_at = coalesce(revoked_at, $1)
+             where id = $2 and service_id = $3 returning *",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(service_id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::integration_key(&row)
+    }
+
+    async fn service_by_key(&self, secret: &TokenSecret) -> Result<Option<Service>> {
+        let mut conn = self.reader().acquire().await?;
+        let row = sqlx::query(
+            "select s.* from services s join integration_keys k on k.service_id = s.id
+             where k.key_hash = $1 and k.revoked_at is null",
+        )
+        .bind(secret.hash())
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.as_ref().map(rows::service).transpose()
+    }
+}

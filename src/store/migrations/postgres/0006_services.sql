@@ -1,0 +1,43 @@
+-- Services and escalation policies as data, and the integration keys alerts arrive with.
+
+-- A named policy: its levels (as an incident's snapshot holds them) and how many times to walk
+-- them again after the last.
+create table escalation_policies (
+    id uuid primary key,
+    name text not null unique,
+    repeat bigint not null default 0,
+    levels jsonb not null,
+    created_at timestamptz not null,
+    updated_at timestamptz not null
+);
+
+-- What alerts are about. Without a policy of its own, a service uses the configured one.
+create table services (
+    id uuid primary key,
+    name text not null unique,
+    escalation_policy_id uuid references escalation_policies (id),
+    auto_escalate boolean not null default true,
+    created_at timestamptz not null,
+    updated_at timestamptz not null
+);
+
+-- A service's integration keys: the secret is shown once and kept only as its SHA-256.
+create table integration_keys (
+    id uuid primary key,
+    service_id uuid not null references services (id),
+    name text not null,
+    key_hash text not null unique,
+    created_at timestamptz not null,
+    revoked_at timestamptz
+);
+create index integration_keys_service on integration_keys (service_id, id);
+
+alter table incidents add column service_id uuid references services (id);
+create index incidents_service_id on incidents (service_id, id);
+
+create trigger escalation_policies_keep before delete on escalation_policies for each row execute function klaxon_refuse_delete();
+create trigger services_keep before delete on services for each row execute function klaxon_refuse_delete();
+create trigger integration_keys_keep before delete on integration_keys for each row execute function klaxon_refuse_delete();
+create trigger escalation_policies_keep_all before truncate on escalation_policies for each statement execute function klaxon_refuse_delete();
+create trigger services_keep_all before truncate on services for each statement execute function klaxon_refuse_delete();
+create trigger integration_keys_keep_all before truncate on integration_keys for each statement execute function klaxon_refuse_delete();

@@ -1,0 +1,174 @@
+//! Services, escalation policies as data and integration keys, on every backend.
+
+use super::*;
+use klaxon::domain::{PolicyRecord, Service, TokenSecret};
+use klaxon::store::StoreError;
+
+on_every_backend!(
+    policies_are_kept_by_name_and_replaced_whole,
+    services_name_a_policy_that_exists_and_never_share_a_name,
+    integration_keys_find_their_service_until_revoked,
+);
+
+fn levels(delays: &[u64]) -> Vec<EscalationLevel> {
+    delays
+        .iter()
+        .zip(1..)
+        .map(|(delay, level)| EscalationLevel {
+            level,
+            delay: Duration::from_secs(*delay),
+            channels: vec![Channel::InApp],
+            targets: Vec::new(),
+            webhooks: Vec::new(),
+        })
+        .collect()
+}
+
+async fn policies_are_kept_by_name_and_replaced_whole(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let night = PolicyRecord::new("night", 2, levels(&[0, 300]), minute(0)).unwrap();
+    let stored = store.create_policy(&night).await.unwrap();
+    assert_eq!(stored, night, "read back as given");
+    let again = PolicyRecord::new("night", 0, levels(&[60]), minute(0)).unwrap();
+    assert!(matches!(
+        store.create_policy(&again).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let day = store
+        .create_policy(&PolicyRecord::new("day", 0, levels(&[60]), minute(0)).unwrap())
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .policies()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["day", "night"]);
+
+    let mut replaced = PolicyRecord::new("night", 1, levels(&[0, 60, 900]), minute(1)).unwrap();
+    replaced.id = night.id;
+    replaced.created_at = night.created_at;
+    let stored = store.replace_policy(&replaced).await.unwrap();
+    assert_eq!(stored.levels.levels().len(), 3);
+    assert_eq!((stored.repeat, stored.updated_at), (1, minute(1)));
+    assert_eq!(store.policy(night.id).await.unwrap(), stored);
+    let mut clash = replaced.clone();
+    clash.id = day.id;
+    assert!(matches!(
+        store.replace_policy(&clash).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut ghost = replaced;
+    ghost.id = Uuid::now_v7();
+    ghost.name = "ghost".into();
+    assert!(matches!(
+        store.replace_policy(&ghost).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn services_name_a_policy_that_exists_and_never_share_a_name(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let policy = store
+        .create_policy(&PolicyRecord::new("p", 0, levels(&[0]), minute(0)).unwrap())
+        .await
+        .unwrap();
+    let payments = Service::new("payments", Some(policy.id), true, minute(0)).unwrap();
+    assert_eq!(store.create_service(&payments).await.unwrap(), payments);
+    let dangling = Service::new("search", Some(Uuid::now_v7()), true, minute(0)).unwrap();
+    assert!(matches!(
+        store.create_service(&dangling).await,
+        Err(StoreError::NotFound)
+    ));
+    let twin = Service::new("payments", None, false, minute(0)).unwrap();
+    assert!(matches!(
+        store.create_service(&twin).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let search = store
+        .create_service(&Service::new("search", None, false, minute(0)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.services().await.unwrap(),
+        [payments.clone(), search.clone()]
+    );
+
+    let mut changed = payments.clone();
+    changed.escalation_policy_id = None;
+    changed.auto_escalate = false;
+    changed.updated_at = minute(1);
+    assert_eq!(store.update_service(&changed).await.unwrap(), changed);
+    assert_eq!(store.service(payments.id).await.unwrap(), changed);
+    changed.escalation_policy_id = Some(Uuid::now_v7());
+    assert!(matches!(
+        store.update_service(&changed).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn integration_keys_find_their_service_until_revoked(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let service = store
+        .create_service(&Service::new("payments", None, true, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let secret = TokenSecret::generate();
+    let key = store
+        .create_integration_key(service.id, "prometheus", &secret, minute(0))
+        .await
+        .unwrap();
+    assert_eq!((key.service_id, key.revoked_at), (service.id, None));
+    let found = store
+        .service_by_key(&TokenSecret::from_presented(secret.expose()))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|s| s.id), Some(service.id));
+    assert!(store
+        .service_by_key(&TokenSecret::generate())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store
+            .create_integration_key(Uuid::now_v7(), "x", &TokenSecret::generate(), minute(0))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let revoked = store
+        .revoke_integration_key(service.id, key.id, minute(1))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(minute(1)));
+    let again = store
+        .revoke_integration_key(service.id, key.id, minute(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(minute(1)),
+        "the first revocation is kept"
+    );
+    assert!(
+        store.service_by_key(&secret).await.unwrap().is_none(),
+        "revoked: it stops at once"
+    );
+    assert_eq!(store.integration_keys(service.id).await.unwrap(), [again]);
+    assert!(matches!(
+        store
+            .revoke_integration_key(Uuid::now_v7(), key.id, minute(2))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
