@@ -101,6 +101,7 @@ fn event(dedup_key: Option<&str>) -> NewEvent {
         payload: json!({ "text": "disk full on db-1\nsecond line" }),
         actor: "ops-bot".into(),
         received_at: minute(0),
+        service: None,
     }
 }
 
@@ -197,6 +198,7 @@ fn all(limit: u32) -> IncidentQuery {
         status: None,
         limit,
         before: None,
+        service: None,
     }
 }
 
@@ -778,6 +780,7 @@ async fn incidents_are_listed_newest_first_in_pages(backend: Backend) {
                         status,
                         limit,
                         before,
+                        service: None,
                     })
                     .await
                     .unwrap();

@@ -29,6 +29,8 @@ pub struct ListParams {
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only the incidents of this service (its id).
+    service: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -73,12 +75,21 @@ pub async fn list(
             })
         })
         .transpose()?;
+    let service = params
+        .service
+        .map(|text| {
+            Uuid::parse_str(&text).map_err(|_| {
+                ApiError::BadRequest(format!("`service` must be a service's id; got {text:?}"))
+            })
+        })
+        .transpose()?;
     let page = state
         .store
         .incidents(IncidentQuery {
             status,
             limit,
             before,
+            service,
         })
         .await?;
     Ok(Json(IncidentPage {

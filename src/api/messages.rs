@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Authorized, Responder};
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
+use uuid::Uuid;
+
+use super::services::event_service;
 use crate::domain::{Event, Incident, NewEvent, Severity, Timestamp};
+use crate::store::StoreError;
 
 /// The longest message accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
@@ -33,6 +37,10 @@ pub struct MessageRequest {
     /// characters, not blank.
     #[schema(min_length = 1, max_length = 255)]
     pub dedup_key: Option<String>,
+    /// The service the message is about: its `dedup_key` is unique within the service, and an
+    /// incident it opens starts escalating at once if the service escalates automatically.
+    /// Without it, the incident stays `OPEN` until someone escalates it.
+    pub service_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,6 +71,18 @@ pub async fn submit(
     JsonBody(request): JsonBody<MessageRequest>,
 ) -> Result<(StatusCode, Json<MessageResponse>), ApiError> {
     validate(&request)?;
+    let service = match request.service_id {
+        Some(id) => {
+            let service = state.store.service(id).await.map_err(|e| match e {
+                StoreError::NotFound => {
+                    ApiError::BadRequest(format!("invalid `service_id`: no service {id}"))
+                }
+                other => ApiError::from_store(other, String::new),
+            })?;
+            Some(event_service(&state, &service).await?)
+        }
+        None => None,
+    };
     let payload = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.into()))?;
     let event = NewEvent {
         source: request.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
@@ -72,8 +92,12 @@ pub async fn submit(
         payload,
         actor: caller.name,
         received_at: Timestamp::now(),
+        service,
     };
     let ingested = state.ingest.ingest(event).await?;
+    if let Some(scheduled) = ingested.scheduled {
+        state.scheduler.scheduled(&[scheduled]).await;
+    }
     tracing::info!(
         event_id = %ingested.event.id,
         incident_id = %ingested.incident.id,

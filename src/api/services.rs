@@ -13,7 +13,9 @@ use super::auth::{Admin, Authorized, Viewer};
 use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::service::check_name;
-use crate::domain::{IntegrationKey, InvalidService, Service, Timestamp, TokenSecret};
+use crate::domain::{
+    EventService, IntegrationKey, InvalidService, Service, Timestamp, TokenSecret,
+};
 
 fn missing(id: Uuid) -> impl FnOnce() -> String {
     move || format!("service {id} not found")
@@ -87,6 +89,31 @@ pub struct CreatedKey {
 pub struct KeyList {
     /// Oldest first, revoked ones included; never their secrets.
     pub integration_keys: Vec<IntegrationKey>,
+}
+
+/// What an event for `service` carries into the store: the service, and the policy an
+/// incident it opens escalates under at once (the service's own, else the configured one) when
+/// the service escalates automatically.
+pub async fn event_service(state: &AppState, service: &Service) -> Result<EventService, ApiError> {
+    let escalate = if service.auto_escalate {
+        Some(match service.escalation_policy_id {
+            Some(id) => std::sync::Arc::new(
+                state
+                    .store
+                    .policy(id)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, missing(id)))?
+                    .levels,
+            ),
+            None => state.policy.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(EventService {
+        id: service.id,
+        escalate,
+    })
 }
 
 /// Answers `NotFound` for a policy that does not exist as a 400 naming the field.

@@ -17,6 +17,32 @@ pub struct NewEvent {
     /// Who submitted it: a token's name, or an integration.
     pub actor: String,
     pub received_at: Timestamp,
+    /// The service it came in for, if any: its `dedup_key` is unique within the service.
+    pub service: Option<EventService>,
+}
+
+/// The service an event came in for, and what an incident it opens does.
+#[derive(Debug, Clone)]
+pub struct EventService {
+    pub id: Uuid,
+    /// The policy an incident it opens starts escalating under at once (the service's
+    /// `auto_escalate`); `None` leaves the incident `OPEN`.
+    pub escalate: Option<std::sync::Arc<super::EscalationPolicy>>,
+}
+
+impl NewEvent {
+    /// What it deduplicates by: its service and its `dedup_key`, if it has one.
+    pub fn dedup_identity(&self) -> Option<(Option<Uuid>, &str)> {
+        let service = self.service.as_ref().map(|service| service.id);
+        self.dedup_key.as_deref().map(|key| (service, key))
+    }
+
+    /// The policy it starts escalating under if it opens an incident.
+    pub fn escalates(&self) -> Option<&std::sync::Arc<super::EscalationPolicy>> {
+        self.service
+            .as_ref()
+            .and_then(|service| service.escalate.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

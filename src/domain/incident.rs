@@ -164,6 +164,11 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// What its `dedup_key` is unique within among live incidents: its service (`''` for none).
+    pub fn dedup_scope(&self) -> String {
+        self.service_id.map(|id| id.to_string()).unwrap_or_default()
+    }
+
     /// The incident `event` opens if it does not join a live one.
     pub fn opened_by(event: &NewEvent) -> Self {
         Self {
@@ -180,7 +185,7 @@ impl Incident {
             acknowledged_at: None,
             resolved_at: None,
             cancelled_at: None,
-            service_id: None,
+            service_id: event.service.as_ref().map(|service| service.id),
         }
     }
 }

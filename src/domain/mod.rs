@@ -20,7 +20,7 @@ pub use contact::{
     ContactMethod, ContactType, InvalidContact, NewContactMethod, NewRule, NotificationRule,
 };
 pub use escalation::{Escalation, EscalationStatus, NextLevel};
-pub use event::{Event, NewEvent};
+pub use event::{Event, EventService, NewEvent};
 pub use incident::{Action, Incident, IncidentStatus, InvalidTransition, Transition};
 pub use notification::{
     Attempt, Audience, Delivery, Directory, Failover, LevelNotifications, Notification,

@@ -58,7 +58,8 @@ impl Scheduler {
         }
     }
 
-    async fn scheduled(&self, scheduled: &[Scheduled]) {
+    /// After a commit that scheduled these (an incident escalated on arrival).
+    pub async fn scheduled(&self, scheduled: &[Scheduled]) {
         if let Some(redis) = &self.redis {
             redis.add(scheduled).await;
         }

@@ -305,6 +305,7 @@ mod tests {
             payload: serde_json::Value::Null,
             actor: "test".into(),
             received_at: Timestamp::from_millis(0),
+            service: None,
         });
         Item {
             incident,

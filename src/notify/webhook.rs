@@ -392,6 +392,7 @@ mod tests {
             payload: serde_json::Value::Null,
             actor: "test".into(),
             received_at: crate::domain::Timestamp::from_millis(0),
+            service: None,
         });
         let item = Item {
             incident,

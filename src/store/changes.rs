@@ -10,6 +10,7 @@
 //! never waits for a lock.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,9 +25,9 @@ use super::{
 use crate::backoff::Backoff;
 use crate::domain::notification::room;
 use crate::domain::{
-    Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus,
-    InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification,
-    NotificationStatus, TimelineDetail, Timestamp, Transition,
+    Action, Delivery, Directory, Escalation, EscalationPolicy, EscalationStatus, Event, Incident,
+    IncidentStatus, InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel,
+    Notification, NotificationStatus, TimelineDetail, Timestamp, Transition,
 };
 
 /// At most this many events go into one multi-row statement.
@@ -386,7 +387,10 @@ impl<B: Backend> Changes for B {
 
 /// One attempt at storing `events`, in one transaction.
 async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec<Ingested>> {
-    if events.iter().all(|event| event.dedup_key.is_none()) {
+    if events
+        .iter()
+        .all(|event| event.dedup_key.is_none() && event.escalates().is_none())
+    {
         return open_incidents(backend, events).await;
     }
     let mut tx = backend.begin().await?;
@@ -430,8 +434,29 @@ async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec
                 event,
                 incident,
                 deduplicated,
+                scheduled: None,
             });
         }
+    }
+    // An incident opened on an auto-escalating service starts escalating in the same
+    // transaction, with level 1 scheduled.
+    for (new, ingested) in events.iter().zip(ingested.iter_mut()) {
+        let (Some(policy), Some(ingested)) = (new.escalates(), ingested.as_mut()) else {
+            continue;
+        };
+        if ingested.deduplicated {
+            continue;
+        }
+        let (incident, scheduled) = escalate_opened(
+            &mut tx,
+            &ingested.incident,
+            policy,
+            &new.actor,
+            new.received_at,
+        )
+        .await?;
+        ingested.incident = incident;
+        ingested.scheduled = Some(scheduled);
     }
     tx.commit().await?;
     ingested
@@ -469,8 +494,45 @@ async fn open_incidents<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<
             event,
             incident,
             deduplicated: false,
+            scheduled: None,
         })
         .collect())
+}
+
+/// Escalates `incident`, just opened, under `policy` in `tx`: the transition, its timeline
+/// entry, and level 1 scheduled.
+async fn escalate_opened<T: WriteTx>(
+    tx: &mut T,
+    incident: &Incident,
+    policy: &Arc<EscalationPolicy>,
+    actor: &str,
+    at: Timestamp,
+) -> Result<(Incident, Scheduled)> {
+    let transition = Transition::plan(incident.status, Action::Escalate)?;
+    let change = StatusChange {
+        incident_id: incident.id,
+        transition,
+        at,
+        resolution_note: None,
+        policy: Some(policy.as_ref()),
+    };
+    let escalated = tx.change_status(&change).await?.ok_or(InvalidTransition {
+        status: incident.status,
+        action: Action::Escalate,
+    })?;
+    let detail = TimelineDetail::transitioned(
+        Action::Escalate,
+        transition.from,
+        Some("escalated on arrival: the service escalates automatically".into()),
+    );
+    tx.append_timeline(&[NewTimelineEntry::new(incident.id, at, actor, detail)])
+        .await?;
+    let first = NextLevel::first(incident.id, policy, at);
+    let scheduled = schedule(tx, &[first], at)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::internal("level 1 was not scheduled"))?;
+    Ok((escalated, scheduled))
 }
 
 /// The timeline entry of `event`, stored from `new`: by whoever sent it, when it arrived.
@@ -514,13 +576,15 @@ async fn schedule<T: WriteTx>(
 /// concurrent batches lock live incidents in one order and cannot deadlock. Returns indices
 /// into `events`.
 fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(Vec<usize>, HashSet<&str>)> = Vec::new();
-    let mut next_group_of_key: HashMap<&str, usize> = HashMap::new();
+    type Identity<'e> = (Option<Uuid>, &'e str);
+    let mut groups: Vec<(Vec<usize>, HashSet<Identity>)> = Vec::new();
+    let mut next_group_of_key: HashMap<Identity, usize> = HashMap::new();
     let mut first_open = 0;
     for (index, event) in events.iter().enumerate() {
-        let start = match event.dedup_key.as_deref() {
+        let identity = event.dedup_identity();
+        let start = match identity {
             Some(key) => next_group_of_key
-                .get(key)
+                .get(&key)
                 .copied()
                 .unwrap_or(first_open)
                 .max(first_open),
@@ -529,10 +593,7 @@ fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
         let mut group = start;
         while group < groups.len()
             && (groups[group].0.len() >= max_rows
-                || event
-                    .dedup_key
-                    .as_deref()
-                    .is_some_and(|k| groups[group].1.contains(k)))
+                || identity.is_some_and(|k| groups[group].1.contains(&k)))
         {
             group += 1;
         }
@@ -540,7 +601,7 @@ fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
             groups.push((Vec::new(), HashSet::new()));
         }
         groups[group].0.push(index);
-        if let Some(key) = event.dedup_key.as_deref() {
+        if let Some(key) = identity {
             groups[group].1.insert(key);
             next_group_of_key.insert(key, group + 1);
         }
@@ -551,7 +612,11 @@ fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
     groups
         .into_iter()
         .map(|(mut indices, _)| {
-            indices.sort_by(|a, b| events[*a].dedup_key.cmp(&events[*b].dedup_key));
+            indices.sort_by(|a, b| {
+                events[*a]
+                    .dedup_identity()
+                    .cmp(&events[*b].dedup_identity())
+            });
             indices
         })
         .collect()
@@ -578,7 +643,11 @@ fn joined_incidents(
             Some(position) => Some((position, false)),
             None => proposed
                 .iter()
-                .position(|p| p.dedup_key.is_some() && p.dedup_key == incident.dedup_key)
+                .position(|p| {
+                    p.dedup_key.is_some()
+                        && p.dedup_key == incident.dedup_key
+                        && p.service_id == incident.service_id
+                })
                 .map(|position| (position, true)),
         };
         let Some((position, joined)) = position else {
@@ -608,6 +677,7 @@ mod tests {
             payload: serde_json::Value::Null,
             actor: "test".into(),
             received_at: Timestamp::from_millis(0),
+            service: None,
         }
     }
 

@@ -116,6 +116,9 @@ pub struct Ingested {
     pub incident: Incident,
     /// The event joined an existing incident through its `dedup_key`.
     pub deduplicated: bool,
+    /// Level 1 of the incident it opened on an auto-escalating service, scheduled in the same
+    /// transaction.
+    pub scheduled: Option<Scheduled>,
 }
 
 /// A request to move an incident through the state machine.
@@ -140,6 +143,8 @@ pub struct IncidentQuery {
     pub limit: u32,
     /// Only incidents older than this one (ids are UUIDv7, so they sort by creation).
     pub before: Option<Uuid>,
+    /// Only the incidents of this service.
+    pub service: Option<Uuid>,
 }
 
 impl IncidentQuery {
@@ -512,7 +517,7 @@ pub async fn connect(database_url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
 }
 
 /// The live statuses as an SQL list, `('OPEN', 'ACKNOWLEDGED', 'ESCALATING')`: the predicate of
-/// the partial unique index on `incidents(dedup_key)` that ingest's upsert names.
+/// the partial unique index on `incidents(dedup_scope, dedup_key)` that ingest's upsert names.
 static LIVE_STATUSES_SQL: LazyLock<String> = LazyLock::new(|| {
     let quoted: Vec<String> = IncidentStatus::live()
         .map(|status| format!("'{}'", status.as_str()))
@@ -525,7 +530,7 @@ static LIVE_STATUSES_SQL: LazyLock<String> = LazyLock::new(|| {
 /// and every row comes back, opened or joined.
 static JOIN_LIVE_INCIDENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        " on conflict (dedup_key) where status in {}
+        " on conflict (dedup_scope, dedup_key) where status in {}
           do update set event_count = incidents.event_count + 1, updated_at = excluded.updated_at
           returning *",
         *LIVE_STATUSES_SQL

@@ -302,8 +302,8 @@ impl Backend for PostgresStore {
         let entry_columns = EntryColumns::of(&opened.entries);
         sqlx::query(
             "with opened as (
-                 insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
-                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])
+                 insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope)
+                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $23::uuid[], $24::text[])
              ), stored as (
                  insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
                  select * from unnest($9::uuid[], $10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::timestamptz[])
@@ -336,6 +336,8 @@ impl Backend for PostgresStore {
         .bind(entry_columns.kind)
         .bind(entry_columns.actor)
         .bind(entry_columns.detail)
+        .bind(incident_columns.service_id)
+        .bind(incident_columns.dedup_scope)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -364,10 +366,10 @@ impl PgTx {
     ) -> Result<Vec<PgRow>> {
         let columns = IncidentColumns::of(incidents);
         let statement = format!(
-            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at)
-             select id, title, severity, status, dedup_key, event_count, created_at, updated_at
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])
-                 with ordinality as t (id, title, severity, status, dedup_key, event_count, created_at, updated_at, n)
+            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope)
+             select id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::text[])
+                 with ordinality as t (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, n)
              order by n{then}"
         );
         Ok(sqlx::query(&statement)
@@ -379,6 +381,8 @@ impl PgTx {
             .bind(columns.event_count)
             .bind(columns.created_at)
             .bind(columns.updated_at)
+            .bind(columns.service_id)
+            .bind(columns.dedup_scope)
             .fetch_all(&mut *self.0)
             .await?)
     }
@@ -562,6 +566,8 @@ struct IncidentColumns {
     event_count: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
+    service_id: Vec<Option<Uuid>>,
+    dedup_scope: Vec<String>,
 }
 
 impl IncidentColumns {
@@ -581,6 +587,8 @@ impl IncidentColumns {
                 .iter()
                 .map(|i| i.updated_at.as_datetime())
                 .collect(),
+            service_id: incidents.iter().map(|i| i.service_id).collect(),
+            dedup_scope: incidents.iter().map(Incident::dedup_scope).collect(),
         }
     }
 }

@@ -438,7 +438,7 @@ impl WriteTx for SqliteTx {
 
 /// Appends `insert into incidents … values …` for `incidents` to `query`.
 fn push_incidents(query: &mut QueryBuilder<'_, Sqlite>, incidents: &[Incident]) {
-    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at) ");
+    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope) ");
     query.push_values(incidents, |mut row, incident| {
         row.push_bind(incident.id.to_string())
             .push_bind(incident.title.clone())
@@ -447,7 +447,9 @@ fn push_incidents(query: &mut QueryBuilder<'_, Sqlite>, incidents: &[Incident]) 
             .push_bind(incident.dedup_key.clone())
             .push_bind(incident.event_count)
             .push_bind(incident.created_at.as_millis())
-            .push_bind(incident.updated_at.as_millis());
+            .push_bind(incident.updated_at.as_millis())
+            .push_bind(incident.service_id.map(|id| id.to_string()))
+            .push_bind(incident.dedup_scope());
     });
 }
 

@@ -63,11 +63,13 @@ where
     sqlx::query(
         "select * from incidents
          where ($1 is null or status = $1) and ($2 is null or id < $2)
+             and ($4 is null or service_id = $4)
          order by id desc limit $3",
     )
     .bind(query.status.map(IncidentStatus::as_str))
     .bind(query.before.map(D::id))
     .bind(i64::from(query.page_size()) + 1)
+    .bind(query.service.map(D::id))
 }
 
 /// The rows `statement` reads about an incident, on one connection after checking that the

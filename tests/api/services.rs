@@ -10,6 +10,7 @@ use crate::common::Backend;
 crate::on_every_backend!(
     policies_and_services_are_made_read_changed_and_checked,
     integration_keys_are_shown_once_listed_without_secrets_and_revoked,
+    a_message_for_an_auto_escalating_service_escalates_on_arrival,
 );
 
 async fn policies_and_services_are_made_read_changed_and_checked(backend: Backend) {
@@ -192,5 +193,73 @@ async fn integration_keys_are_shown_once_listed_without_secrets_and_revoked(back
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+async fn a_message_for_an_auto_escalating_service_escalates_on_arrival(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (_, policy) = app
+        .post(
+            "/escalation-policies",
+            json!({"name": "fast", "levels": [{"level": 1, "delay": "0s", "channels": ["in_app"]}]}),
+        )
+        .await;
+    let (_, loud) = app
+        .post(
+            "/services",
+            json!({"name": "loud", "escalation_policy_id": policy["id"]}),
+        )
+        .await;
+    let (_, quiet) = app
+        .post(
+            "/services",
+            json!({"name": "quiet", "auto_escalate": false}),
+        )
+        .await;
+    let message = |service: &Value| json!({"text": "disk full", "dedup_key": "disk", "service_id": service["id"]});
+    let (status, opened) = app.post("/message", message(&loud)).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    assert_eq!(opened["incident"]["status"], "ESCALATING");
+    assert_eq!(opened["incident"]["service_id"], loud["id"]);
+    let id = opened["incident"]["id"].as_str().unwrap().to_owned();
+    crate::common::eventually(
+        "level 1 executed",
+        std::time::Duration::from_secs(10),
+        || async {
+            app.escalations(&id)
+                .await
+                .iter()
+                .any(|e| e["status"] == "EXECUTED")
+        },
+    )
+    .await;
+    // The same key on another service is another incident, which stays OPEN there.
+    let (status, other) = app.post("/message", message(&quiet)).await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    assert_eq!(other["incident"]["status"], "OPEN");
+    let (status, joined) = app.post("/message", message(&loud)).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["incident"]["id"], id.as_str());
+    let (status, page) = app
+        .get(&format!(
+            "/incidents?service={}",
+            loud["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed: Vec<&Value> = page["incidents"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    let (status, reply) = app
+        .post(
+            "/message",
+            json!({"text": "x", "service_id": uuid::Uuid::now_v7()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    let (status, _) = app.get("/incidents?service=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     app.finish().await;
 }

@@ -43,6 +43,7 @@ pub async fn seed_escalating(url: &str, count: usize, policy: &EscalationPolicy)
                 payload: serde_json::json!({}),
                 actor: "seeder".into(),
                 received_at: Timestamp::now(),
+                service: None,
             })
             .await
             .unwrap();

@@ -1,13 +1,14 @@
 //! Services, escalation policies as data and integration keys, on every backend.
 
 use super::*;
-use klaxon::domain::{PolicyRecord, Service, TokenSecret};
+use klaxon::domain::{EventService, IncidentStatus, PolicyRecord, Service, TokenSecret};
 use klaxon::store::StoreError;
 
 on_every_backend!(
     policies_are_kept_by_name_and_replaced_whole,
     services_name_a_policy_that_exists_and_never_share_a_name,
     integration_keys_find_their_service_until_revoked,
+    events_dedup_within_their_service_and_may_escalate_on_arrival,
 );
 
 fn levels(delays: &[u64]) -> Vec<EscalationLevel> {
@@ -171,4 +172,84 @@ async fn integration_keys_find_their_service_until_revoked(backend: Backend) {
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn events_dedup_within_their_service_and_may_escalate_on_arrival(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let quiet = store
+        .create_service(&Service::new("quiet", None, false, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let loud = store
+        .create_service(&Service::new("loud", None, true, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let policy = Arc::new(EscalationPolicy::standard());
+    let for_service = |service: &Service, escalate: bool, key: Option<&str>| NewEvent {
+        service: Some(EventService {
+            id: service.id,
+            escalate: escalate.then(|| policy.clone()),
+        }),
+        ..event(key)
+    };
+    // One key, three scopes: no service, and each service: three incidents.
+    let plain = store.ingest(event(Some("disk"))).await.unwrap();
+    let a = store
+        .ingest(for_service(&quiet, false, Some("disk")))
+        .await
+        .unwrap();
+    let b = store
+        .ingest(for_service(&loud, true, Some("disk")))
+        .await
+        .unwrap();
+    let ids = [plain.incident.id, a.incident.id, b.incident.id];
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3
+    );
+    assert_eq!(a.incident.service_id, Some(quiet.id));
+    assert_eq!(
+        (a.incident.status, a.scheduled),
+        (IncidentStatus::Open, None)
+    );
+    // The loud service's incident escalates on arrival, level 1 scheduled in the same commit.
+    assert_eq!(b.incident.status, IncidentStatus::Escalating);
+    let scheduled = b.scheduled.expect("level 1 scheduled");
+    let escalations = store.escalations(b.incident.id).await.unwrap();
+    assert_eq!(escalations.len(), 1);
+    assert_eq!(escalations[0].id, scheduled.id);
+    // A second event joins its own service's incident, and does not escalate again.
+    let again = store
+        .ingest(for_service(&loud, true, Some("disk")))
+        .await
+        .unwrap();
+    assert!(again.deduplicated);
+    assert_eq!((again.incident.id, again.scheduled), (b.incident.id, None));
+    assert_eq!(store.escalations(b.incident.id).await.unwrap().len(), 1);
+    // Keyless events on the loud service escalate too, in a batch.
+    let batch = store
+        .ingest_batch(&[
+            for_service(&loud, true, None),
+            for_service(&quiet, false, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch[0].incident.status, IncidentStatus::Escalating);
+    assert_eq!(batch[1].incident.status, IncidentStatus::Open);
+    // Listing by service.
+    let page = store
+        .incidents(IncidentQuery {
+            service: Some(loud.id),
+            ..all(50)
+        })
+        .await
+        .unwrap();
+    let mut listed: Vec<Uuid> = page.items.iter().map(|i| i.id).collect();
+    listed.sort();
+    let mut expected = vec![b.incident.id, batch[0].incident.id];
+    expected.sort();
+    assert_eq!(listed, expected);
 }

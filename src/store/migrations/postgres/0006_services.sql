@@ -34,6 +34,11 @@ create index integration_keys_service on integration_keys (service_id, id);
 
 alter table incidents add column service_id uuid references services (id);
 create index incidents_service_id on incidents (service_id, id);
+-- dedup is within one service: the scope is the service's id, or '' for incidents without one
+alter table incidents add column dedup_scope text not null default '';
+drop index incidents_live_dedup_key;
+create unique index incidents_live_dedup_key on incidents (dedup_scope, dedup_key)
+    where status in ('OPEN', 'ACKNOWLEDGED', 'ESCALATING');
 
 create trigger escalation_policies_keep before delete on escalation_policies for each row execute function klaxon_refuse_delete();
 create trigger services_keep before delete on services for each row execute function klaxon_refuse_delete();
