@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod contacts;
+pub mod enqueue;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -118,6 +119,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/message", post(messages::submit))
+        .route("/v2/enqueue", post(enqueue::enqueue))
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::get))
         .route("/incidents/{id}/escalate", post(incidents::escalate))

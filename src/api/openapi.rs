@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
 use super::{
-    contacts, health, incidents, links, messages, metrics, notifications, policies, services,
-    tokens, twilio, users,
+    contacts, enqueue, health, incidents, links, messages, metrics, notifications, policies,
+    services, tokens, twilio, users,
 };
 
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use super::{
     paths(
         health::health,
         messages::submit,
+        enqueue::enqueue,
         incidents::list,
         incidents::get,
         incidents::escalate,

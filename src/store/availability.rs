@@ -408,4 +408,9 @@ impl Catalog for Guarded {
     async fn service_by_key(&self, secret: &TokenSecret) -> Result<Option<Service>> {
         self.call(self.inner.service_by_key(secret)).await
     }
+
+    async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>> {
+        self.call(self.inner.live_incident(service_id, dedup_key))
+            .await
+    }
 }

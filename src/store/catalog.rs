@@ -10,7 +10,7 @@ use super::rows::{self, Columns};
 use super::shared::Pools;
 use super::statements::Dialect;
 use super::{Catalog, Result, StoreError};
-use crate::domain::{IntegrationKey, PolicyRecord, Service, Timestamp, TokenSecret};
+use crate::domain::{Incident, IntegrationKey, PolicyRecord, Service, Timestamp, TokenSecret};
 
 #[async_trait]
 impl<B> Catalog for B
@@ -203,5 +203,19 @@ where
         .fetch_optional(&mut *conn)
         .await?;
         row.as_ref().map(rows::service).transpose()
+    }
+
+    async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>> {
+        let mut conn = self.reader().acquire().await?;
+        let sql = format!(
+            "select * from incidents where dedup_scope = $1 and dedup_key = $2 and status in {}",
+            *super::LIVE_STATUSES_SQL
+        );
+        let row = sqlx::query(&sql)
+            .bind(service_id.to_string())
+            .bind(dedup_key.to_owned())
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.as_ref().map(rows::incident).transpose()
     }
 }

@@ -377,6 +377,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// The service whose live (unrevoked) key `secret` is.
     async fn service_by_key(&self, secret: &TokenSecret) -> Result<Option<Service>>;
+
+    /// The live incident (OPEN, ACKNOWLEDGED or ESCALATING) of `service_id` with `dedup_key`.
+    async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>>;
 }
 
 /// The notifications outbox: written once for every backend, in [`shared`].

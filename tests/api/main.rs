@@ -8,6 +8,7 @@ mod auth;
 mod concurrency;
 mod connections;
 mod edges;
+mod enqueue;
 mod input;
 mod lifecycle;
 mod notify;
