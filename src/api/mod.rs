@@ -2,6 +2,7 @@
 //! input extraction in [`extract`], the one error type in [`error`] and the OpenAPI document in
 //! [`openapi`].
 
+pub mod alertmanager;
 pub mod auth;
 pub mod contacts;
 pub mod enqueue;
@@ -120,6 +121,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/health", get(health::health))
         .route("/message", post(messages::submit))
         .route("/v2/enqueue", post(enqueue::enqueue))
+        .route("/integrations/alertmanager", post(alertmanager::receive))
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::get))
         .route("/incidents/{id}/escalate", post(incidents::escalate))

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
 use super::{
-    contacts, enqueue, health, incidents, links, messages, metrics, notifications, policies,
-    services, tokens, twilio, users,
+    alertmanager, contacts, enqueue, health, incidents, links, messages, metrics, notifications,
+    policies, services, tokens, twilio, users,
 };
 
 #[derive(OpenApi)]
@@ -17,6 +17,7 @@ use super::{
         health::health,
         messages::submit,
         enqueue::enqueue,
+        alertmanager::receive,
         incidents::list,
         incidents::get,
         incidents::escalate,

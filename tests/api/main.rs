@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alertmanager;
 mod auth;
 mod concurrency;
 mod connections;
