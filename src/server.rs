@@ -19,6 +19,7 @@ use crate::api::{self, AppState};
 use crate::backoff::Backoff;
 use crate::config::{Config, TwilioProvider};
 use crate::domain::{Role, TokenSecret};
+use crate::engine::heartbeats::HeartbeatWatch;
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::http;
@@ -334,6 +335,15 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         tasks.push((
             "the escalation worker",
             background(worker.run(stopping.clone())),
+        ));
+        let watch = HeartbeatWatch {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            policy: Arc::new(config.escalation.policy.clone()),
+        };
+        tasks.push((
+            "the heartbeat watch",
+            background(watch.run(stopping.clone())),
         ));
         let dispatcher = Dispatcher {
             store: store.clone(),

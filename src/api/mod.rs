@@ -158,6 +158,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             delete(services::revoke_key),
         )
         .route(
+            "/services/{id}/heartbeats",
+            post(services::create_heartbeat).get(services::heartbeats),
+        )
+        .route("/heartbeats/{key}", post(services::ping))
+        .route(
             "/escalation-policies",
             post(policies::create).get(policies::list),
         )

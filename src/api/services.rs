@@ -14,8 +14,10 @@ use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::service::check_name;
 use crate::domain::{
-    EventService, IntegrationKey, InvalidService, Service, Timestamp, TokenSecret,
+    Action, EventService, Heartbeat, IntegrationKey, InvalidService, Service, Timestamp,
+    TokenSecret,
 };
+use crate::store::{catalog, StoreError, TransitionRequest};
 
 fn missing(id: Uuid) -> impl FnOnce() -> String {
     move || format!("service {id} not found")
@@ -95,25 +97,12 @@ pub struct KeyList {
 /// incident it opens escalates under at once (the service's own, else the configured one) when
 /// the service escalates automatically.
 pub async fn event_service(state: &AppState, service: &Service) -> Result<EventService, ApiError> {
-    let escalate = if service.auto_escalate {
-        Some(match service.escalation_policy_id {
-            Some(id) => std::sync::Arc::new(
-                state
-                    .store
-                    .policy(id)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, missing(id)))?
-                    .levels,
-            ),
-            None => state.policy.clone(),
+    let policy = service.escalation_policy_id;
+    catalog::event_service(state.store.as_ref(), service, &state.policy)
+        .await
+        .map_err(|e| {
+            ApiError::from_store(e, move || format!("escalation policy {policy:?} not found"))
         })
-    } else {
-        None
-    };
-    Ok(EventService {
-        id: service.id,
-        escalate,
-    })
 }
 
 /// Answers `NotFound` for a policy that does not exist as a 400 naming the field.
@@ -321,4 +310,144 @@ pub async fn revoke_key(
     })?;
     tracing::info!(service_id = %id, key_id = %key_id, by = %caller.name, "integration key revoked");
     Ok(Json(revoked))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHeartbeatRequest {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    /// How long a ping is good for, at least `"1s"`: `"30s"`, `"5m"`, `"1h 30m"`.
+    #[schema(example = "5m")]
+    pub interval: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedHeartbeat {
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// The secret of its ping URL, `POST /heartbeats/{key}`: shown this once.
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeartbeatList {
+    /// Oldest first, without their keys.
+    pub heartbeats: Vec<Heartbeat>,
+}
+
+#[utoipa::path(
+    post, path = "/services/{id}/heartbeats", tag = "services", params(("id" = Uuid, Path)),
+    request_body = NewHeartbeatRequest,
+    responses(
+        (status = 201, description = "The monitor, with its key shown this once", body = CreatedHeartbeat),
+        (status = 404),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_heartbeat(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    IdPath(id): IdPath,
+    JsonBody(request): JsonBody<NewHeartbeatRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let heartbeat = Heartbeat::new(id, &request.name, &request.interval, Timestamp::now())?;
+    let secret = TokenSecret::generate();
+    let key = secret.expose().to_owned();
+    let store = state.store.clone();
+    let heartbeat = to_completion(async move { store.create_heartbeat(&heartbeat, &secret).await })
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    tracing::info!(service_id = %id, heartbeat_id = %heartbeat.id, by = %caller.name, "heartbeat created");
+    Ok((
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
+        Json(CreatedHeartbeat { heartbeat, key }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/services/{id}/heartbeats", tag = "services", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HeartbeatList), (status = 404)),
+    security(("bearer" = []))
+)]
+pub async fn heartbeats(
+    State(state): State<AppState>,
+    _: Authorized<Viewer>,
+    IdPath(id): IdPath,
+) -> Result<Json<HeartbeatList>, ApiError> {
+    let service = state
+        .store
+        .service(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    Ok(Json(HeartbeatList {
+        heartbeats: state.store.heartbeats(service.id).await?,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pinged {
+    pub heartbeat_id: Uuid,
+    /// When it is missed next.
+    pub due_at: Timestamp,
+    /// The incident a miss had opened, resolved by this ping.
+    pub resolved_incident_id: Option<Uuid>,
+}
+
+/// The path of a ping.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PingPath {
+    /// The monitor's key.
+    key: String,
+}
+
+#[utoipa::path(
+    post, path = "/heartbeats/{key}", tag = "services", params(PingPath),
+    responses(
+        (status = 200, description = "Recorded; a miss's incident is resolved", body = Pinged),
+        (status = 404, description = "No monitor has this key"),
+    )
+)]
+pub async fn ping(
+    State(state): State<AppState>,
+    Path(PingPath { key }): Path<PingPath>,
+) -> Result<Json<Pinged>, ApiError> {
+    let at = Timestamp::now();
+    let before = state
+        .store
+        .ping_heartbeat(&TokenSecret::from_presented(key), at)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no heartbeat monitor has this key".into()))?;
+    let mut resolved = None;
+    if let Some(incident_id) = before.incident_id {
+        let request = TransitionRequest {
+            incident_id,
+            action: Action::Resolve,
+            actor: format!("heartbeat:{}", before.name),
+            note: Some("the heartbeat is back".into()),
+            at,
+            policy: state.policy.clone(),
+            link: None,
+        };
+        let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
+        let outcome = to_completion(async move {
+            let outcome = store.transition(request).await?;
+            scheduler.transitioned(&outcome).await;
+            Ok::<_, StoreError>(outcome)
+        })
+        .await;
+        match outcome {
+            Ok(_) => resolved = Some(incident_id),
+            // Resolved or cancelled by hand already.
+            Err(StoreError::InvalidTransition(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Json(Pinged {
+        heartbeat_id: before.id,
+        due_at: at.after(before.interval),
+        resolved_incident_id: resolved,
+    }))
 }

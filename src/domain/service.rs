@@ -117,6 +117,58 @@ impl PolicyRecord {
     }
 }
 
+/// The shortest interval a heartbeat may have.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A heartbeat monitor of a service: pinged at `POST /heartbeats/{key}`; once a ping is late by
+/// more than `interval`, it opens an incident on the service, which the next ping resolves. A
+/// monitor never pinged is never due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Heartbeat {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    #[serde(with = "super::contact::humantime_text")]
+    #[schema(value_type = String, example = "5m")]
+    pub interval: Duration,
+    pub created_at: Timestamp,
+    pub last_ping_at: Option<Timestamp>,
+    /// When it is missed: the last ping + the interval.
+    pub due_at: Option<Timestamp>,
+    /// The incident its miss opened, until a ping resolves it.
+    pub incident_id: Option<Uuid>,
+}
+
+impl Heartbeat {
+    pub fn new(
+        service_id: Uuid,
+        name: &str,
+        interval: &str,
+        at: Timestamp,
+    ) -> Result<Self, InvalidService> {
+        let interval = super::contact::humantime_text::parse(interval)
+            .map_err(|why| invalid("interval", why))?;
+        if interval < MIN_HEARTBEAT_INTERVAL {
+            return Err(invalid("interval", "must be at least 1s"));
+        }
+        Ok(Self {
+            id: Uuid::now_v7(),
+            service_id,
+            name: check_name("name", name)?,
+            interval,
+            created_at: at,
+            last_ping_at: None,
+            due_at: None,
+            incident_id: None,
+        })
+    }
+
+    /// The dedup key of the incident its misses open: one per monitor.
+    pub fn dedup_key(&self) -> String {
+        format!("heartbeat:{}", self.id)
+    }
+}
+
 /// A level's delay from its humantime text.
 pub fn delay(text: &str) -> Result<Duration, InvalidService> {
     super::contact::humantime_text::parse(text).map_err(|why| invalid("delay", why))

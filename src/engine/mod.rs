@@ -6,6 +6,7 @@
 //! - [`redis_index`]: the optional Redis sorted set of pending escalations.
 //! - [`scheduler`]: the handle through which committed changes reach all of the above.
 
+pub mod heartbeats;
 pub mod redis_index;
 pub mod scheduler;
 pub mod wakeup;

@@ -24,8 +24,9 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    ContactMethod, Escalation, Incident, IntegrationKey, NewEvent, NewToken, Notification,
-    NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp, Token, TokenSecret, User,
+    ContactMethod, Escalation, Heartbeat, Incident, IntegrationKey, NewEvent, NewToken,
+    Notification, NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp, Token,
+    TokenSecret, User,
 };
 
 /// The first probe of an unreachable database comes up to this long after the failure.
@@ -412,5 +413,34 @@ impl Catalog for Guarded {
     async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>> {
         self.call(self.inner.live_incident(service_id, dedup_key))
             .await
+    }
+
+    async fn create_heartbeat(
+        &self,
+        heartbeat: &Heartbeat,
+        secret: &TokenSecret,
+    ) -> Result<Heartbeat> {
+        self.call(self.inner.create_heartbeat(heartbeat, secret))
+            .await
+    }
+
+    async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>> {
+        self.call(self.inner.heartbeats(service_id)).await
+    }
+
+    async fn ping_heartbeat(
+        &self,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<Option<Heartbeat>> {
+        self.call(self.inner.ping_heartbeat(secret, at)).await
+    }
+
+    async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>> {
+        self.call(self.inner.missed_heartbeats(now)).await
+    }
+
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool> {
+        self.call(self.inner.note_missed(id, incident_id)).await
     }
 }

@@ -2,6 +2,8 @@
 //! backend (as [`super::shared`] is): the SQL is the same on both; a backend says where its pools
 //! are and how values bind.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
@@ -9,8 +11,33 @@ use uuid::Uuid;
 use super::rows::{self, Columns};
 use super::shared::Pools;
 use super::statements::Dialect;
-use super::{Catalog, Result, StoreError};
-use crate::domain::{Incident, IntegrationKey, PolicyRecord, Service, Timestamp, TokenSecret};
+use super::{Catalog, Result, Store, StoreError};
+use crate::domain::{
+    EscalationPolicy, EventService, Heartbeat, Incident, IntegrationKey, PolicyRecord, Service,
+    Timestamp, TokenSecret,
+};
+
+/// What an event for `service` carries into the store: the service, and the policy an incident
+/// it opens escalates under at once (the service's own, else `default`, the configured one) when
+/// the service escalates automatically.
+pub async fn event_service(
+    store: &dyn Store,
+    service: &Service,
+    default: &Arc<EscalationPolicy>,
+) -> Result<EventService> {
+    let escalate = if service.auto_escalate {
+        Some(match service.escalation_policy_id {
+            Some(id) => Arc::new(store.policy(id).await?.levels),
+            None => default.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(EventService {
+        id: service.id,
+        escalate,
+    })
+}
 
 #[async_trait]
 impl<B> Catalog for B
@@ -203,6 +230,88 @@ where
         .fetch_optional(&mut *conn)
         .await?;
         row.as_ref().map(rows::service).transpose()
+    }
+
+    async fn create_heartbeat(
+        &self,
+        heartbeat: &Heartbeat,
+        secret: &TokenSecret,
+    ) -> Result<Heartbeat> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "insert into heartbeats (id, service_id, name, interval_ms, key_hash, created_at)
+             select $1, $2, $3, $4, $5, $6
+             where exists (select 1 from services where id = $2)
+             returning *",
+        )
+        .bind(B::Db::id(heartbeat.id))
+        .bind(B::Db::id(heartbeat.service_id))
+        .bind(heartbeat.name.clone())
+        .bind(i64::try_from(heartbeat.interval.as_millis()).unwrap_or(i64::MAX))
+        .bind(secret.hash())
+        .bind(B::Db::time(heartbeat.created_at))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::heartbeat(&row)
+    }
+
+    async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query("select * from heartbeats where service_id = $1 order by id")
+            .bind(B::Db::id(service_id))
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::heartbeat).collect()
+    }
+
+    async fn ping_heartbeat(
+        &self,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<Option<Heartbeat>> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query("select * from heartbeats where key_hash = $1")
+            .bind(secret.hash())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(before) = row.as_ref().map(rows::heartbeat).transpose()? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "update heartbeats set last_ping_at = $1, due_at = $2, incident_id = null
+             where id = $3",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::time(at.after(before.interval)))
+        .bind(B::Db::id(before.id))
+        .execute(&mut *conn)
+        .await?;
+        Ok(Some(before))
+    }
+
+    async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>> {
+        let mut conn = self.reader().acquire().await?;
+        let found = sqlx::query(
+            "select * from heartbeats where due_at <= $1 and incident_id is null order by due_at",
+        )
+        .bind(B::Db::time(now))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.iter().map(rows::heartbeat).collect()
+    }
+
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool> {
+        let mut conn = self.writer().acquire().await?;
+        let noted = sqlx::query(
+            "update heartbeats set incident_id = $1 where id = $2 and incident_id is null
+             returning id",
+        )
+        .bind(B::Db::id(incident_id))
+        .bind(B::Db::id(id))
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(noted.is_some())
     }
 
     async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>> {

@@ -39,10 +39,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Incident, IncidentStatus,
-    IntegrationKey, InvalidTransition, NewEvent, NewToken, Notification, NotificationRule,
-    NotificationStatus, Outcome, Planned, PolicyRecord, Service, TimelineEntry, Timestamp, Token,
-    TokenSecret, User,
+    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Heartbeat, Incident,
+    IncidentStatus, IntegrationKey, InvalidTransition, NewEvent, NewToken, Notification,
+    NotificationRule, NotificationStatus, Outcome, Planned, PolicyRecord, Service, TimelineEntry,
+    Timestamp, Token, TokenSecret, User,
 };
 
 /// What every store operation returns.
@@ -380,6 +380,33 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// The live incident (OPEN, ACKNOWLEDGED or ESCALATING) of `service_id` with `dedup_key`.
     async fn live_incident(&self, service_id: Uuid, dedup_key: &str) -> Result<Option<Incident>>;
+
+    /// A heartbeat monitor whose key hashes as `secret` does; `NotFound` if there is no such
+    /// service.
+    async fn create_heartbeat(
+        &self,
+        heartbeat: &Heartbeat,
+        secret: &TokenSecret,
+    ) -> Result<Heartbeat>;
+
+    /// The service's monitors, oldest first.
+    async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>>;
+
+    /// Records a ping of the monitor whose key `secret` is, at `at`: due again an interval
+    /// later, its miss's incident forgotten. Returns the monitor as it was before (with the
+    /// incident to resolve, if any); `None` for an unknown key.
+    async fn ping_heartbeat(
+        &self,
+        secret: &TokenSecret,
+        at: Timestamp,
+    ) -> Result<Option<Heartbeat>>;
+
+    /// The monitors missed at `now` that have opened no incident yet.
+    async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>>;
+
+    /// Notes that the monitor's miss opened `incident_id`, unless one was noted already (by
+    /// another instance); whether this one was.
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool>;
 }
 
 /// The notifications outbox: written once for every backend, in [`shared`].

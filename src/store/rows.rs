@@ -12,8 +12,8 @@ use super::{Page, Result, Scheduled, StoreError};
 use std::time::Duration;
 
 use crate::domain::{
-    Channel, ContactMethod, ContactType, Escalation, EscalationPolicy, EscalationStatus, Incident,
-    IncidentStatus, IntegrationKey, Notification, NotificationRule, NotificationStatus,
+    Channel, ContactMethod, ContactType, Escalation, EscalationPolicy, EscalationStatus, Heartbeat,
+    Incident, IncidentStatus, IntegrationKey, Notification, NotificationRule, NotificationStatus,
     PolicyRecord, Role, Service, Severity, TimelineEntry, TimelineKind, Timestamp, Token, User,
 };
 
@@ -188,6 +188,19 @@ pub(crate) fn integration_key(row: &impl Columns) -> Result<IntegrationKey> {
         name: row.text("name")?,
         created_at: row.timestamp("created_at")?,
         revoked_at: row.optional_timestamp("revoked_at")?,
+    })
+}
+
+pub(crate) fn heartbeat(row: &impl Columns) -> Result<Heartbeat> {
+    Ok(Heartbeat {
+        id: row.uuid("id")?,
+        service_id: row.uuid("service_id")?,
+        name: row.text("name")?,
+        interval: Duration::from_millis(u64::try_from(row.int("interval_ms")?).unwrap_or(0)),
+        created_at: row.timestamp("created_at")?,
+        last_ping_at: row.optional_timestamp("last_ping_at")?,
+        due_at: row.optional_timestamp("due_at")?,
+        incident_id: row.optional_uuid("incident_id")?,
     })
 }
 

@@ -10,6 +10,7 @@ mod concurrency;
 mod connections;
 mod edges;
 mod enqueue;
+mod heartbeats;
 mod input;
 mod lifecycle;
 mod notify;

@@ -46,3 +46,22 @@ create trigger integration_keys_keep before delete on integration_keys for each 
 create trigger escalation_policies_keep_all before truncate on escalation_policies for each statement execute function klaxon_refuse_delete();
 create trigger services_keep_all before truncate on services for each statement execute function klaxon_refuse_delete();
 create trigger integration_keys_keep_all before truncate on integration_keys for each statement execute function klaxon_refuse_delete();
+
+-- A heartbeat monitor: pinged at `POST /heartbeats/{key}`; a ping late by more than `interval`
+-- opens an incident on its service, and the next ping resolves it. Never pinged, never due.
+create table heartbeats (
+    id uuid primary key,
+    service_id uuid not null references services (id),
+    name text not null,
+    interval_ms bigint not null,
+    key_hash text not null unique,
+    created_at timestamptz not null,
+    last_ping_at timestamptz,
+    -- the last ping + interval: when it is missed
+    due_at timestamptz,
+    -- the incident its miss opened, until a ping resolves it
+    incident_id uuid references incidents (id)
+);
+create index heartbeats_due on heartbeats (due_at) where incident_id is null;
+create trigger heartbeats_keep before delete on heartbeats for each row execute function klaxon_refuse_delete();
+create trigger heartbeats_keep_all before truncate on heartbeats for each statement execute function klaxon_refuse_delete();

@@ -46,3 +46,22 @@ create trigger services_keep before delete on services
     begin select raise(abort, 'klaxon never deletes services'); end;
 create trigger integration_keys_keep before delete on integration_keys
     begin select raise(abort, 'klaxon never deletes integration keys'); end;
+
+-- A heartbeat monitor: pinged at `POST /heartbeats/{key}`; a ping late by more than `interval`
+-- opens an incident on its service, and the next ping resolves it. Never pinged, never due.
+create table heartbeats (
+    id text primary key,
+    service_id text not null references services (id),
+    name text not null,
+    interval_ms integer not null,
+    key_hash text not null unique,
+    created_at integer not null,
+    last_ping_at integer,
+    -- the last ping + interval: when it is missed
+    due_at integer,
+    -- the incident its miss opened, until a ping resolves it
+    incident_id text references incidents (id)
+);
+create index heartbeats_due on heartbeats (due_at) where incident_id is null;
+create trigger heartbeats_keep before delete on heartbeats
+    begin select raise(abort, 'klaxon never deletes heartbeats'); end;
