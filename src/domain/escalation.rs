@@ -82,7 +82,8 @@ impl NextLevel {
     pub fn after(executed: &Escalation, policy: &EscalationPolicy, at: Timestamp) -> Option<Self> {
         policy.after(executed.escalation_level).map(|level| Self {
             incident_id: executed.incident_id,
-            level: level.level,
+            // The step of the walk, which a repeating policy numbers on past its last level.
+            level: executed.escalation_level + 1,
             due: at.after(level.delay),
         })
     }

@@ -249,7 +249,7 @@ impl LevelNotifications {
         for target in &audience.unresolved {
             planned.unreached(
                 incident_id,
-                level.level,
+                escalation.escalation_level,
                 target,
                 "no active user has this handle",
                 at,
@@ -263,7 +263,7 @@ impl LevelNotifications {
                 incident_id,
                 at,
                 TimelineDetail::FellBackToAdmins {
-                    escalation_level: level.level,
+                    escalation_level: escalation.escalation_level,
                     admins: audience.people.iter().map(|u| u.handle.clone()).collect(),
                     reason: "nobody the level names is active: telling every active admin".into(),
                 },
@@ -310,7 +310,13 @@ impl LevelNotifications {
                         if methods.peek().is_none() {
                             let reason =
                                 format!("{} has no {} contact method", user.handle, kind.as_str());
-                            planned.unreached(incident_id, level.level, &user.handle, &reason, at);
+                            planned.unreached(
+                                incident_id,
+                                escalation.escalation_level,
+                                &user.handle,
+                                &reason,
+                                at,
+                            );
                         }
                         for method in methods {
                             let route =
@@ -359,7 +365,7 @@ impl LevelNotifications {
             let reason = format!("{} has no notification rules: told in-app", user.handle);
             self.unreached(
                 escalation.incident_id,
-                level.level,
+                escalation.escalation_level,
                 &user.handle,
                 &reason,
                 at,

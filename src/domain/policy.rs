@@ -46,13 +46,52 @@ pub struct EscalationLevel {
     pub webhooks: Vec<String>,
 }
 
-/// The ordered levels of a policy. Invariant (checked by [`EscalationPolicy::new`], which
-/// deserializing goes through too): levels are numbered 1, 2, 3, … in order, and there is at least
-/// one.
+/// The ordered levels of a policy, and how many times to walk them again after the last
+/// (`repeat`). Invariant (checked by [`EscalationPolicy::new`], which deserializing goes through
+/// too): levels are numbered 1, 2, 3, … in order, and there is at least one.
+///
+/// A walk is numbered on: with 2 levels and `repeat = 1`, steps 1, 2, 3, 4 are levels 1, 2, 1, 2
+/// (an escalation's `escalation_level` is its step, unique per incident).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<EscalationLevel>", into = "Vec<EscalationLevel>")]
+#[serde(try_from = "PolicyForm", into = "PolicyForm")]
 pub struct EscalationPolicy {
     levels: Vec<EscalationLevel>,
+    repeat: u32,
+}
+
+/// How a policy is stored in an incident's snapshot: its levels alone (as every snapshot taken
+/// before `repeat` existed is), or with `repeat` when it repeats.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PolicyForm {
+    Levels(Vec<EscalationLevel>),
+    Repeating {
+        levels: Vec<EscalationLevel>,
+        repeat: u32,
+    },
+}
+
+impl TryFrom<PolicyForm> for EscalationPolicy {
+    type Error = PolicyError;
+
+    fn try_from(form: PolicyForm) -> Result<Self, Self::Error> {
+        match form {
+            PolicyForm::Levels(levels) => Self::new(levels),
+            PolicyForm::Repeating { levels, repeat } => Ok(Self::new(levels)?.with_repeat(repeat)),
+        }
+    }
+}
+
+impl From<EscalationPolicy> for PolicyForm {
+    fn from(policy: EscalationPolicy) -> Self {
+        match policy.repeat {
+            0 => Self::Levels(policy.levels),
+            repeat => Self::Repeating {
+                levels: policy.levels,
+                repeat,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,20 +102,6 @@ pub enum PolicyError {
         "levels must be numbered 1, 2, 3, … in order; found {found} where {expected} was expected"
     )]
     Numbering { expected: i32, found: i32 },
-}
-
-impl TryFrom<Vec<EscalationLevel>> for EscalationPolicy {
-    type Error = PolicyError;
-
-    fn try_from(levels: Vec<EscalationLevel>) -> Result<Self, Self::Error> {
-        Self::new(levels)
-    }
-}
-
-impl From<EscalationPolicy> for Vec<EscalationLevel> {
-    fn from(policy: EscalationPolicy) -> Self {
-        policy.levels
-    }
 }
 
 /// What is wrong with one level, and which of its fields.
@@ -130,7 +155,27 @@ impl EscalationPolicy {
                 });
             }
         }
-        Ok(Self { levels })
+        Ok(Self { levels, repeat: 0 })
+    }
+
+    /// The same levels, walked again `repeat` more times after the last.
+    pub fn with_repeat(mut self, repeat: u32) -> Self {
+        self.repeat = repeat;
+        self
+    }
+
+    pub fn repeat(&self) -> u32 {
+        self.repeat
+    }
+
+    /// How many steps a whole walk has: the levels, once and then `repeat` more times.
+    pub fn steps(&self) -> i32 {
+        let len = i32::try_from(self.levels.len()).unwrap_or(i32::MAX);
+        len.saturating_mul(
+            i32::try_from(self.repeat)
+                .unwrap_or(i32::MAX)
+                .saturating_add(1),
+        )
     }
 
     /// The prototype's policy: 5 minutes in-app, then 15 minutes email, then 60 minutes SMS.
@@ -148,6 +193,7 @@ impl EscalationPolicy {
                 level(2, 15, Channel::Email),
                 level(3, 60, Channel::Sms),
             ],
+            repeat: 0,
         }
     }
 
@@ -155,11 +201,14 @@ impl EscalationPolicy {
         &self.levels
     }
 
-    /// The level numbered `level` (from 1).
-    pub fn level(&self, level: i32) -> Option<&EscalationLevel> {
-        usize::try_from(level - 1)
-            .ok()
-            .and_then(|index| self.levels.get(index))
+    /// The level of step `step` of the walk (from 1): levels 1, 2, … then, when the policy
+    /// repeats, 1, 2, … again; `None` past the last step.
+    pub fn level(&self, step: i32) -> Option<&EscalationLevel> {
+        if step < 1 || step > self.steps() {
+            return None;
+        }
+        let index = usize::try_from(step - 1).ok()? % self.levels.len();
+        self.levels.get(index)
     }
 
     pub fn first(&self) -> &EscalationLevel {
@@ -167,10 +216,8 @@ impl EscalationPolicy {
     }
 
     /// The level that follows `level`, or `None` after the last.
-    pub fn after(&self, level: i32) -> Option<&EscalationLevel> {
-        usize::try_from(level)
-            .ok()
-            .and_then(|index| self.levels.get(index))
+    pub fn after(&self, step: i32) -> Option<&EscalationLevel> {
+        self.level(step + 1)
     }
 }
 
@@ -201,6 +248,30 @@ mod tests {
         assert_eq!(policy.first().level, 1);
         assert_eq!(policy.after(1).map(|l| l.level), Some(2));
         assert_eq!(policy.after(3), None);
+    }
+
+    #[test]
+    fn a_repeating_policy_walks_its_levels_again_and_reads_back_as_written() {
+        let policy = EscalationPolicy::standard().with_repeat(1);
+        let walk: Vec<i32> = (1..=7)
+            .map_while(|step| policy.level(step).map(|l| l.level))
+            .collect();
+        assert_eq!(walk, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(policy.after(3).map(|l| l.level), Some(1));
+        assert_eq!(policy.after(6), None);
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(json["repeat"], 1);
+        assert_eq!(
+            serde_json::from_value::<EscalationPolicy>(json).unwrap(),
+            policy
+        );
+        // A snapshot taken before `repeat` existed is a plain list of levels.
+        let plain = serde_json::to_value(EscalationPolicy::standard()).unwrap();
+        assert!(plain.is_array());
+        assert_eq!(
+            serde_json::from_value::<EscalationPolicy>(plain).unwrap(),
+            EscalationPolicy::standard()
+        );
     }
 
     #[test]

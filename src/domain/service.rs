@@ -105,7 +105,9 @@ impl PolicyRecord {
         if repeat > MAX_REPEAT {
             return Err(invalid("repeat", format!("must be at most {MAX_REPEAT}")));
         }
-        let levels = EscalationPolicy::new(levels).map_err(|e| invalid("levels", e.to_string()))?;
+        let levels = EscalationPolicy::new(levels)
+            .map_err(|e| invalid("levels", e.to_string()))?
+            .with_repeat(repeat);
         Ok(Self {
             id: Uuid::now_v7(),
             name: check_name("name", name)?,

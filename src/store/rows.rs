@@ -206,12 +206,14 @@ pub(crate) fn heartbeat(row: &impl Columns) -> Result<Heartbeat> {
 
 pub(crate) fn policy_record(row: &impl Columns) -> Result<PolicyRecord> {
     let levels = row.json("levels")?;
-    let levels: EscalationPolicy = serde_json::from_value(levels)
-        .map_err(|_| StoreError::corrupt("policy levels", "unreadable"))?;
+    let repeat = u32::try_from(row.int("repeat")?).unwrap_or(0);
+    let levels: EscalationPolicy = serde_json::from_value::<EscalationPolicy>(levels)
+        .map_err(|_| StoreError::corrupt("policy levels", "unreadable"))?
+        .with_repeat(repeat);
     Ok(PolicyRecord {
         id: row.uuid("id")?,
         name: row.text("name")?,
-        repeat: u32::try_from(row.int("repeat")?).unwrap_or(0),
+        repeat,
         levels,
         created_at: row.timestamp("created_at")?,
         updated_at: row.timestamp("updated_at")?,

@@ -9,6 +9,7 @@ on_every_backend!(
     services_name_a_policy_that_exists_and_never_share_a_name,
     integration_keys_find_their_service_until_revoked,
     events_dedup_within_their_service_and_may_escalate_on_arrival,
+    a_repeating_policy_walks_its_levels_again_until_acknowledged,
 );
 
 fn levels(delays: &[u64]) -> Vec<EscalationLevel> {
@@ -252,4 +253,60 @@ async fn events_dedup_within_their_service_and_may_escalate_on_arrival(backend: 
     let mut expected = vec![b.incident.id, batch[0].incident.id];
     expected.sort();
     assert_eq!(listed, expected);
+}
+
+async fn a_repeating_policy_walks_its_levels_again_until_acknowledged(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    // Two levels a minute apart, walked three times in all.
+    let policy = Arc::new(
+        EscalationPolicy::new(levels(&[60, 60]))
+            .unwrap()
+            .with_repeat(2),
+    );
+    let (incident, _) = escalated(store.as_ref(), minute(0), policy.clone()).await;
+    let mut executed = Vec::new();
+    for step in 1..=8 {
+        for settled in store
+            .settle_due(&move || minute(step), 10, None)
+            .await
+            .unwrap()
+        {
+            executed.push(settled.escalation.escalation_level);
+        }
+    }
+    assert_eq!(
+        executed,
+        [1, 2, 3, 4, 5, 6],
+        "two levels, three walks, then it stops"
+    );
+    assert_eq!(store.next_due().await.unwrap(), None);
+
+    // Acknowledged in the second walk: it stops there.
+    let (other, _) = escalated(store.as_ref(), minute(10), policy).await;
+    let mut steps = Vec::new();
+    for step in 11..=13 {
+        for settled in store
+            .settle_due(&move || minute(step), 10, None)
+            .await
+            .unwrap()
+        {
+            steps.push(settled.escalation.escalation_level);
+        }
+    }
+    assert_eq!(steps, [1, 2, 3]);
+    store
+        .transition(request(other.id, Action::Acknowledge, minute(13)))
+        .await
+        .unwrap();
+    assert!(store
+        .settle_due(&|| minute(30), 10, None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| { s.escalation.status != klaxon::domain::EscalationStatus::Executed }));
+    assert_eq!(store.next_due().await.unwrap(), None);
+    let _ = incident;
 }
