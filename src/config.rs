@@ -78,6 +78,8 @@ pub const DEFAULT_SMS_RATES: [RateLimit; 3] = [
 /// Voice: one call a minute, at most 3 in 15 minutes.
 pub const DEFAULT_VOICE_RATES: [RateLimit; 2] =
     [RateLimit::per_minutes(1, 1), RateLimit::per_minutes(3, 15)];
+/// Events per integration key (`/v2/enqueue`, Alertmanager) per instance: over it, 429.
+pub const DEFAULT_INTEGRATION_RATE: RateLimit = RateLimit::per_minutes(1_000, 1);
 /// Push: at most 20 in 15 minutes per topic, as for email.
 pub const DEFAULT_PUSH_RATE: RateLimit = RateLimit::per_minutes(20, 15);
 
@@ -107,6 +109,8 @@ pub struct Config {
     /// `[push]`: the ntfy server push notifications are published to.
     pub push: Option<PushConfig>,
     pub notifications: NotificationConfig,
+    /// `[integrations] rate_limit`: events per integration key, per instance.
+    pub integration_rate: RateLimit,
 }
 
 /// One Twilio-compatible account (Twilio, or a provider that copies its API). Not
@@ -317,6 +321,7 @@ impl std::fmt::Debug for Config {
             .field("voice", &self.voice)
             .field("push", &self.push)
             .field("notifications", &self.notifications)
+            .field("integration_rate", &self.integration_rate)
             .finish()
     }
 }
@@ -347,6 +352,7 @@ impl Default for Config {
             voice: Vec::new(),
             push: None,
             notifications: NotificationConfig::default(),
+            integration_rate: DEFAULT_INTEGRATION_RATE,
         }
     }
 }
@@ -399,6 +405,14 @@ struct FileConfig {
     push: Option<FilePush>,
     #[serde(default)]
     notifications: FileNotifications,
+    #[serde(default)]
+    integrations: FileIntegrations,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIntegrations {
+    rate_limit: Option<FileRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -637,6 +651,25 @@ impl Config {
         let sms = providers_from_file("sms", raw.sms.providers)?;
         let voice = providers_from_file("voice", raw.voice.providers)?;
         let push = raw.push.map(push_from_file).transpose()?;
+        let integration_rate = match raw.integrations.rate_limit {
+            None => DEFAULT_INTEGRATION_RATE,
+            Some(limit) => {
+                if limit.count == 0 {
+                    return Err(invalid(
+                        "integrations.rate_limit.count",
+                        "must be greater than 0",
+                    ));
+                }
+                RateLimit {
+                    count: limit.count,
+                    per: positive_duration(
+                        "integrations.rate_limit.per",
+                        Some(limit.per),
+                        DEFAULT_INTEGRATION_RATE.per,
+                    )?,
+                }
+            }
+        };
         let notifications = notifications_from_file(raw.notifications)?;
         Ok(Self {
             listen,
@@ -657,6 +690,7 @@ impl Config {
             voice,
             push,
             notifications,
+            integration_rate,
         })
     }
 }

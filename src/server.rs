@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::api::key_limit::KeyLimiter;
 use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
 use crate::api::twilio::Reach;
@@ -375,6 +376,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
                 notifications: config.notifications.clone(),
                 webhooks: config.webhooks.keys().cloned().collect(),
             }),
+            key_limit: Arc::new(KeyLimiter::new(config.integration_rate)),
         };
         let app = api::router(state, config.max_body_bytes);
         let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));

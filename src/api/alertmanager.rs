@@ -114,9 +114,15 @@ async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, Ap
                 "send the service's integration key as `Authorization: Bearer <key>`".into(),
             )
         })?;
+    let secret = TokenSecret::from_presented(token.trim());
+    if !state.key_limit.allow(&secret.hash()) {
+        return Err(ApiError::RateLimited(
+            "events for this integration key are arriving too quickly; retry later".into(),
+        ));
+    }
     state
         .store
-        .service_by_key(&TokenSecret::from_presented(token.trim()))
+        .service_by_key(&secret)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("not a live integration key".into()))
 }
@@ -128,6 +134,7 @@ async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, Ap
         (status = 200, description = "Committed", body = Received),
         (status = 400, description = "Not Alertmanager's webhook payload version 4"),
         (status = 401, description = "Missing, unknown or revoked integration key"),
+        (status = 429, description = "Over the key's rate limit (`[integrations] rate_limit`)"),
     ),
     security(("bearer" = []))
 )]

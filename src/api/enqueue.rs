@@ -167,6 +167,7 @@ fn check(body: &Map<String, Value>) -> Result<Event, Vec<String>> {
     responses(
         (status = 202, description = "Committed", body = EnqueueAnswer),
         (status = 400, description = "Invalid event, with every problem in `errors`", body = EnqueueAnswer),
+        (status = 429, description = "Over the key's rate limit (`[integrations] rate_limit`); retry later", body = EnqueueAnswer),
         (status = 503, description = "The database is unavailable", body = EnqueueAnswer),
     )
 )]
@@ -186,6 +187,25 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(routing_key) = routing_key.filter(|key| !key.trim().is_empty()) else {
         return invalid(vec!["'routing_key' is missing or blank".into()]);
     };
+    if !state
+        .key_limit
+        .allow(&TokenSecret::from_presented(routing_key.clone()).hash())
+    {
+        let answer = EnqueueAnswer {
+            status: "throttle event",
+            message:
+                "Requests for this integration key are arriving too quickly. Please retry later."
+                    .into(),
+            dedup_key: None,
+            errors: Vec::new(),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(answer)).into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return response;
+    }
     let event = match check(&body) {
         Ok(event) => event,
         Err(errors) => return invalid(errors),

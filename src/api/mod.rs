@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod incidents;
+pub mod key_limit;
 pub mod links;
 pub mod messages;
 pub mod metrics;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     /// The providers and channels the integrations and contact-method tests use.
     pub reach: Arc<twilio::Reach>,
+    /// Events per integration key.
+    pub key_limit: Arc<key_limit::KeyLimiter>,
 }
 
 /// Runs a write to completion on a task of its own. When a client disconnects, axum drops the

@@ -14,6 +14,7 @@ crate::on_every_backend!(
     triggers_dedup_within_a_service_and_acknowledge_and_resolve_act_on_the_live_incident,
     every_invalid_event_is_a_400_in_pagerdutys_shape,
     pagerdutys_own_client_triggers_acknowledges_and_resolves,
+    a_key_over_its_rate_limit_is_answered_429,
 );
 
 /// A service (escalating automatically unless `quiet`) and one live integration key for it.
@@ -321,5 +322,41 @@ async fn pagerdutys_own_client_triggers_acknowledges_and_resolves(backend: Backe
     let id = checkout["id"].as_str().unwrap();
     let (_, incident) = app.get(&format!("/incidents/{id}")).await;
     assert_eq!(incident["status"], "RESOLVED");
+    app.finish().await;
+}
+
+async fn a_key_over_its_rate_limit_is_answered_429(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        config.integration_rate = klaxon::config::RateLimit {
+            count: 3,
+            per: std::time::Duration::from_secs(3600),
+        };
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, key) = service_with_key(&app, "payments", true).await;
+    let (_, other) = service_with_key(&app, "search", true).await;
+    for n in 0..3 {
+        let (status, answer) = enqueue(&app, &trigger(&key, Some(&format!("k{n}")))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let throttled = app
+        .request(Method::POST, "/v2/enqueue", None)
+        .json(&trigger(&key, Some("k3")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().contains_key("retry-after"));
+    let answer: Value = throttled.json().await.unwrap();
+    assert_eq!(answer["status"], "throttle event");
+    let (status, _) = enqueue(&app, &trigger(&other, Some("k0"))).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "another key has its own count"
+    );
     app.finish().await;
 }
