@@ -1119,6 +1119,131 @@ async fn every_acknowledged_message_survives_kill_9_mid_stream() {
     );
 }
 
+/// The same for PagerDuty's Events API: triggers on an auto-escalating service (each opening
+/// an incident and scheduling its level 1 in the same transaction) posted flat out, the server
+/// killed with SIGKILL mid-stream; after a restart, every event answered 202 is there, its
+/// incident escalating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_survives_kill_9_mid_stream() {
+    const CLIENTS: usize = 32;
+    let dir = fresh_dir();
+    // No throttling: the stream must still be flowing when the server is killed.
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "[integrations]\nrate_limit = { count = 10000000, per = \"1m\" }\n",
+    );
+    let env = [("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let args = ["--config", "klaxon.toml", "serve"];
+    let mut server = Server::start_with_args(dir.path(), &args, &env).await;
+    let created = server
+        .client
+        .post(format!("{}/services", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "payments"}))
+        .send()
+        .await
+        .unwrap();
+    let service: Value = created.json().await.unwrap();
+    let service_id = service["id"].as_str().unwrap().to_owned();
+    let key: Value = server
+        .client
+        .post(format!(
+            "{}/services/{service_id}/integration-keys",
+            server.base
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (http, base, accepted, key) = (
+                server.client.clone(),
+                server.base.clone(),
+                accepted.clone(),
+                key.clone(),
+            );
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let dedup_key = format!("client-{client}-event-{n}");
+                    let sent = http
+                        .post(format!("{base}/v2/enqueue"))
+                        .json(&json!({
+                            "routing_key": key,
+                            "event_action": "trigger",
+                            "dedup_key": dedup_key,
+                            "payload": {"summary": "disk full", "source": "db-1", "severity": "critical"},
+                        }))
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { break };
+                    if response.status() != StatusCode::ACCEPTED {
+                        break;
+                    }
+                    accepted.lock().unwrap().push(dedup_key);
+                }
+            })
+        })
+        .collect();
+    eventually("a stream of accepted events", READY_TIMEOUT, || {
+        let count = accepted.lock().unwrap().len();
+        async move { count >= 1_000 }
+    })
+    .await;
+    server.process.kill();
+    for client in clients {
+        client.await.expect("a client task");
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() > 1_000,
+        "the stream was still flowing when it was killed"
+    );
+
+    let restarted = Server::start_with_args(dir.path(), &args, &env).await;
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = restarted
+            .get(
+                &format!("/incidents?service={service_id}&limit=200{cursor}"),
+                ADMIN_TOKEN,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for incident in page["incidents"].as_array().expect("a page of incidents") {
+            assert_ne!(
+                incident["status"], "OPEN",
+                "opened escalating, in one commit"
+            );
+            stored.insert(
+                incident["dedup_key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = accepted.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} accepted events were lost: {lost:?}",
+        lost.len(),
+        accepted.len()
+    );
+}
+
 /// Issue 7's reproduction: with `ulimit -n 256`, 300 sockets that send nothing made every real
 /// request time out. Now the connection cap keeps descriptors in hand, the silent sockets are
 /// closed after the head deadline, and a real request is served.
