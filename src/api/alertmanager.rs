@@ -4,6 +4,8 @@
 //! alerts open or join it, Alertmanager's re-sends of the group (every `group_interval` and
 //! `repeat_interval`) join it, and the group resolving resolves it.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,9 +13,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
+use super::extract::{field_with_nul, NUL_REFUSED};
 use super::services::event_service;
 use super::{to_completion, ApiError, AppState};
 use crate::domain::token::hex;
@@ -61,7 +63,8 @@ fn dedup_key_of(group_key: &str) -> String {
     }
 }
 
-/// The group's title: its summary annotation, else its alert name, else its labels.
+/// The group's title: its summary annotation, else its description, else its alert name, else
+/// its labels.
 fn summary_of(notification: &Notification) -> String {
     let first = notification.alerts.first();
     let annotation = |name: &str| {
@@ -108,23 +111,26 @@ async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, Ap
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| {
             ApiError::Unauthorized(
                 "send the service's integration key as `Authorization: Bearer <key>`".into(),
             )
         })?;
     let secret = TokenSecret::from_presented(token.trim());
-    if !state.key_limit.allow(&secret.hash()) {
-        return Err(ApiError::RateLimited(
-            "events for this integration key are arriving too quickly; retry later".into(),
-        ));
-    }
-    state
+    let service = state
         .store
         .service_by_key(&secret)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("not a live integration key".into()))
+        .ok_or_else(|| ApiError::Unauthorized("not a live integration key".into()))?;
+    state.key_limit.allow(&secret.hash()).map_err(|_| {
+        ApiError::RateLimited(
+            "events for this integration key are arriving too quickly; retry later".into(),
+        )
+    })?;
+    Ok(service)
 }
 
 #[utoipa::path(
@@ -144,6 +150,11 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Received>), ApiError> {
     let service = service_of(&state, &headers).await?;
+    if let Some(path) = field_with_nul(&body) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid `{path}`: {NUL_REFUSED}"
+        )));
+    }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::BadRequest(format!("the body is not JSON: {error}")))?;
     let notification: Notification = serde_json::from_value(payload.clone()).map_err(|error| {

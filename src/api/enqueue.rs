@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::extract::{field_with_nul, NUL_REFUSED};
 use super::services::event_service;
 use super::{to_completion, AppState};
 use crate::domain::{Action, NewEvent, Severity, Timestamp, TokenSecret};
@@ -178,6 +179,10 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
             body.len()
         )]);
     }
+    // PostgreSQL's text holds no NUL: refused here, with the field, not failed in the store.
+    if let Some(path) = field_with_nul(&body) {
+        return invalid(vec![format!("'{path}' {NUL_REFUSED}")]);
+    }
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&body) else {
         return invalid(vec!["the body is not a JSON object".into()]);
     };
@@ -187,10 +192,17 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(routing_key) = routing_key.filter(|key| !key.trim().is_empty()) else {
         return invalid(vec!["'routing_key' is missing or blank".into()]);
     };
-    if !state
-        .key_limit
-        .allow(&TokenSecret::from_presented(routing_key.clone()).hash())
-    {
+    let event = match check(&body) {
+        Ok(event) => event,
+        Err(errors) => return invalid(errors),
+    };
+    let secret = TokenSecret::from_presented(routing_key);
+    let service = match state.store.service_by_key(&secret).await {
+        Ok(Some(service)) => service,
+        Ok(None) => return invalid(vec!["'routing_key' is not a live integration key".into()]),
+        Err(error) => return unavailable(error),
+    };
+    if let Err(wait) = state.key_limit.allow(&secret.hash()) {
         let answer = EnqueueAnswer {
             status: "throttle event",
             message:
@@ -202,23 +214,10 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
         let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(answer)).into_response();
         response.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
+            axum::http::HeaderValue::from(wait.as_secs().max(1)),
         );
         return response;
     }
-    let event = match check(&body) {
-        Ok(event) => event,
-        Err(errors) => return invalid(errors),
-    };
-    let service = match state
-        .store
-        .service_by_key(&TokenSecret::from_presented(routing_key))
-        .await
-    {
-        Ok(Some(service)) => service,
-        Ok(None) => return invalid(vec!["'routing_key' is not a live integration key".into()]),
-        Err(error) => return unavailable(error),
-    };
     let actor = format!("events-api:{}", service.name);
     let answered_key = match (event.trigger, event.dedup_key) {
         (Some(trigger), dedup_key) => {

@@ -106,7 +106,7 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 }
 
 /// Why a string holding a NUL is refused, wherever it is sent.
-const NUL_REFUSED: &str = "must not contain a NUL character (\\u0000)";
+pub(crate) const NUL_REFUSED: &str = "must not contain a NUL character (\\u0000)";
 
 /// How a NUL is written in JSON text: as an escape, since a raw one is a syntax error.
 const ESCAPED_NUL: &[u8] = b"\\u0000";
@@ -145,7 +145,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// The path of the first string or key in a JSON body that holds a NUL (`""` for the body
 /// itself). Bodies without the escape, nearly all of them, are only scanned; the others are read
 /// into a `Value` to find the field. A body that is not JSON is left to [`parse`] to describe.
-fn field_with_nul(bytes: &[u8]) -> Option<String> {
+pub(crate) fn field_with_nul(bytes: &[u8]) -> Option<String> {
     if !bytes
         .windows(ESCAPED_NUL.len())
         .any(|window| window == ESCAPED_NUL)

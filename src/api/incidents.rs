@@ -1,5 +1,7 @@
 //! Incidents: listing, reading, the state-machine actions, escalations and the timeline.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -8,7 +10,9 @@ use uuid::Uuid;
 use super::auth::{Authorized, Responder, Viewer};
 use super::extract::{IdPath, OptionalJsonBody, QueryParams};
 use super::{to_completion, ApiError, AppState};
-use crate::domain::{Action, Escalation, Incident, IncidentStatus, TimelineEntry, Timestamp};
+use crate::domain::{
+    Action, Escalation, EscalationPolicy, Incident, IncidentStatus, TimelineEntry, Timestamp,
+};
 use crate::store::{IncidentQuery, TransitionRequest, MAX_PAGE_SIZE};
 
 /// The page size of `GET /incidents` when `limit` is not given.
@@ -136,6 +140,24 @@ pub struct ResolveRequest {
     pub resolution_note: Option<String>,
 }
 
+/// The policy incident `id` escalates under: its service's (the service's own, else the
+/// configured one), or the configured one.
+async fn policy_of(state: &AppState, id: Uuid) -> Result<Arc<EscalationPolicy>, ApiError> {
+    let incident = state
+        .store
+        .incident(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    let Some(service_id) = incident.service_id else {
+        return Ok(state.policy.clone());
+    };
+    let service = state.store.service(service_id).await?;
+    match service.escalation_policy_id {
+        Some(policy) => Ok(Arc::new(state.store.policy(policy).await?.levels)),
+        None => Ok(state.policy.clone()),
+    }
+}
+
 async fn act(
     state: &AppState,
     actor: String,
@@ -150,13 +172,18 @@ async fn act(
             )));
         }
     }
+    // An incident of a service escalates under the service's policy.
+    let policy = match action {
+        Action::Escalate => policy_of(state, id).await?,
+        _ => state.policy.clone(),
+    };
     let request = TransitionRequest {
         incident_id: id,
         action,
         actor,
         note,
         at: Timestamp::now(),
-        policy: state.policy.clone(),
+        policy,
         link: None,
     };
     let (store, scheduler) = (state.store.clone(), state.scheduler.clone());

@@ -1,15 +1,19 @@
 //! The per-key rate limit of the integration endpoints (`[integrations] rate_limit`): at most
 //! `count` events per integration key in each window of `per`, on this instance; over it, 429,
-//! as PagerDuty answers (its clients wait and send again). Counted in memory: several
-//! instances each allow the limit.
+//! as PagerDuty answers (its clients wait and send again). Counted in memory, for live keys
+//! only: several instances each allow the limit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::RateLimit;
 
-/// Fixed windows per key, forgotten once they are over.
+/// Past this many keys, the windows that are over are forgotten. Only live keys are counted, so
+/// the map holds about as many entries as there are integration keys.
+const MAX_KEYS: usize = 10_000;
+
+/// Fixed windows per key.
 pub struct KeyLimiter {
     limit: RateLimit,
     started: Instant,
@@ -26,14 +30,17 @@ impl KeyLimiter {
         }
     }
 
-    /// Counts one event for `key` now; `false` if it is over the limit (and not counted).
-    pub fn allow(&self, key: &str) -> bool {
-        let window = self.started.elapsed().as_millis() / self.limit.per.as_millis().max(1);
+    /// Counts one event for `key` (a live key's hash) now; over the limit, it is not counted,
+    /// and the answer is how long until the window opens again.
+    pub fn allow(&self, key: &str) -> Result<(), Duration> {
+        let per = self.limit.per.as_millis().max(1);
+        let elapsed = self.started.elapsed().as_millis();
+        let window = elapsed / per;
         let mut windows = self
             .windows
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if windows.len() > 10_000 {
+        if windows.len() > MAX_KEYS {
             windows.retain(|_, (seen, _)| *seen == window);
         }
         let entry = windows.entry(key.to_owned()).or_insert((window, 0));
@@ -41,17 +48,18 @@ impl KeyLimiter {
             *entry = (window, 0);
         }
         if entry.1 >= self.limit.count {
-            return false;
+            let left = per - elapsed % per;
+            return Err(Duration::from_millis(
+                u64::try_from(left).unwrap_or(u64::MAX),
+            ));
         }
         entry.1 += 1;
-        true
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -60,16 +68,17 @@ mod tests {
             count: 2,
             per: Duration::from_secs(3600),
         });
-        assert!(limiter.allow("a") && limiter.allow("a"));
-        assert!(!limiter.allow("a"), "the third in the window");
-        assert!(limiter.allow("b"), "another key");
+        assert!(limiter.allow("a").is_ok() && limiter.allow("a").is_ok());
+        let wait = limiter.allow("a").expect_err("the third in the window");
+        assert!(wait <= Duration::from_secs(3600) && wait > Duration::from_secs(3500));
+        assert!(limiter.allow("b").is_ok(), "another key");
         let quick = KeyLimiter::new(RateLimit {
             count: 1,
             per: Duration::from_millis(20),
         });
-        assert!(quick.allow("a"));
-        assert!(!quick.allow("a"));
+        assert!(quick.allow("a").is_ok());
+        assert!(quick.allow("a").is_err());
         std::thread::sleep(Duration::from_millis(25));
-        assert!(quick.allow("a"), "a new window");
+        assert!(quick.allow("a").is_ok(), "a new window");
     }
 }

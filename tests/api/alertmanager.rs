@@ -176,6 +176,22 @@ async fn the_receiver_refuses_a_missing_key_and_a_payload_it_cannot_read(backend
         post(Some(key.clone()), json!({"hello": 1})).await.0,
         StatusCode::BAD_REQUEST
     );
+    let mut nul = payload.clone();
+    nul["commonAnnotations"] = json!({"summary": "a\u{0}b"});
+    assert_eq!(
+        post(Some(key.clone()), nul).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // The scheme is case-insensitive, as everywhere in the API.
+    let lowercase = app
+        .client
+        .post(format!("{}/integrations/alertmanager", app.base))
+        .header("authorization", format!("bearer {key}"))
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), StatusCode::OK);
     let (status, reply) = post(Some(key.clone()), payload.clone()).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["result"], "triggered");

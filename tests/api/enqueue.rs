@@ -209,6 +209,17 @@ async fn every_invalid_event_is_a_400_in_pagerdutys_shape(backend: Backend) {
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     let answer: Value = malformed.json().await.unwrap();
     assert_eq!(answer["status"], "invalid event");
+    let mut nul = trigger(&key, None);
+    nul["payload"]["summary"] = json!("disk\u{0}full");
+    let (status, answer) = enqueue(&app, &nul).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a NUL: {answer}");
+    assert!(
+        answer["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("payload.summary"),
+        "{answer}"
+    );
     let mut huge = trigger(&key, None);
     huge["payload"]["custom_details"] = json!({"blob": "x".repeat(600 * 1024)});
     let (status, answer) = enqueue(&app, &huge).await;

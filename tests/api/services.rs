@@ -239,6 +239,35 @@ async fn a_message_for_an_auto_escalating_service_escalates_on_arrival(backend: 
     let (status, other) = app.post("/message", message(&quiet)).await;
     assert_eq!(status, StatusCode::CREATED, "{other}");
     assert_eq!(other["incident"]["status"], "OPEN");
+    // Escalated by hand, it walks its service's policy: level 1 at once (the configured
+    // policy's is 5 minutes away).
+    let (_, quiet_policy) = app
+        .post(
+            "/escalation-policies",
+            json!({"name": "quiet", "levels": [{"level": 1, "delay": "0s", "channels": ["in_app"]}]}),
+        )
+        .await;
+    let (status, _) = app
+        .patch(
+            &format!("/services/{}", quiet["id"].as_str().unwrap()),
+            json!({"escalation_policy_id": quiet_policy["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let other_id = other["incident"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app.act(&other_id, "escalate").await;
+    assert_eq!(status, StatusCode::OK);
+    crate::common::eventually(
+        "the service policy's level 1",
+        std::time::Duration::from_secs(10),
+        || async {
+            app.escalations(&other_id)
+                .await
+                .iter()
+                .any(|e| e["status"] == "EXECUTED")
+        },
+    )
+    .await;
     let (status, joined) = app.post("/message", message(&loud)).await;
     assert_eq!(status, StatusCode::OK, "{joined}");
     assert_eq!(joined["incident"]["id"], id.as_str());
