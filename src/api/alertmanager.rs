@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::extract::{field_with_nul, NUL_REFUSED};
 use super::services::event_service;
-use super::{to_completion, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::domain::token::hex;
 use crate::domain::{Action, NewEvent, Service, Severity, Timestamp, TokenSecret};
-use crate::store::{StoreError, TransitionRequest};
+use crate::store::StoreError;
 
 /// Alertmanager's webhook payload, version 4: the parts Klaxon reads (the rest is kept whole as
 /// the event's payload).
@@ -207,22 +207,10 @@ pub async fn receive(
                     }),
                 ));
             };
-            let request = TransitionRequest {
-                incident_id: incident.id,
-                action: Action::Resolve,
-                actor,
-                note: Some("the alert group resolved in Alertmanager".into()),
-                at: Timestamp::now(),
-                policy: state.policy.clone(),
-                link: None,
-            };
-            let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-            let outcome = to_completion(async move {
-                let outcome = store.transition(request).await?;
-                scheduler.transitioned(&outcome).await;
-                Ok::<_, StoreError>(outcome)
-            })
-            .await;
+            let note = Some("the alert group resolved in Alertmanager".into());
+            let outcome = state
+                .transition(incident.id, Action::Resolve, actor, note)
+                .await;
             match outcome {
                 Ok(_) | Err(StoreError::InvalidTransition(_)) => Ok((
                     StatusCode::OK,

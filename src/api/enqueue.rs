@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::extract::{field_with_nul, NUL_REFUSED};
 use super::services::event_service;
-use super::{to_completion, AppState};
+use super::AppState;
 use crate::domain::{Action, NewEvent, Severity, Timestamp, TokenSecret};
-use crate::store::{StoreError, TransitionRequest};
+use crate::store::StoreError;
 
 /// PagerDuty refuses a body over 512 KB.
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
@@ -276,22 +276,8 @@ async fn act(
     let Some(incident) = state.store.live_incident(service_id, dedup_key).await? else {
         return Ok(());
     };
-    let request = TransitionRequest {
-        incident_id: incident.id,
-        action,
-        actor,
-        note: Some("by the Events API".into()),
-        at: Timestamp::now(),
-        policy: state.policy.clone(),
-        link: None,
-    };
-    let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-    let outcome = to_completion(async move {
-        let outcome = store.transition(request).await?;
-        scheduler.transitioned(&outcome).await;
-        Ok::<_, StoreError>(outcome)
-    })
-    .await;
+    let note = Some("by the Events API".into());
+    let outcome = state.transition(incident.id, action, actor, note).await;
     match outcome {
         Ok(_) => {
             tracing::info!(incident_id = %incident.id, action = %action, "incident changed by an event");

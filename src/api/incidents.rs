@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, Responder, Viewer};
 use super::extract::{IdPath, OptionalJsonBody, QueryParams};
-use super::{to_completion, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::domain::{
     Action, Escalation, EscalationPolicy, Incident, IncidentStatus, TimelineEntry, Timestamp,
 };
@@ -186,14 +186,10 @@ async fn act(
         policy,
         link: None,
     };
-    let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-    let outcome = to_completion(async move {
-        let outcome = store.transition(request).await?;
-        scheduler.transitioned(&outcome).await;
-        Ok(outcome)
-    })
-    .await
-    .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    let outcome = state
+        .apply(request)
+        .await
+        .map_err(|e| ApiError::from_store(e, missing(id)))?;
     tracing::info!(incident_id = %id, %action, status = %outcome.incident.status, "incident transitioned");
     Ok(Json(outcome.incident))
 }

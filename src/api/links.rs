@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{to_completion, AppState};
+use super::AppState;
 use crate::domain::{Action, Incident, Notification, Timestamp};
 use crate::notify::escape_html as escape;
 use crate::notify::links::{LinkError, LinkSigner, SignedLink, LINK_ACTIONS};
@@ -151,13 +151,7 @@ pub async fn act(
         policy: state.policy.clone(),
         link: Some(link.id()),
     };
-    let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-    let outcome = to_completion(async move {
-        let outcome = store.transition(request).await?;
-        scheduler.transitioned(&outcome).await;
-        Ok::<_, StoreError>(outcome)
-    })
-    .await;
+    let outcome = state.apply(request).await;
     match outcome {
         Ok(outcome) => {
             tracing::info!(incident_id = %incident.id, action = %link.action, %actor, "incident transitioned from a link");

@@ -45,7 +45,10 @@ use crate::domain::EscalationPolicy;
 use crate::engine::{Scheduler, WorkerStatus};
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
-use crate::store::{Store, StoreError};
+use uuid::Uuid;
+
+use crate::domain::{Action, Timestamp};
+use crate::store::{Store, StoreError, TransitionOutcome, TransitionRequest};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -65,6 +68,41 @@ pub struct AppState {
     pub reach: Arc<twilio::Reach>,
     /// Events per integration key.
     pub key_limit: Arc<key_limit::KeyLimiter>,
+}
+
+impl AppState {
+    /// Moves incident `incident_id` by `action` as `actor` now, under the configured policy,
+    /// to completion whatever the client does, and tells the scheduler: the one way every handler
+    /// transitions an incident (a link, a reply, an integration, a heartbeat, the API).
+    pub async fn transition(
+        &self,
+        incident_id: Uuid,
+        action: Action,
+        actor: String,
+        note: Option<String>,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.apply(TransitionRequest {
+            incident_id,
+            action,
+            actor,
+            note,
+            at: Timestamp::now(),
+            policy: self.policy.clone(),
+            link: None,
+        })
+        .await
+    }
+
+    /// Applies `request` to completion and tells the scheduler what it scheduled or cancelled.
+    pub async fn apply(&self, request: TransitionRequest) -> Result<TransitionOutcome, StoreError> {
+        let (store, scheduler) = (self.store.clone(), self.scheduler.clone());
+        to_completion(async move {
+            let outcome = store.transition(request).await?;
+            scheduler.transitioned(&outcome).await;
+            Ok(outcome)
+        })
+        .await
+    }
 }
 
 /// Runs a write to completion on a task of its own. When a client disconnects, axum drops the

@@ -17,7 +17,7 @@ use crate::domain::{
     Action, EventService, Heartbeat, IntegrationKey, InvalidService, Service, Timestamp,
     TokenSecret,
 };
-use crate::store::{catalog, StoreError, TransitionRequest};
+use crate::store::{catalog, StoreError};
 
 fn missing(id: Uuid) -> impl FnOnce() -> String {
     move || format!("service {id} not found")
@@ -422,22 +422,11 @@ pub async fn ping(
         .ok_or_else(|| ApiError::NotFound("no heartbeat monitor has this key".into()))?;
     let mut resolved = None;
     if let Some(incident_id) = before.incident_id {
-        let request = TransitionRequest {
-            incident_id,
-            action: Action::Resolve,
-            actor: format!("heartbeat:{}", before.name),
-            note: Some("the heartbeat is back".into()),
-            at,
-            policy: state.policy.clone(),
-            link: None,
-        };
-        let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-        let outcome = to_completion(async move {
-            let outcome = store.transition(request).await?;
-            scheduler.transitioned(&outcome).await;
-            Ok::<_, StoreError>(outcome)
-        })
-        .await;
+        let actor = format!("heartbeat:{}", before.name);
+        let note = Some("the heartbeat is back".into());
+        let outcome = state
+            .transition(incident_id, Action::Resolve, actor, note)
+            .await;
         match outcome {
             Ok(_) => resolved = Some(incident_id),
             // Resolved or cancelled by hand already.

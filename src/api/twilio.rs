@@ -23,7 +23,7 @@ use crate::domain::{Action, Failover, Incident, Notification, Timestamp};
 use crate::notify::links::LinkSigner;
 use crate::notify::twilio::{self, twiml};
 use crate::notify::{Channels, Item};
-use crate::store::{Receipt, StoreError, TransitionRequest};
+use crate::store::{Receipt, StoreError};
 
 /// What the integrations need of the configuration: the providers whose requests they check,
 /// the channels a contact method's test goes through, and where Klaxon is reached.
@@ -188,22 +188,14 @@ async fn act_on(
     let incidents: BTreeSet<Uuid> = pages.iter().map(|n| n.incident_id).collect();
     let (mut done, mut already) = (Vec::new(), Vec::new());
     for incident_id in incidents {
-        let request = TransitionRequest {
-            incident_id,
-            action,
-            actor: user.handle.clone(),
-            note: Some(note.to_owned()),
-            at: Timestamp::now(),
-            policy: state.policy.clone(),
-            link: None,
-        };
-        let (store, scheduler) = (state.store.clone(), state.scheduler.clone());
-        let outcome = to_completion(async move {
-            let outcome = store.transition(request).await?;
-            scheduler.transitioned(&outcome).await;
-            Ok::<_, StoreError>(outcome)
-        })
-        .await;
+        let outcome = state
+            .transition(
+                incident_id,
+                action,
+                user.handle.clone(),
+                Some(note.to_owned()),
+            )
+            .await;
         match outcome {
             Ok(outcome) => done.push(outcome.incident),
             Err(StoreError::InvalidTransition(refused)) => already.push(refused.status),
