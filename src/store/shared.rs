@@ -534,6 +534,14 @@ where
     rows::contact_method(&row)
 }
 
+/// The placeholders of `count` ids, numbered from `first`: what goes in `id in (…)`.
+fn id_list<D: Dialect>(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(D::placeholder)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// At most this many ids go into one `id in (…)` read.
 const IDS_PER_READ: usize = 500;
 
@@ -549,10 +557,7 @@ where
     for chunk in ids.chunks(IDS_PER_READ) {
         let sql = format!(
             "select * from {table} where id in ({})",
-            (1..=chunk.len())
-                .map(D::placeholder)
-                .collect::<Vec<_>>()
-                .join(", ")
+            id_list::<D>(1, chunk.len())
         );
         let mut read = sqlx::query(&sql);
         for id in chunk {
@@ -756,10 +761,7 @@ where
         for chunk in ids.chunks(IDS_PER_READ) {
             let sql = format!(
                 "select id, status from incidents where id in ({}) order by id {}",
-                (1..=chunk.len())
-                    .map(T::Db::placeholder)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                id_list::<T::Db>(1, chunk.len()),
                 T::Db::KEY_SHARE
             );
             let mut lock = sqlx::query(&sql);
@@ -813,10 +815,7 @@ where
         for chunk in ids.chunks(IDS_PER_READ) {
             let sql = format!(
                 "select id from notifications where id in ({}) and status = 'PENDING' order by id {}",
-                (1..=chunk.len())
-                    .map(T::Db::placeholder)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                id_list::<T::Db>(1, chunk.len()),
                 T::Db::FOR_UPDATE
             );
             let mut read = sqlx::query(&sql);
@@ -836,10 +835,7 @@ where
                 "update notifications set sent_at = {}, message_key = {} where id in ({})",
                 T::Db::placeholder(1),
                 T::Db::placeholder(2),
-                (3..chunk.len() + 3)
-                    .map(T::Db::placeholder)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                id_list::<T::Db>(3, chunk.len())
             );
             let mut reserve = sqlx::query(&sql).bind(T::Db::time(at)).bind(key.to_owned());
             for id in chunk {
