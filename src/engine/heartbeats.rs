@@ -13,9 +13,9 @@ use tokio::sync::watch;
 
 use super::Scheduler;
 use crate::backoff::Backoff;
-use crate::domain::{EscalationPolicy, Heartbeat, NewEvent, Severity, Timestamp};
+use crate::domain::{Action, EscalationPolicy, Heartbeat, NewEvent, Severity, Timestamp};
 use crate::store::catalog::event_service;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TransitionRequest};
 
 /// How often the watch looks for missed monitors: a miss is noticed within this.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,7 +58,8 @@ impl HeartbeatWatch {
         Ok(())
     }
 
-    async fn missed(&self, heartbeat: &Heartbeat, now: Timestamp) -> Result<(), StoreError> {
+    /// Opens (or joins) the incident of `heartbeat`, missed at `now`, and notes it on the monitor.
+    pub async fn missed(&self, heartbeat: &Heartbeat, now: Timestamp) -> Result<(), StoreError> {
         let service = self.store.service(heartbeat.service_id).await?;
         let since = heartbeat
             .last_ping_at
@@ -81,12 +82,36 @@ impl HeartbeatWatch {
         if let Some(scheduled) = ingested.scheduled {
             self.scheduler.scheduled(&[scheduled]).await;
         }
-        if self
+        let incident = ingested.incident.id;
+        if self.store.note_missed(heartbeat.id, incident, now).await? {
+            tracing::warn!(heartbeat_id = %heartbeat.id, incident_id = %incident, "heartbeat missed");
+            return Ok(());
+        }
+        // Not noted: another instance noted its own (the same incident, by its dedup key), or a
+        // ping came in between the read and the incident. Then the miss no longer stands, and
+        // the incident it opened is resolved rather than left to page anyone.
+        let pinged = self
             .store
-            .note_missed(heartbeat.id, ingested.incident.id)
+            .heartbeats(heartbeat.service_id)
             .await?
-        {
-            tracing::warn!(heartbeat_id = %heartbeat.id, incident_id = %ingested.incident.id, "heartbeat missed");
+            .into_iter()
+            .find(|h| h.id == heartbeat.id)
+            .is_some_and(|h| h.incident_id.is_none() && h.due_at.is_some_and(|due| due > now));
+        if pinged && !ingested.deduplicated {
+            let request = TransitionRequest {
+                incident_id: incident,
+                action: Action::Resolve,
+                actor: format!("heartbeat:{}", heartbeat.name),
+                note: Some("the heartbeat was pinged as the miss was seen".into()),
+                at: Timestamp::now(),
+                policy: self.policy.clone(),
+                link: None,
+            };
+            match self.store.transition(request).await {
+                Ok(outcome) => self.scheduler.transitioned(&outcome).await,
+                Err(StoreError::InvalidTransition(_)) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }

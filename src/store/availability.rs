@@ -440,7 +440,8 @@ impl Catalog for Guarded {
         self.call(self.inner.missed_heartbeats(now)).await
     }
 
-    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool> {
-        self.call(self.inner.note_missed(id, incident_id)).await
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid, now: Timestamp) -> Result<bool> {
+        self.call(self.inner.note_missed(id, incident_id, now))
+            .await
     }
 }

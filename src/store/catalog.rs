@@ -301,14 +301,16 @@ where
         found.iter().map(rows::heartbeat).collect()
     }
 
-    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool> {
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid, now: Timestamp) -> Result<bool> {
         let mut conn = self.writer().acquire().await?;
         let noted = sqlx::query(
-            "update heartbeats set incident_id = $1 where id = $2 and incident_id is null
+            "update heartbeats set incident_id = $1
+             where id = $2 and incident_id is null and due_at <= $3
              returning id",
         )
         .bind(B::Db::id(incident_id))
         .bind(B::Db::id(id))
+        .bind(B::Db::time(now))
         .fetch_optional(&mut *conn)
         .await?;
         Ok(noted.is_some())

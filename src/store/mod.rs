@@ -404,9 +404,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// The monitors missed at `now` that have opened no incident yet.
     async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>>;
 
-    /// Notes that the monitor's miss opened `incident_id`, unless one was noted already (by
-    /// another instance); whether this one was.
-    async fn note_missed(&self, id: Uuid, incident_id: Uuid) -> Result<bool>;
+    /// Notes that the monitor's miss, seen at `now`, opened `incident_id`: unless one was noted
+    /// already (by another instance), or a ping came in meanwhile (the miss no longer stands).
+    /// Whether this one was.
+    async fn note_missed(&self, id: Uuid, incident_id: Uuid, now: Timestamp) -> Result<bool>;
 }
 
 /// The notifications outbox: written once for every backend, in [`shared`].
