@@ -1184,9 +1184,9 @@ async fn every_accepted_event_survives_kill_9_mid_stream() {
                         .send()
                         .await;
                     let Ok(response) = sent else { break };
-                    if response.status() != StatusCode::ACCEPTED {
-                        break;
-                    }
+                    // Anything but a 202 before the kill (a 429: the stream was throttled)
+                    // fails the test; after it, only a lost connection ends a client.
+                    assert_eq!(response.status(), StatusCode::ACCEPTED, "{dedup_key}");
                     accepted.lock().unwrap().push(dedup_key);
                 }
             })
@@ -1199,13 +1199,11 @@ async fn every_accepted_event_survives_kill_9_mid_stream() {
     .await;
     server.process.kill();
     for client in clients {
-        client.await.expect("a client task");
+        client
+            .await
+            .expect("a client ended on a lost connection, never on an answer");
     }
     let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() > 1_000,
-        "the stream was still flowing when it was killed"
-    );
 
     let restarted = Server::start_with_args(dir.path(), &args, &env).await;
     let mut stored = std::collections::HashSet::new();
