@@ -16,11 +16,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::extract::{field_with_nul, NUL_REFUSED};
-use super::services::event_service;
+use super::services::{act_on_live, event_service};
 use super::{ApiError, AppState};
 use crate::domain::token::hex;
 use crate::domain::{Action, NewEvent, Service, Severity, Timestamp, TokenSecret};
-use crate::store::StoreError;
 
 /// Alertmanager's webhook payload, version 4: the parts Klaxon reads (the rest is kept whole as
 /// the event's payload).
@@ -184,10 +183,7 @@ pub async fn receive(
                 received_at: Timestamp::now(),
                 service: Some(event_service(&state, &service).await?),
             };
-            let ingested = state.ingest.ingest(event).await?;
-            if let Some(scheduled) = ingested.scheduled {
-                state.scheduler.scheduled(&[scheduled]).await;
-            }
+            let ingested = state.ingest_event(event).await?;
             tracing::info!(incident_id = %ingested.incident.id, service_id = %service.id, deduplicated = ingested.deduplicated, "alert group firing");
             Ok((
                 StatusCode::OK,
@@ -198,29 +194,21 @@ pub async fn receive(
             ))
         }
         "resolved" => {
-            let Some(incident) = state.store.live_incident(service.id, &dedup_key).await? else {
-                return Ok((
-                    StatusCode::OK,
-                    Json(Received {
-                        result: "ignored",
-                        incident_id: None,
-                    }),
-                ));
+            let note = "the alert group resolved in Alertmanager";
+            let resolved =
+                act_on_live(&state, service.id, &dedup_key, Action::Resolve, actor, note).await?;
+            let result = if resolved.is_some() {
+                "resolved"
+            } else {
+                "ignored"
             };
-            let note = Some("the alert group resolved in Alertmanager".into());
-            let outcome = state
-                .transition(incident.id, Action::Resolve, actor, note)
-                .await;
-            match outcome {
-                Ok(_) | Err(StoreError::InvalidTransition(_)) => Ok((
-                    StatusCode::OK,
-                    Json(Received {
-                        result: "resolved",
-                        incident_id: Some(incident.id),
-                    }),
-                )),
-                Err(error) => Err(error.into()),
-            }
+            Ok((
+                StatusCode::OK,
+                Json(Received {
+                    result,
+                    incident_id: resolved,
+                }),
+            ))
         }
         other => Err(ApiError::BadRequest(format!(
             "`status` {other:?}; expected \"firing\" or \"resolved\""

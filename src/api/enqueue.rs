@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::extract::{field_with_nul, NUL_REFUSED};
-use super::services::event_service;
+use super::services::{act_on_live, event_service};
 use super::AppState;
 use crate::domain::{Action, NewEvent, Severity, Timestamp, TokenSecret};
 use crate::store::StoreError;
@@ -224,7 +224,7 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
             let dedup_key = dedup_key.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
             let target = match event_service(&state, &service).await {
                 Ok(target) => target,
-                Err(_) => return unavailable(StoreError::NotFound),
+                Err(error) => return unavailable(error),
             };
             let new = NewEvent {
                 source: trigger.source,
@@ -236,11 +236,8 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
                 received_at: Timestamp::now(),
                 service: Some(target),
             };
-            match state.ingest.ingest(new).await {
+            match state.ingest_event(new).await {
                 Ok(ingested) => {
-                    if let Some(scheduled) = ingested.scheduled {
-                        state.scheduler.scheduled(&[scheduled]).await;
-                    }
                     tracing::info!(incident_id = %ingested.incident.id, service_id = %service.id, deduplicated = ingested.deduplicated, "event triggered");
                 }
                 Err(error) => return unavailable(error),
@@ -248,7 +245,11 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
             dedup_key
         }
         (None, Some(dedup_key)) => {
-            if let Err(error) = act(&state, service.id, &dedup_key, event.action, actor).await {
+            // Nothing live with that key, or one in that state already: a 202 that changes
+            // nothing, as PagerDuty answers.
+            let note = "by the Events API";
+            let acted = act_on_live(&state, service.id, &dedup_key, event.action, actor, note);
+            if let Err(error) = acted.await {
                 return unavailable(error);
             }
             dedup_key
@@ -262,28 +263,4 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
         errors: Vec::new(),
     };
     (StatusCode::ACCEPTED, Json(answer)).into_response()
-}
-
-/// Acknowledges or resolves the service's live incident with `dedup_key`, if there is one and
-/// it can be: otherwise nothing changes (PagerDuty answers such events 202 too).
-async fn act(
-    state: &AppState,
-    service_id: Uuid,
-    dedup_key: &str,
-    action: Action,
-    actor: String,
-) -> Result<(), StoreError> {
-    let Some(incident) = state.store.live_incident(service_id, dedup_key).await? else {
-        return Ok(());
-    };
-    let note = Some("by the Events API".into());
-    let outcome = state.transition(incident.id, action, actor, note).await;
-    match outcome {
-        Ok(_) => {
-            tracing::info!(incident_id = %incident.id, action = %action, "incident changed by an event");
-            Ok(())
-        }
-        Err(StoreError::InvalidTransition(_)) => Ok(()),
-        Err(error) => Err(error),
-    }
 }

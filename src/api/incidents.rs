@@ -13,7 +13,7 @@ use super::{ApiError, AppState};
 use crate::domain::{
     Action, Escalation, EscalationPolicy, Incident, IncidentStatus, TimelineEntry, Timestamp,
 };
-use crate::store::{IncidentQuery, TransitionRequest, MAX_PAGE_SIZE};
+use crate::store::{catalog, IncidentQuery, TransitionRequest, MAX_PAGE_SIZE};
 
 /// The page size of `GET /incidents` when `limit` is not given.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -152,10 +152,7 @@ async fn policy_of(state: &AppState, id: Uuid) -> Result<Arc<EscalationPolicy>, 
         return Ok(state.policy.clone());
     };
     let service = state.store.service(service_id).await?;
-    match service.escalation_policy_id {
-        Some(policy) => Ok(Arc::new(state.store.policy(policy).await?.levels)),
-        None => Ok(state.policy.clone()),
-    }
+    Ok(catalog::policy_of(state.store.as_ref(), &service, &state.policy).await?)
 }
 
 async fn act(

@@ -94,10 +94,7 @@ pub async fn submit(
         received_at: Timestamp::now(),
         service,
     };
-    let ingested = state.ingest.ingest(event).await?;
-    if let Some(scheduled) = ingested.scheduled {
-        state.scheduler.scheduled(&[scheduled]).await;
-    }
+    let ingested = state.ingest_event(event).await?;
     tracing::info!(
         event_id = %ingested.event.id,
         incident_id = %ingested.incident.id,

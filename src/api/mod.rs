@@ -47,8 +47,8 @@ use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
 use uuid::Uuid;
 
-use crate::domain::{Action, Timestamp};
-use crate::store::{Store, StoreError, TransitionOutcome, TransitionRequest};
+use crate::domain::{Action, NewEvent, Timestamp};
+use crate::store::{Ingested, Store, StoreError, TransitionOutcome, TransitionRequest};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -91,6 +91,17 @@ impl AppState {
             link: None,
         })
         .await
+    }
+
+    /// Stores `event` through the ingest queue and tells the scheduler about the level 1 it
+    /// scheduled, if the incident it opened escalates on arrival: the one way every handler
+    /// ingests.
+    pub async fn ingest_event(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        let ingested = self.ingest.ingest(event).await?;
+        if let Some(scheduled) = ingested.scheduled {
+            self.scheduler.scheduled(&[scheduled]).await;
+        }
+        Ok(ingested)
     }
 
     /// Applies `request` to completion and tells the scheduler what it scheduled or cancelled.

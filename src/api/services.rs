@@ -96,13 +96,38 @@ pub struct KeyList {
 /// What an event for `service` carries into the store: the service, and the policy an
 /// incident it opens escalates under at once (the service's own, else the configured one) when
 /// the service escalates automatically.
-pub async fn event_service(state: &AppState, service: &Service) -> Result<EventService, ApiError> {
-    let policy = service.escalation_policy_id;
-    catalog::event_service(state.store.as_ref(), service, &state.policy)
+pub async fn event_service(
+    state: &AppState,
+    service: &Service,
+) -> Result<EventService, StoreError> {
+    catalog::event_service(state.store.as_ref(), service, &state.policy).await
+}
+
+/// Acknowledges or resolves `service_id`'s live incident with `dedup_key` as `actor`, if there
+/// is one; one already in that state is left as it is. The incident's id, if there was one:
+/// what the integrations answer.
+pub async fn act_on_live(
+    state: &AppState,
+    service_id: Uuid,
+    dedup_key: &str,
+    action: Action,
+    actor: String,
+    note: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    let Some(incident) = state.store.live_incident(service_id, dedup_key).await? else {
+        return Ok(None);
+    };
+    match state
+        .transition(incident.id, action, actor, Some(note.to_owned()))
         .await
-        .map_err(|e| {
-            ApiError::from_store(e, move || format!("escalation policy {policy:?} not found"))
-        })
+    {
+        Ok(_) => {
+            tracing::info!(incident_id = %incident.id, %action, "incident changed by an integration");
+            Ok(Some(incident.id))
+        }
+        Err(StoreError::InvalidTransition(_)) => Ok(Some(incident.id)),
+        Err(error) => Err(error),
+    }
 }
 
 /// Answers `NotFound` for a policy that does not exist as a 400 naming the field.

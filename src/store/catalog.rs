@@ -17,19 +17,27 @@ use crate::domain::{
     Timestamp, TokenSecret,
 };
 
-/// What an event for `service` carries into the store: the service, and the policy an incident
-/// it opens escalates under at once (the service's own, else `default`, the configured one) when
-/// the service escalates automatically.
+/// The policy `service`'s incidents escalate under: its own, else `default` (the configured one).
+pub async fn policy_of(
+    store: &dyn Store,
+    service: &Service,
+    default: &Arc<EscalationPolicy>,
+) -> Result<Arc<EscalationPolicy>> {
+    match service.escalation_policy_id {
+        Some(id) => Ok(Arc::new(store.policy(id).await?.levels)),
+        None => Ok(default.clone()),
+    }
+}
+
+/// What an event for `service` carries into the store: the service, and, when the service
+/// escalates automatically, the policy an incident it opens escalates under at once.
 pub async fn event_service(
     store: &dyn Store,
     service: &Service,
     default: &Arc<EscalationPolicy>,
 ) -> Result<EventService> {
     let escalate = if service.auto_escalate {
-        Some(match service.escalation_policy_id {
-            Some(id) => Arc::new(store.policy(id).await?.levels),
-            None => default.clone(),
-        })
+        Some(policy_of(store, service, default).await?)
     } else {
         None
     };
