@@ -66,7 +66,7 @@ impl From<PolicyRecord> for PolicyView {
         Self {
             id: policy.id,
             name: policy.name,
-            repeat: policy.repeat,
+            repeat: policy.levels.repeat(),
             levels: policy
                 .levels
                 .levels()

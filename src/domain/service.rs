@@ -87,8 +87,8 @@ pub struct IntegrationKey {
 pub struct PolicyRecord {
     pub id: Uuid,
     pub name: String,
-    /// How many times the levels are walked again after the last, until someone acknowledges.
-    pub repeat: u32,
+    /// The levels, and how many times they are walked again after the last
+    /// ([`EscalationPolicy::repeat`]).
     #[schema(value_type = Vec<Object>)]
     pub levels: EscalationPolicy,
     pub created_at: Timestamp,
@@ -111,7 +111,6 @@ impl PolicyRecord {
         Ok(Self {
             id: Uuid::now_v7(),
             name: check_name("name", name)?,
-            repeat,
             levels,
             created_at: at,
             updated_at: at,

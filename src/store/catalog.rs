@@ -68,7 +68,7 @@ where
         )
         .bind(B::Db::id(policy.id))
         .bind(policy.name.clone())
-        .bind(i64::from(policy.repeat))
+        .bind(i64::from(policy.levels.repeat()))
         .bind(B::Db::policy(&policy.levels)?)
         .bind(B::Db::time(policy.created_at))
         .bind(B::Db::time(policy.updated_at))
@@ -85,7 +85,7 @@ where
              where id = $5 returning *",
         )
         .bind(policy.name.clone())
-        .bind(i64::from(policy.repeat))
+        .bind(i64::from(policy.levels.repeat()))
         .bind(B::Db::policy(&policy.levels)?)
         .bind(B::Db::time(policy.updated_at))
         .bind(B::Db::id(policy.id))

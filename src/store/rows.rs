@@ -213,7 +213,6 @@ pub(crate) fn policy_record(row: &impl Columns) -> Result<PolicyRecord> {
     Ok(PolicyRecord {
         id: row.uuid("id")?,
         name: row.text("name")?,
-        repeat,
         levels,
         created_at: row.timestamp("created_at")?,
         updated_at: row.timestamp("updated_at")?,

@@ -58,7 +58,7 @@ async fn policies_are_kept_by_name_and_replaced_whole(backend: Backend) {
     replaced.created_at = night.created_at;
     let stored = store.replace_policy(&replaced).await.unwrap();
     assert_eq!(stored.levels.levels().len(), 3);
-    assert_eq!((stored.repeat, stored.updated_at), (1, minute(1)));
+    assert_eq!((stored.levels.repeat(), stored.updated_at), (1, minute(1)));
     assert_eq!(store.policy(night.id).await.unwrap(), stored);
     let mut clash = replaced.clone();
     clash.id = day.id;
