@@ -12,8 +12,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::api::cache::{RouteCache, TokenCache};
 use crate::api::key_limit::KeyLimiter;
-use crate::api::token_cache::TokenCache;
 use crate::api::tokens::{self, IssueError};
 use crate::api::twilio::Reach;
 use crate::api::{self, AppState};
@@ -315,8 +315,9 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let worker_status = Arc::new(WorkerStatus::default());
     let sqlite = matches!(config.database_url, DatabaseUrl::Sqlite(_));
     let tokens = Arc::new(TokenCache::new(sqlite));
+    let routes = Arc::new(RouteCache::new(sqlite));
     if let DatabaseUrl::Postgres(url) = &config.database_url {
-        let mut audience: Vec<Arc<dyn Audience>> = vec![tokens.clone()];
+        let mut audience: Vec<Arc<dyn Audience>> = vec![tokens.clone(), routes.clone()];
         if roles.worker {
             audience.push(Arc::new(scheduler.wakeup().clone()));
         }
@@ -368,6 +369,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             metrics,
             worker: worker_status.clone(),
             tokens,
+            routes,
             reach: Arc::new(Reach {
                 channels,
                 public_url: config.public_url.clone(),

@@ -15,11 +15,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::cache::KeyRoute;
 use super::extract::{field_with_nul, NUL_REFUSED};
-use super::services::{act_on_live, event_service};
+use super::services::{act_on_live, route};
 use super::{ApiError, AppState};
 use crate::domain::token::hex;
-use crate::domain::{Action, NewEvent, Service, Severity, Timestamp, TokenSecret};
+use crate::domain::{Action, NewEvent, Severity, Timestamp, TokenSecret};
 
 /// Alertmanager's webhook payload, version 4: the parts Klaxon reads (the rest is kept whole as
 /// the event's payload).
@@ -105,8 +106,8 @@ fn severity_of(notification: &Notification) -> Severity {
     }
 }
 
-/// The service whose live integration key is the request's bearer token.
-async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, ApiError> {
+/// Where the live integration key that is the request's bearer token routes events.
+async fn route_of(state: &AppState, headers: &HeaderMap) -> Result<KeyRoute, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -119,9 +120,7 @@ async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, Ap
             )
         })?;
     let secret = TokenSecret::from_presented(token.trim());
-    let service = state
-        .store
-        .service_by_key(&secret)
+    let route = route(state, &secret)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("not a live integration key".into()))?;
     state.key_limit.allow(&secret.hash()).map_err(|_| {
@@ -129,7 +128,7 @@ async fn service_of(state: &AppState, headers: &HeaderMap) -> Result<Service, Ap
             "events for this integration key are arriving too quickly; retry later".into(),
         )
     })?;
-    Ok(service)
+    Ok(route)
 }
 
 #[utoipa::path(
@@ -148,7 +147,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Received>), ApiError> {
-    let service = service_of(&state, &headers).await?;
+    let KeyRoute { service, target } = route_of(&state, &headers).await?;
     if let Some(path) = field_with_nul(&body) {
         return Err(ApiError::BadRequest(format!(
             "invalid `{path}`: {NUL_REFUSED}"
@@ -181,7 +180,7 @@ pub async fn receive(
                 payload,
                 actor,
                 received_at: Timestamp::now(),
-                service: Some(event_service(&state, &service).await?),
+                service: Some(target),
             };
             let ingested = state.ingest_event(event).await?;
             tracing::info!(incident_id = %ingested.incident.id, service_id = %service.id, deduplicated = ingested.deduplicated, "alert group firing");

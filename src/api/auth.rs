@@ -3,7 +3,7 @@
 //! A handler states the role it needs in its signature: `Authorized<Responder>` extracts the
 //! caller only if it presents a live token whose role includes responder. The token is looked up
 //! by its hash, through a cache that a revocation empties at once on every instance (see
-//! [`super::token_cache`]).
+//! [`super::cache`]).
 //!
 //! A token that acts for a user is worth what the user is now: the user is read from the store on
 //! every request, never cached, so that a deactivation or a change of role applies at once on
@@ -95,7 +95,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
                 .token_by_hash(&hash)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
-            state.tokens.insert(hash, token.clone(), generation);
+            state.tokens.remember(hash, token.clone(), generation);
             token
         }
     };

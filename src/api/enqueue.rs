@@ -18,8 +18,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::cache::KeyRoute;
 use super::extract::{field_with_nul, NUL_REFUSED};
-use super::services::{act_on_live, event_service};
+use super::services::{act_on_live, route};
 use super::AppState;
 use crate::domain::{Action, NewEvent, Severity, Timestamp, TokenSecret};
 use crate::store::StoreError;
@@ -197,8 +198,8 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
         Err(errors) => return invalid(errors),
     };
     let secret = TokenSecret::from_presented(routing_key);
-    let service = match state.store.service_by_key(&secret).await {
-        Ok(Some(service)) => service,
+    let KeyRoute { service, target } = match route(&state, &secret).await {
+        Ok(Some(route)) => route,
         Ok(None) => return invalid(vec!["'routing_key' is not a live integration key".into()]),
         Err(error) => return unavailable(error),
     };
@@ -222,10 +223,6 @@ pub async fn enqueue(State(state): State<AppState>, body: Bytes) -> Response {
     let answered_key = match (event.trigger, event.dedup_key) {
         (Some(trigger), dedup_key) => {
             let dedup_key = dedup_key.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-            let target = match event_service(&state, &service).await {
-                Ok(target) => target,
-                Err(error) => return unavailable(error),
-            };
             let new = NewEvent {
                 source: trigger.source,
                 summary: trigger.summary,

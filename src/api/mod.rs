@@ -4,6 +4,7 @@
 
 pub mod alertmanager;
 pub mod auth;
+pub mod cache;
 pub mod contacts;
 pub mod enqueue;
 pub mod error;
@@ -18,7 +19,6 @@ pub mod notifications;
 pub mod openapi;
 pub mod policies;
 pub mod services;
-pub mod token_cache;
 pub mod tokens;
 pub mod twilio;
 pub mod users;
@@ -38,8 +38,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use cache::{RouteCache, TokenCache};
 pub use error::ApiError;
-use token_cache::TokenCache;
 
 use crate::domain::EscalationPolicy;
 use crate::engine::{Scheduler, WorkerStatus};
@@ -64,6 +64,8 @@ pub struct AppState {
     /// This process's worker, for `/health`.
     pub worker: Arc<WorkerStatus>,
     pub tokens: Arc<TokenCache>,
+    /// Where integration keys route events.
+    pub routes: Arc<RouteCache>,
     /// The providers and channels the integrations and contact-method tests use.
     pub reach: Arc<twilio::Reach>,
     /// Events per integration key.

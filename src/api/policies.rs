@@ -197,6 +197,7 @@ pub async fn replace(
     let policy = to_completion(async move { store.replace_policy(&policy).await })
         .await
         .map_err(|e| ApiError::from_store(e, missing(id)))?;
+    state.routes.clear();
     tracing::info!(policy_id = %id, by = %caller.name, "escalation policy replaced");
     Ok(Json(policy.into()))
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Admin, Authorized, Viewer};
+use super::cache::KeyRoute;
 use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::service::check_name;
@@ -101,6 +102,24 @@ pub async fn event_service(
     service: &Service,
 ) -> Result<EventService, StoreError> {
     catalog::event_service(state.store.as_ref(), service, &state.policy).await
+}
+
+/// Where the integration key `secret` routes events: its service, and what that service's events
+/// carry into the store; `None` for a key that is not live. Kept in [`AppState::routes`], which
+/// every change of a service, policy or key empties (see [`super::cache`]).
+pub async fn route(state: &AppState, secret: &TokenSecret) -> Result<Option<KeyRoute>, StoreError> {
+    let hash = secret.hash();
+    if let Some(route) = state.routes.get(&hash) {
+        return Ok(Some(route));
+    }
+    let generation = state.routes.generation();
+    let Some(service) = state.store.service_by_key(secret).await? else {
+        return Ok(None);
+    };
+    let target = event_service(state, &service).await?;
+    let route = KeyRoute { service, target };
+    state.routes.insert(hash, route.clone(), generation);
+    Ok(Some(route))
 }
 
 /// Acknowledges or resolves `service_id`'s live incident with `dedup_key` as `actor`, if there
@@ -232,6 +251,7 @@ pub async fn update(
     let service = to_completion(async move { store.update_service(&service).await })
         .await
         .map_err(|e| policy_error(e, policy))?;
+    state.routes.clear();
     tracing::info!(service_id = %id, by = %caller.name, "service updated");
     Ok(Json(service))
 }
@@ -333,6 +353,7 @@ pub async fn revoke_key(
             format!("integration key {key_id} not found on service {id}")
         })
     })?;
+    state.routes.clear();
     tracing::info!(service_id = %id, key_id = %key_id, by = %caller.name, "integration key revoked");
     Ok(Json(revoked))
 }

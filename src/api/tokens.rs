@@ -153,7 +153,7 @@ pub async fn revoke(
     let token = to_completion(async move { store.revoke_token(id, Timestamp::now()).await })
         .await
         .map_err(|e| ApiError::from_store(e, || format!("token {id} not found")))?;
-    state.tokens.evict(id);
+    state.tokens.evict(|token| token.id == id);
     tracing::info!(token_id = %id, by = %caller.name, "token revoked");
     Ok(Json(token))
 }

@@ -78,7 +78,7 @@ impl Audience for Wakeup {
             Announcement::EscalationDue(due) => self.due_at(due),
             // Announcements sent while not listening are lost: look at the database itself.
             Announcement::Connected | Announcement::Disconnected => self.scan(),
-            Announcement::TokenRevoked(_) => {}
+            Announcement::TokenRevoked(_) | Announcement::CatalogChanged => {}
         }
     }
 }

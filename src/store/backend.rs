@@ -6,6 +6,8 @@
 //! [`Queries`](super::Queries), implemented by each backend; a write that carries a rule gets its
 //! statements here and its logic, once, in [`super::changes`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -48,13 +50,13 @@ pub trait WriteTx: Send {
         -> Result<Vec<Escalation>>;
 
     /// Inserts incidents (without a `dedup_key`: nothing can conflict).
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()>;
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()>;
 
     /// Inserts incidents, each joining the live incident with its `dedup_key` instead if there is
-    /// one (its `event_count` raised), in the order given, which must not repeat a key. Returns
-    /// every row opened or joined, in any order. Concurrent upserts of one key wait for each
-    /// other's row lock: they never fail and never open two live incidents.
-    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>>;
+    /// one (its `event_count` raised, nothing else changed), in the order given, which must not
+    /// repeat a key. Returns every row opened or joined, in any order. Concurrent upserts of one
+    /// key wait for each other's row lock: they never fail and never open two live incidents.
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>>;
 
     async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
 
@@ -81,8 +83,16 @@ pub trait WriteTx: Send {
     async fn commit(self) -> Result<()>;
 }
 
-/// Incidents that events without a `dedup_key` opened, with those events and their timeline
-/// entries, in one order: for [`Backend::store_opened`].
+/// An incident to insert, with the policy snapshot it escalates under when it opens
+/// `ESCALATING` (its service escalates automatically).
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub incident: Incident,
+    pub policy: Option<Arc<EscalationPolicy>>,
+}
+
+/// Incidents that events without a `dedup_key` opened, none escalating, with those events and
+/// their timeline entries, in one order: for [`Backend::store_opened`].
 #[derive(Debug, Clone)]
 pub struct Opened {
     pub incidents: Vec<Incident>,

@@ -47,6 +47,19 @@ pub async fn event_service(
     })
 }
 
+/// Announces, on a backend that several instances share, that a service, policy or integration
+/// key changed: at `tx`'s commit, every instance forgets where integration keys route.
+async fn announce_catalog_change<D: Dialect>(tx: &mut sqlx::Transaction<'static, D>) -> Result<()>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    if let Some(announce) = D::ANNOUNCE_CATALOG_CHANGE {
+        sqlx::query(announce).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<B> Catalog for B
 where
@@ -79,7 +92,7 @@ where
     }
 
     async fn replace_policy(&self, policy: &PolicyRecord) -> Result<PolicyRecord> {
-        let mut conn = self.writer().acquire().await?;
+        let mut tx = self.writer().begin().await?;
         let row = sqlx::query(
             "update escalation_policies set name = $1, repeat = $2, levels = $3, updated_at = $4
              where id = $5 returning *",
@@ -89,10 +102,12 @@ where
         .bind(B::Db::policy(&policy.levels)?)
         .bind(B::Db::time(policy.updated_at))
         .bind(B::Db::id(policy.id))
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).duplicate("a policy with this name already exists"))?
         .ok_or(StoreError::NotFound)?;
+        announce_catalog_change::<B::Db>(&mut tx).await?;
+        tx.commit().await?;
         rows::policy_record(&row)
     }
 
@@ -136,7 +151,7 @@ where
     }
 
     async fn update_service(&self, service: &Service) -> Result<Service> {
-        let mut conn = self.writer().acquire().await?;
+        let mut tx = self.writer().begin().await?;
         let row = sqlx::query(
             "update services set name = $1, escalation_policy_id = $2, auto_escalate = $3,
                  updated_at = $4
@@ -149,10 +164,12 @@ where
         .bind(service.auto_escalate)
         .bind(B::Db::time(service.updated_at))
         .bind(B::Db::id(service.id))
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).duplicate("a service with this name already exists"))?
         .ok_or(StoreError::NotFound)?;
+        announce_catalog_change::<B::Db>(&mut tx).await?;
+        tx.commit().await?;
         rows::service(&row)
     }
 
@@ -214,7 +231,7 @@ where
         id: Uuid,
         at: Timestamp,
     ) -> Result<IntegrationKey> {
-        let mut conn = self.writer().acquire().await?;
+        let mut tx = self.writer().begin().await?;
         let row = sqlx::query(
             "update integration_keys set revoked_at = coalesce(revoked_at, $1)
              where id = $2 and service_id = $3 returning *",
@@ -222,9 +239,11 @@ where
         .bind(B::Db::time(at))
         .bind(B::Db::id(id))
         .bind(B::Db::id(service_id))
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
+        announce_catalog_change::<B::Db>(&mut tx).await?;
+        tx.commit().await?;
         rows::integration_key(&row)
     }
 

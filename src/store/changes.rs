@@ -10,13 +10,12 @@
 //! never waits for a lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
 use super::shared::OutboxTx;
 use super::{
     AttemptRecord, Backend, Changes, Ingested, Receipt, Result, Scheduled, SendPlan, Settled,
@@ -25,9 +24,9 @@ use super::{
 use crate::backoff::Backoff;
 use crate::domain::notification::room;
 use crate::domain::{
-    Action, Delivery, Directory, Escalation, EscalationPolicy, EscalationStatus, Event, Incident,
-    IncidentStatus, InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel,
-    Notification, NotificationStatus, TimelineDetail, Timestamp, Transition,
+    Action, Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus,
+    InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification,
+    NotificationStatus, TimelineDetail, Timestamp, Transition,
 };
 
 /// At most this many events go into one multi-row statement.
@@ -396,14 +395,14 @@ async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec
     let mut tx = backend.begin().await?;
     let mut ingested: Vec<Option<Ingested>> = vec![None; events.len()];
     for group in statement_groups(events, MAX_ROWS_PER_STATEMENT) {
-        let proposed: Vec<Incident> = group
+        let proposed = group
             .iter()
-            .map(|index| Incident::opened_by(&events[*index]))
-            .collect();
-        let (keyed, keyless): (Vec<Incident>, Vec<Incident>) = proposed
+            .map(|index| Opening::of(&events[*index]))
+            .collect::<Result<Vec<Opening>>>()?;
+        let (keyed, keyless): (Vec<Opening>, Vec<Opening>) = proposed
             .iter()
             .cloned()
-            .partition(|incident| incident.dedup_key.is_some());
+            .partition(|opening| opening.incident.dedup_key.is_some());
         if !keyless.is_empty() {
             tx.insert_incidents(&keyless).await?;
         }
@@ -438,31 +437,78 @@ async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec
             });
         }
     }
-    // An incident opened on an auto-escalating service starts escalating in the same
-    // transaction, with level 1 scheduled.
-    for (new, ingested) in events.iter().zip(ingested.iter_mut()) {
-        let (Some(policy), Some(ingested)) = (new.escalates(), ingested.as_mut()) else {
+    let ingested = ingested
+        .into_iter()
+        .map(|i| i.ok_or_else(|| StoreError::internal("an event was not stored")))
+        .collect::<Result<Vec<Ingested>>>()?;
+    let ingested = schedule_opened(&mut tx, events, ingested).await?;
+    tx.commit().await?;
+    Ok(ingested)
+}
+
+/// An incident opened on an auto-escalating service was inserted `ESCALATING` with its policy
+/// ([`Opening::of`]); here, in the same transaction, it gets the transition's timeline entry and
+/// level 1 scheduled, for every such incident of the batch in one statement each. An event that
+/// joined a live incident leaves it as it was.
+async fn schedule_opened<T: WriteTx>(
+    tx: &mut T,
+    events: &[NewEvent],
+    mut ingested: Vec<Ingested>,
+) -> Result<Vec<Ingested>> {
+    let mut transitions = Vec::new();
+    let mut firsts = Vec::new();
+    let mut escalated = Vec::new();
+    for (index, (new, ingested)) in events.iter().zip(&ingested).enumerate() {
+        let Some(policy) = new.escalates() else {
             continue;
         };
         if ingested.deduplicated {
             continue;
         }
-        let (incident, scheduled) = escalate_opened(
-            &mut tx,
-            &ingested.incident,
-            policy,
-            &new.actor,
+        let detail = TimelineDetail::transitioned(
+            Action::Escalate,
+            IncidentStatus::Open,
+            Some("escalated on arrival: the service escalates automatically".into()),
+        );
+        let incident_id = ingested.incident.id;
+        transitions.push(NewTimelineEntry::new(
+            incident_id,
             new.received_at,
-        )
-        .await?;
-        ingested.incident = incident;
-        ingested.scheduled = Some(scheduled);
+            &new.actor,
+            detail,
+        ));
+        firsts.push(NextLevel::first(incident_id, policy, new.received_at));
+        escalated.push(index);
     }
-    tx.commit().await?;
-    ingested
-        .into_iter()
-        .map(|i| i.ok_or_else(|| StoreError::internal("an event was not stored")))
-        .collect()
+    if escalated.is_empty() {
+        return Ok(ingested);
+    }
+    tx.append_timeline(&transitions).await?;
+    // One statement schedules them all, stamped with the latest arrival: an instant no earlier
+    // than any of the transitions it follows.
+    let now = transitions
+        .iter()
+        .map(|entry| entry.at)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    let scheduled = schedule(tx, &firsts, now).await?;
+    for (index, scheduled) in escalated.into_iter().zip(scheduled) {
+        ingested[index].scheduled = Some(scheduled);
+    }
+    Ok(ingested)
+}
+
+impl Opening {
+    /// The incident `event` opens, unless it joins a live one: `ESCALATING` at once, with the
+    /// policy it walks, when the event's service escalates automatically; `OPEN` otherwise.
+    fn of(event: &NewEvent) -> Result<Self> {
+        let mut incident = Incident::opened_by(event);
+        let policy = event.escalates().cloned();
+        if policy.is_some() {
+            incident.status = Transition::plan(incident.status, Action::Escalate)?.to;
+        }
+        Ok(Self { incident, policy })
+    }
 }
 
 /// Events without a `dedup_key` cannot join anything: each opens an incident, and the backend
@@ -497,42 +543,6 @@ async fn open_incidents<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<
             scheduled: None,
         })
         .collect())
-}
-
-/// Escalates `incident`, just opened, under `policy` in `tx`: the transition, its timeline
-/// entry, and level 1 scheduled.
-async fn escalate_opened<T: WriteTx>(
-    tx: &mut T,
-    incident: &Incident,
-    policy: &Arc<EscalationPolicy>,
-    actor: &str,
-    at: Timestamp,
-) -> Result<(Incident, Scheduled)> {
-    let transition = Transition::plan(incident.status, Action::Escalate)?;
-    let change = StatusChange {
-        incident_id: incident.id,
-        transition,
-        at,
-        resolution_note: None,
-        policy: Some(policy.as_ref()),
-    };
-    let escalated = tx.change_status(&change).await?.ok_or(InvalidTransition {
-        status: incident.status,
-        action: Action::Escalate,
-    })?;
-    let detail = TimelineDetail::transitioned(
-        Action::Escalate,
-        transition.from,
-        Some("escalated on arrival: the service escalates automatically".into()),
-    );
-    tx.append_timeline(&[NewTimelineEntry::new(incident.id, at, actor, detail)])
-        .await?;
-    let first = NextLevel::first(incident.id, policy, at);
-    let scheduled = schedule(tx, &[first], at)
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::internal("level 1 was not scheduled"))?;
-    Ok((escalated, scheduled))
 }
 
 /// The timeline entry of `event`, stored from `new`: by whoever sent it, when it arrived.
@@ -626,29 +636,41 @@ fn statement_groups(events: &[NewEvent], max_rows: usize) -> Vec<Vec<usize>> {
 /// (in any order): a keyless incident was inserted as proposed; a returned row whose id was
 /// proposed opened that incident; any other row is the live incident a key joined (`true`).
 fn joined_incidents(
-    proposed: &[Incident],
+    proposed: &[Opening],
     returned: Vec<Incident>,
 ) -> Result<Vec<(Incident, bool)>> {
     let mut outcomes: Vec<Option<(Incident, bool)>> = proposed
         .iter()
-        .map(|incident| {
+        .map(|opening| {
+            let incident = &opening.incident;
             incident
                 .dedup_key
                 .is_none()
                 .then(|| (incident.clone(), false))
         })
         .collect();
+    let by_id: HashMap<Uuid, usize> = proposed
+        .iter()
+        .enumerate()
+        .map(|(position, opening)| (opening.incident.id, position))
+        .collect();
+    let by_key: HashMap<(Option<Uuid>, &str), usize> = proposed
+        .iter()
+        .enumerate()
+        .filter_map(|(position, opening)| {
+            let incident = &opening.incident;
+            let key = incident.dedup_key.as_deref()?;
+            Some(((incident.service_id, key), position))
+        })
+        .collect();
     for incident in returned {
-        let position = match proposed.iter().position(|p| p.id == incident.id) {
-            Some(position) => Some((position, false)),
-            None => proposed
-                .iter()
-                .position(|p| {
-                    p.dedup_key.is_some()
-                        && p.dedup_key == incident.dedup_key
-                        && p.service_id == incident.service_id
-                })
-                .map(|position| (position, true)),
+        let position = match by_id.get(&incident.id) {
+            Some(position) => Some((*position, false)),
+            None => incident
+                .dedup_key
+                .as_deref()
+                .and_then(|key| by_key.get(&(incident.service_id, key)))
+                .map(|position| (*position, true)),
         };
         let Some((position, joined)) = position else {
             return Err(StoreError::internal(

@@ -2,7 +2,8 @@
 //!
 //! Transactions announce changes with `pg_notify`, delivered on commit: a scheduled escalation on
 //! [`ESCALATION_CHANNEL`] (payload: its due time in epoch ms), a revoked token on
-//! [`TOKEN_CHANNEL`] (payload: its id). [`listen`] keeps one connection listening to both,
+//! [`TOKEN_CHANNEL`] (payload: its id), a changed service, policy or integration key on
+//! [`CATALOG_CHANNEL`]. [`listen`] keeps one connection listening to all three,
 //! reconnecting with backoff, and tells every [`Audience`] it is given what it hears, as typed
 //! [`Announcement`]s, and when it is connected and when not: notifications sent while it is not
 //! connected are lost, so whoever relies on them must look at the database instead.
@@ -13,7 +14,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::postgres::{ESCALATION_CHANNEL, TOKEN_CHANNEL};
+use super::postgres::{CATALOG_CHANNEL, ESCALATION_CHANNEL, TOKEN_CHANNEL};
 use crate::backoff::Backoff;
 use crate::domain::Timestamp;
 
@@ -28,6 +29,8 @@ pub enum Announcement {
     EscalationDue(Timestamp),
     /// The token with this id was revoked.
     TokenRevoked(Uuid),
+    /// A service, escalation policy or integration key changed.
+    CatalogChanged,
 }
 
 impl Announcement {
@@ -39,6 +42,7 @@ impl Announcement {
                 .ok()
                 .map(|millis| Self::EscalationDue(Timestamp::from_millis(millis))),
             TOKEN_CHANNEL => Uuid::parse_str(payload).ok().map(Self::TokenRevoked),
+            CATALOG_CHANNEL => Some(Self::CatalogChanged),
             _ => None,
         }
     }
@@ -66,7 +70,7 @@ pub async fn listen(
             let mut listener = PgListener::connect(&database_url).await?;
             listener.eager_reconnect(false);
             listener
-                .listen_all([ESCALATION_CHANNEL, TOKEN_CHANNEL])
+                .listen_all([ESCALATION_CHANNEL, TOKEN_CHANNEL, CATALOG_CHANNEL])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -130,6 +134,10 @@ mod tests {
         assert_eq!(
             Announcement::parse(TOKEN_CHANNEL, &id.to_string()),
             Some(Announcement::TokenRevoked(id))
+        );
+        assert_eq!(
+            Announcement::parse(CATALOG_CHANNEL, ""),
+            Some(Announcement::CatalogChanged)
         );
         assert_eq!(Announcement::parse(ESCALATION_CHANNEL, "soon"), None);
         assert_eq!(Announcement::parse(TOKEN_CHANNEL, "42"), None);

@@ -31,7 +31,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
@@ -56,6 +56,10 @@ pub const ESCALATION_CHANNEL: &str = "klaxon_escalations";
 /// The channel every token revocation is announced on (payload: the token's id), so that each
 /// instance's token cache forgets it at once.
 pub const TOKEN_CHANNEL: &str = "klaxon_tokens";
+/// The channel every change of a service, policy or integration key is announced on (no
+/// payload), so that each instance forgets where integration keys route. Spelled out in
+/// [`Dialect::ANNOUNCE_CATALOG_CHANGE`] too.
+pub const CATALOG_CHANNEL: &str = "klaxon_catalog";
 
 /// SQLSTATEs of a transaction that lost to a concurrent one and may simply run again.
 const SERIALIZATION_FAILURE: &str = "40001";
@@ -119,6 +123,8 @@ impl Dialect for Postgres {
     /// What inserting a timeline entry (its foreign key) takes on the incident anyway.
     const KEY_SHARE: &'static str = "for key share";
     const FOR_UPDATE: &'static str = "for update";
+    const ANNOUNCE_CATALOG_CHANGE: Option<&'static str> =
+        Some("select pg_notify('klaxon_catalog', '')");
 
     fn placeholder(n: usize) -> String {
         format!("${n}")
@@ -297,7 +303,7 @@ impl Backend for PostgresStore {
 
     /// One statement (its own transaction) of three inserts in data-modifying CTEs.
     async fn store_opened(&self, opened: &Opened) -> Result<()> {
-        let incident_columns = IncidentColumns::of(&opened.incidents);
+        let incident_columns = IncidentColumns::of(opened.incidents.iter());
         let event_columns = EventColumns::of(&opened.events);
         let entry_columns = EntryColumns::of(&opened.entries);
         sqlx::query(
@@ -361,15 +367,19 @@ impl PgTx {
     /// clause, or nothing); returns the rows the statement returns.
     async fn insert_incident_rows(
         &mut self,
-        incidents: &[Incident],
+        incidents: &[Opening],
         then: &str,
     ) -> Result<Vec<PgRow>> {
-        let columns = IncidentColumns::of(incidents);
+        let columns = IncidentColumns::of(incidents.iter().map(|opening| &opening.incident));
+        let policies: Vec<Option<Json<EscalationPolicy>>> = incidents
+            .iter()
+            .map(|opening| opening.policy.as_deref().map(|p| Json(p.clone())))
+            .collect();
         let statement = format!(
-            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope)
-             select id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::text[])
-                 with ordinality as t (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, n)
+            "insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy)
+             select id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::text[], $11::jsonb[])
+                 with ordinality as t (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy, n)
              order by n{then}"
         );
         Ok(sqlx::query(&statement)
@@ -383,6 +393,7 @@ impl PgTx {
             .bind(columns.updated_at)
             .bind(columns.service_id)
             .bind(columns.dedup_scope)
+            .bind(policies)
             .fetch_all(&mut *self.0)
             .await?)
     }
@@ -411,12 +422,12 @@ impl WriteTx for PgTx {
         found.iter().map(rows::escalation).collect()
     }
 
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()> {
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
         self.insert_incident_rows(incidents, "").await?;
         Ok(())
     }
 
-    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>> {
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
         self.insert_incident_rows(incidents, &JOIN_LIVE_INCIDENTS)
             .await?
             .iter()
@@ -571,24 +582,24 @@ struct IncidentColumns {
 }
 
 impl IncidentColumns {
-    fn of(incidents: &[Incident]) -> Self {
+    fn of<'i>(incidents: impl Iterator<Item = &'i Incident> + Clone) -> Self {
         Self {
-            id: incidents.iter().map(|i| i.id).collect(),
-            title: incidents.iter().map(|i| i.title.clone()).collect(),
-            severity: incidents.iter().map(|i| i.severity.as_str()).collect(),
-            status: incidents.iter().map(|i| i.status.as_str()).collect(),
-            dedup_key: incidents.iter().map(|i| i.dedup_key.clone()).collect(),
-            event_count: incidents.iter().map(|i| i.event_count).collect(),
+            id: incidents.clone().map(|i| i.id).collect(),
+            title: incidents.clone().map(|i| i.title.clone()).collect(),
+            severity: incidents.clone().map(|i| i.severity.as_str()).collect(),
+            status: incidents.clone().map(|i| i.status.as_str()).collect(),
+            dedup_key: incidents.clone().map(|i| i.dedup_key.clone()).collect(),
+            event_count: incidents.clone().map(|i| i.event_count).collect(),
             created_at: incidents
-                .iter()
+                .clone()
                 .map(|i| i.created_at.as_datetime())
                 .collect(),
             updated_at: incidents
-                .iter()
+                .clone()
                 .map(|i| i.updated_at.as_datetime())
                 .collect(),
-            service_id: incidents.iter().map(|i| i.service_id).collect(),
-            dedup_scope: incidents.iter().map(Incident::dedup_scope).collect(),
+            service_id: incidents.clone().map(|i| i.service_id).collect(),
+            dedup_scope: incidents.clone().map(Incident::dedup_scope).collect(),
         }
     }
 }

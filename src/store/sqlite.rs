@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, Opened, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
@@ -102,6 +102,7 @@ impl Dialect for Sqlite {
     const SKIP_LOCKED: &'static str = "";
     const KEY_SHARE: &'static str = "";
     const FOR_UPDATE: &'static str = "";
+    const ANNOUNCE_CATALOG_CHANGE: Option<&'static str> = None;
 
     fn placeholder(_: usize) -> String {
         "?".to_owned()
@@ -282,7 +283,10 @@ impl Backend for SqliteStore {
         for start in (0..incidents.len()).step_by(ROWS_PER_INSERT) {
             let end = (start + ROWS_PER_INSERT).min(incidents.len());
             let mut inserts = QueryBuilder::<Sqlite>::new("");
-            push_incidents(&mut inserts, &incidents[start..end]);
+            push_incidents(
+                &mut inserts,
+                incidents[start..end].iter().map(|i| (i, None)),
+            );
             inserts.push("; ");
             push_events(&mut inserts, &events[start..end]);
             inserts.push("; ");
@@ -349,15 +353,20 @@ impl WriteTx for SqliteTx {
         found.iter().map(rows::escalation).collect()
     }
 
-    async fn insert_incidents(&mut self, incidents: &[Incident]) -> Result<()> {
-        self.insert_in_chunks(incidents, push_incidents).await
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
+        for chunk in incidents.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("");
+            push_incidents(&mut insert, with_policies(chunk)?);
+            insert.build().execute(&mut *self.0).await?;
+        }
+        Ok(())
     }
 
-    async fn upsert_incidents(&mut self, incidents: &[Incident]) -> Result<Vec<Incident>> {
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
         let mut returned = Vec::with_capacity(incidents.len());
         for chunk in incidents.chunks(ROWS_PER_INSERT) {
             let mut upsert = QueryBuilder::<Sqlite>::new("");
-            push_incidents(&mut upsert, chunk);
+            push_incidents(&mut upsert, with_policies(chunk)?);
             upsert.push(JOIN_LIVE_INCIDENTS.as_str());
             for row in upsert.build().fetch_all(&mut *self.0).await? {
                 returned.push(rows::incident(&row)?);
@@ -436,10 +445,25 @@ impl WriteTx for SqliteTx {
     }
 }
 
-/// Appends `insert into incidents … values …` for `incidents` to `query`.
-fn push_incidents(query: &mut QueryBuilder<'_, Sqlite>, incidents: &[Incident]) {
-    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope) ");
-    query.push_values(incidents, |mut row, incident| {
+/// Each incident with its policy snapshot as the column holds it.
+fn with_policies(openings: &[Opening]) -> Result<Vec<(&Incident, Option<String>)>> {
+    openings
+        .iter()
+        .map(|opening| {
+            let policy = opening.policy.as_deref().map(Sqlite::policy).transpose()?;
+            Ok((&opening.incident, policy))
+        })
+        .collect()
+}
+
+/// Appends `insert into incidents … values …` for `incidents`, each with its policy snapshot, to
+/// `query`.
+fn push_incidents<'i>(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    incidents: impl IntoIterator<Item = (&'i Incident, Option<String>)>,
+) {
+    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy) ");
+    query.push_values(incidents, |mut row, (incident, policy)| {
         row.push_bind(incident.id.to_string())
             .push_bind(incident.title.clone())
             .push_bind(incident.severity.as_str())
@@ -449,7 +473,8 @@ fn push_incidents(query: &mut QueryBuilder<'_, Sqlite>, incidents: &[Incident]) 
             .push_bind(incident.created_at.as_millis())
             .push_bind(incident.updated_at.as_millis())
             .push_bind(incident.service_id.map(|id| id.to_string()))
-            .push_bind(incident.dedup_scope());
+            .push_bind(incident.dedup_scope())
+            .push_bind(policy);
     });
 }
 

@@ -38,6 +38,11 @@ pub trait Dialect: Database {
     /// rows another holds: `for update skip locked`, or nothing where one writer runs at a time.
     const SKIP_LOCKED: &'static str;
 
+    /// A statement that announces, at commit, that a service, policy or integration key changed,
+    /// to every instance sharing the database (their caches of where keys route); `None` where
+    /// one process serves the database and changes its cache itself.
+    const ANNOUNCE_CATALOG_CHANGE: Option<&'static str>;
+
     fn read_id(row: &Self::Row, column: &str) -> Result<Uuid>;
     fn read_optional_id(row: &Self::Row, column: &str) -> Result<Option<Uuid>>;
     fn read_time(row: &Self::Row, column: &str) -> Result<Option<Timestamp>>;

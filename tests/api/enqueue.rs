@@ -15,6 +15,7 @@ crate::on_every_backend!(
     every_invalid_event_is_a_400_in_pagerdutys_shape,
     pagerdutys_own_client_triggers_acknowledges_and_resolves,
     a_key_over_its_rate_limit_is_answered_429,
+    a_used_key_revoked_or_a_service_changed_takes_effect_at_once,
 );
 
 /// A service (escalating automatically unless `quiet`) and one live integration key for it.
@@ -32,6 +33,21 @@ async fn service_with_key(app: &TestApp, name: &str, quiet: bool) -> (String, St
         .await;
     assert_eq!(status, StatusCode::CREATED, "{key}");
     (id, key["key"].as_str().unwrap().to_owned())
+}
+
+/// Revokes the first integration key of `service`.
+async fn revoke_first_key(app: &TestApp, service: &str) {
+    let (_, keys) = app
+        .get(&format!("/services/{service}/integration-keys"))
+        .await;
+    let key_id = keys["integration_keys"][0]["id"].as_str().unwrap();
+    let (status, _) = TestApp::send(app.request(
+        Method::DELETE,
+        &format!("/services/{service}/integration-keys/{key_id}"),
+        Some(ADMIN_TOKEN),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 async fn enqueue(app: &TestApp, body: &Value) -> (StatusCode, Value) {
@@ -370,4 +386,70 @@ async fn a_key_over_its_rate_limit_is_answered_429(backend: Backend) {
         "another key has its own count"
     );
     app.finish().await;
+}
+
+/// Where a key routes is cached after its first use; revoking the key or changing its service
+/// is seen by the very next event.
+async fn a_used_key_revoked_or_a_service_changed_takes_effect_at_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (service, key) = service_with_key(&app, "cached", false).await;
+    let (status, _) = enqueue(&app, &trigger(&key, Some("first"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        incidents_of(&app, &service).await[0]["status"],
+        "ESCALATING"
+    );
+
+    let (status, body) = app
+        .patch(
+            &format!("/services/{service}"),
+            json!({"auto_escalate": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = enqueue(&app, &trigger(&key, Some("second"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let second = incidents_of(&app, &service).await;
+    let second = second.iter().find(|i| i["dedup_key"] == "second").unwrap();
+    assert_eq!(second["status"], "OPEN", "the service no longer escalates");
+
+    revoke_first_key(&app, &service).await;
+    let (status, answer) = enqueue(&app, &trigger(&key, Some("third"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    app.finish().await;
+}
+
+/// Two instances share PostgreSQL: a key one has cached stops working there as soon as the
+/// other revokes it (the change is announced with NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_instance_is_refused_by_another_on_postgresql() {
+    let Some(first) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let second = klaxon::server::start(&first.config).await.unwrap();
+    let second_base = format!("http://{}", second.api_addr.unwrap());
+    let (service, key) = service_with_key(&first, "shared", true).await;
+    let on_second = |dedup_key: &'static str| {
+        first
+            .client
+            .post(format!("{second_base}/v2/enqueue"))
+            .json(&trigger(&key, Some(dedup_key)))
+            .send()
+    };
+    assert_eq!(
+        on_second("cached").await.unwrap().status(),
+        StatusCode::ACCEPTED,
+        "cached on the second instance now"
+    );
+    revoke_first_key(&first, &service).await;
+    crate::common::eventually(
+        "the second instance to refuse the key",
+        std::time::Duration::from_secs(2),
+        || async { on_second("after").await.unwrap().status() == StatusCode::BAD_REQUEST },
+    )
+    .await;
+    second.stop().await.unwrap();
+    first.finish().await;
 }

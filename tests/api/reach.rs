@@ -213,6 +213,9 @@ async fn a_text_reply_acknowledges_as_the_user_and_a_forged_one_changes_nothing(
         Some(format!("{}/integrations/twilio/status", public_url(&app)).as_str())
     );
     let code = reply_code(body);
+    // A reply is matched to a page once the page's send is recorded, which can trail the
+    // provider's answer by a moment.
+    notification(&app, &id, "sms", |n| n["status"] == "SENT").await;
     let sms_url = format!("{}/integrations/twilio/sms", public_url(&app));
 
     let (status, _) = providers
@@ -534,6 +537,7 @@ async fn personal_rules_go_out_in_turn_and_the_acknowledge_stops_the_call(backen
         "the call waits for its 2 s"
     );
     let code = reply_code(text.field("Body").unwrap());
+    notification(&app, &id, "sms", |n| n["status"] == "SENT").await;
     let (status, _) = providers
         .primary
         .inbound_sms(
