@@ -9,6 +9,7 @@ pub mod event;
 pub mod incident;
 pub mod notification;
 pub mod policy;
+pub mod schedule;
 pub mod service;
 pub mod severity;
 pub mod time;
