@@ -31,7 +31,7 @@ use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::HeaderValue;
 use axum::middleware::{map_request, map_response};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -214,6 +214,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/services/{id}/heartbeats",
             post(services::create_heartbeat).get(services::heartbeats),
+        )
+        .route(
+            "/services/{id}/heartbeats/{heartbeat_id}",
+            patch(services::change_heartbeat).delete(services::retire_heartbeat),
         )
         .route("/heartbeats/{key}", post(services::ping))
         .route(

@@ -54,6 +54,8 @@ use super::{
         services::revoke_key,
         services::create_heartbeat,
         services::heartbeats,
+        services::change_heartbeat,
+        services::retire_heartbeat,
         services::ping,
         policies::create,
         policies::list,

@@ -15,8 +15,8 @@ use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::service::check_name;
 use crate::domain::{
-    Action, EventService, Heartbeat, IntegrationKey, InvalidService, Service, Timestamp,
-    TokenSecret,
+    Action, EventService, Heartbeat, HeartbeatChange, IntegrationKey, InvalidService, Service,
+    Timestamp, TokenSecret,
 };
 use crate::store::{catalog, StoreError};
 
@@ -430,6 +430,80 @@ pub async fn heartbeats(
     Ok(Json(HeartbeatList {
         heartbeats: state.store.heartbeats(service.id).await?,
     }))
+}
+
+/// A new name or interval for a monitor; what is left out stays.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatChangeRequest {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// At least `"1s"`. A monitor pinged before is due again at its last ping + this.
+    #[schema(example = "10m")]
+    pub interval: Option<String>,
+}
+
+/// The path of one heartbeat monitor.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HeartbeatPath {
+    /// The service.
+    id: Uuid,
+    /// The monitor.
+    heartbeat_id: Uuid,
+}
+
+fn missing_heartbeat(id: Uuid, heartbeat_id: Uuid) -> impl FnOnce() -> String {
+    move || format!("heartbeat monitor {heartbeat_id} not found on service {id}")
+}
+
+#[utoipa::path(
+    patch, path = "/services/{id}/heartbeats/{heartbeat_id}", tag = "services",
+    params(HeartbeatPath), request_body = HeartbeatChangeRequest,
+    responses(
+        (status = 200, description = "Changed; its key stays the same", body = Heartbeat),
+        (status = 400, description = "A name or interval that is not valid"),
+        (status = 404, description = "No such live monitor on the service"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn change_heartbeat(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    Path(HeartbeatPath { id, heartbeat_id }): Path<HeartbeatPath>,
+    JsonBody(request): JsonBody<HeartbeatChangeRequest>,
+) -> Result<Json<Heartbeat>, ApiError> {
+    let change = HeartbeatChange::new(request.name.as_deref(), request.interval.as_deref())?;
+    let store = state.store.clone();
+    let changed =
+        to_completion(async move { store.change_heartbeat(id, heartbeat_id, &change).await })
+            .await
+            .map_err(|e| ApiError::from_store(e, missing_heartbeat(id, heartbeat_id)))?;
+    tracing::info!(service_id = %id, %heartbeat_id, by = %caller.name, "heartbeat changed");
+    Ok(Json(changed))
+}
+
+#[utoipa::path(
+    delete, path = "/services/{id}/heartbeats/{heartbeat_id}", tag = "services",
+    params(HeartbeatPath),
+    responses(
+        (status = 200, description = "Retired (kept, marked retired): no longer listed, pinged or watched; an incident its miss opened stays", body = Heartbeat),
+        (status = 404, description = "No such live monitor on the service"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retire_heartbeat(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    Path(HeartbeatPath { id, heartbeat_id }): Path<HeartbeatPath>,
+) -> Result<Json<Heartbeat>, ApiError> {
+    let store = state.store.clone();
+    let at = Timestamp::now();
+    let retired = to_completion(async move { store.retire_heartbeat(id, heartbeat_id, at).await })
+        .await
+        .map_err(|e| ApiError::from_store(e, missing_heartbeat(id, heartbeat_id)))?;
+    tracing::info!(service_id = %id, %heartbeat_id, by = %caller.name, "heartbeat retired");
+    Ok(Json(retired))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

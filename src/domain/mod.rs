@@ -28,7 +28,9 @@ pub use notification::{
     NotificationStatus, Outcome, Planned, RetryPolicy,
 };
 pub use policy::{Channel, EscalationLevel, EscalationPolicy};
-pub use service::{Heartbeat, IntegrationKey, InvalidService, PolicyRecord, Service};
+pub use service::{
+    Heartbeat, HeartbeatChange, IntegrationKey, InvalidService, PolicyRecord, Service,
+};
 pub use severity::Severity;
 pub use time::Timestamp;
 pub use timeline::{Actor, NewTimelineEntry, TimelineDetail, TimelineEntry, TimelineKind};

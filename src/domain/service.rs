@@ -138,6 +138,9 @@ pub struct Heartbeat {
     pub due_at: Option<Timestamp>,
     /// The incident its miss opened, until a ping resolves it.
     pub incident_id: Option<Uuid>,
+    /// When it was retired: kept, but no longer listed, pinged or watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Timestamp>,
 }
 
 impl Heartbeat {
@@ -147,27 +150,62 @@ impl Heartbeat {
         interval: &str,
         at: Timestamp,
     ) -> Result<Self, InvalidService> {
-        let interval = super::contact::humantime_text::parse(interval)
-            .map_err(|why| invalid("interval", why))?;
-        if interval < MIN_HEARTBEAT_INTERVAL {
-            return Err(invalid("interval", "must be at least 1s"));
-        }
         Ok(Self {
             id: Uuid::now_v7(),
             service_id,
             name: check_name("name", name)?,
-            interval,
+            interval: heartbeat_interval(interval)?,
             created_at: at,
             last_ping_at: None,
             due_at: None,
             incident_id: None,
+            retired_at: None,
         })
+    }
+
+    /// The monitor with `change` made. One pinged before is due again at its last ping + its
+    /// interval: a shorter interval can make it missed at once, a longer one gives a late
+    /// monitor more time.
+    pub fn changed(self, change: &HeartbeatChange) -> Self {
+        let interval = change.interval.unwrap_or(self.interval);
+        Self {
+            name: change.name.clone().unwrap_or(self.name),
+            interval,
+            due_at: self.last_ping_at.map(|ping| ping.after(interval)),
+            ..self
+        }
     }
 
     /// The dedup key of the incident its misses open: one per monitor.
     pub fn dedup_key(&self) -> String {
         format!("heartbeat:{}", self.id)
     }
+}
+
+/// A new name or interval for a heartbeat monitor, checked as at creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatChange {
+    pub name: Option<String>,
+    pub interval: Option<Duration>,
+}
+
+impl HeartbeatChange {
+    pub fn new(name: Option<&str>, interval: Option<&str>) -> Result<Self, InvalidService> {
+        Ok(Self {
+            name: name.map(|name| check_name("name", name)).transpose()?,
+            interval: interval.map(heartbeat_interval).transpose()?,
+        })
+    }
+}
+
+/// A heartbeat's interval from its humantime text: at least [`MIN_HEARTBEAT_INTERVAL`].
+fn heartbeat_interval(text: &str) -> Result<Duration, InvalidService> {
+    let interval =
+        super::contact::humantime_text::parse(text).map_err(|why| invalid("interval", why))?;
+    if interval < MIN_HEARTBEAT_INTERVAL {
+        return Err(invalid("interval", "must be at least 1s"));
+    }
+    Ok(interval)
 }
 
 /// A level's delay from its humantime text.

@@ -24,9 +24,9 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::domain::{
-    ContactMethod, Escalation, Heartbeat, Incident, IntegrationKey, NewEvent, NewToken,
-    Notification, NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp, Token,
-    TokenSecret, User,
+    ContactMethod, Escalation, Heartbeat, HeartbeatChange, Incident, IntegrationKey, NewEvent,
+    NewToken, Notification, NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp,
+    Token, TokenSecret, User,
 };
 
 /// The first probe of an unreachable database comes up to this long after the failure.
@@ -426,6 +426,26 @@ impl Catalog for Guarded {
 
     async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>> {
         self.call(self.inner.heartbeats(service_id)).await
+    }
+
+    async fn change_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        change: &HeartbeatChange,
+    ) -> Result<Heartbeat> {
+        self.call(self.inner.change_heartbeat(service_id, id, change))
+            .await
+    }
+
+    async fn retire_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Heartbeat> {
+        self.call(self.inner.retire_heartbeat(service_id, id, at))
+            .await
     }
 
     async fn ping_heartbeat(

@@ -13,8 +13,8 @@ use super::shared::Pools;
 use super::statements::Dialect;
 use super::{Catalog, Result, Store, StoreError};
 use crate::domain::{
-    EscalationPolicy, EventService, Heartbeat, Incident, IntegrationKey, PolicyRecord, Service,
-    Timestamp, TokenSecret,
+    EscalationPolicy, EventService, Heartbeat, HeartbeatChange, Incident, IntegrationKey,
+    PolicyRecord, Service, Timestamp, TokenSecret,
 };
 
 /// The policy `service`'s incidents escalate under: its own, else `default` (the configured one).
@@ -285,11 +285,65 @@ where
 
     async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>> {
         let mut conn = self.reader().acquire().await?;
-        let found = sqlx::query("select * from heartbeats where service_id = $1 order by id")
-            .bind(B::Db::id(service_id))
-            .fetch_all(&mut *conn)
-            .await?;
+        let found = sqlx::query(
+            "select * from heartbeats where service_id = $1 and retired_at is null order by id",
+        )
+        .bind(B::Db::id(service_id))
+        .fetch_all(&mut *conn)
+        .await?;
         found.iter().map(rows::heartbeat).collect()
+    }
+
+    async fn change_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        change: &HeartbeatChange,
+    ) -> Result<Heartbeat> {
+        let mut tx = self.writer().begin().await?;
+        let row = sqlx::query(&format!(
+            "select * from heartbeats where id = $1 and service_id = $2 and retired_at is null {}",
+            B::Db::FOR_UPDATE
+        ))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(service_id))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let changed = rows::heartbeat(&row)?.changed(change);
+        let row = sqlx::query(
+            "update heartbeats set name = $1, interval_ms = $2, due_at = $3 where id = $4
+             returning *",
+        )
+        .bind(changed.name.clone())
+        .bind(i64::try_from(changed.interval.as_millis()).unwrap_or(i64::MAX))
+        .bind(changed.due_at.map(B::Db::time))
+        .bind(B::Db::id(id))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows::heartbeat(&row)
+    }
+
+    async fn retire_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Heartbeat> {
+        let mut conn = self.writer().acquire().await?;
+        let row = sqlx::query(
+            "update heartbeats set retired_at = $1
+             where id = $2 and service_id = $3 and retired_at is null
+             returning *",
+        )
+        .bind(B::Db::time(at))
+        .bind(B::Db::id(id))
+        .bind(B::Db::id(service_id))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        rows::heartbeat(&row)
     }
 
     async fn ping_heartbeat(
@@ -297,11 +351,14 @@ where
         secret: &TokenSecret,
         at: Timestamp,
     ) -> Result<Option<Heartbeat>> {
-        let mut conn = self.writer().acquire().await?;
-        let row = sqlx::query("select * from heartbeats where key_hash = $1")
-            .bind(secret.hash())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let mut tx = self.writer().begin().await?;
+        let row = sqlx::query(&format!(
+            "select * from heartbeats where key_hash = $1 and retired_at is null {}",
+            B::Db::FOR_UPDATE
+        ))
+        .bind(secret.hash())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(before) = row.as_ref().map(rows::heartbeat).transpose()? else {
             return Ok(None);
         };
@@ -312,15 +369,18 @@ where
         .bind(B::Db::time(at))
         .bind(B::Db::time(at.after(before.interval)))
         .bind(B::Db::id(before.id))
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Some(before))
     }
 
     async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>> {
         let mut conn = self.reader().acquire().await?;
         let found = sqlx::query(
-            "select * from heartbeats where due_at <= $1 and incident_id is null order by due_at",
+            "select * from heartbeats
+             where due_at <= $1 and incident_id is null and retired_at is null
+             order by due_at",
         )
         .bind(B::Db::time(now))
         .fetch_all(&mut *conn)
@@ -332,7 +392,7 @@ where
         let mut conn = self.writer().acquire().await?;
         let noted = sqlx::query(
             "update heartbeats set incident_id = $1
-             where id = $2 and incident_id is null and due_at <= $3
+             where id = $2 and incident_id is null and due_at <= $3 and retired_at is null
              returning id",
         )
         .bind(B::Db::id(incident_id))

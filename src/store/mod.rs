@@ -39,10 +39,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Heartbeat, Incident,
-    IncidentStatus, IntegrationKey, InvalidTransition, NewEvent, NewToken, Notification,
-    NotificationRule, NotificationStatus, Outcome, Planned, PolicyRecord, Service, TimelineEntry,
-    Timestamp, Token, TokenSecret, User,
+    Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Heartbeat,
+    HeartbeatChange, Incident, IncidentStatus, IntegrationKey, InvalidTransition, NewEvent,
+    NewToken, Notification, NotificationRule, NotificationStatus, Outcome, Planned, PolicyRecord,
+    Service, TimelineEntry, Timestamp, Token, TokenSecret, User,
 };
 
 /// What every store operation returns.
@@ -389,19 +389,39 @@ pub trait Catalog: Send + Sync + 'static {
         secret: &TokenSecret,
     ) -> Result<Heartbeat>;
 
-    /// The service's monitors, oldest first.
+    /// The service's monitors, oldest first, retired ones left out.
     async fn heartbeats(&self, service_id: Uuid) -> Result<Vec<Heartbeat>>;
 
-    /// Records a ping of the monitor whose key `secret` is, at `at`: due again an interval
-    /// later, its miss's incident forgotten. Returns the monitor as it was before (with the
-    /// incident to resolve, if any); `None` for an unknown key.
+    /// Makes `change` to the service's monitor `id` ([`Heartbeat::changed`]), its row held
+    /// against a concurrent ping; `NotFound` if it is not the service's or is retired.
+    async fn change_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        change: &HeartbeatChange,
+    ) -> Result<Heartbeat>;
+
+    /// Retires the service's monitor `id` at `at`: kept, but no longer listed, pinged or
+    /// watched. An incident its miss opened stays as it is. `NotFound` if it is not the
+    /// service's or is retired already.
+    async fn retire_heartbeat(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Heartbeat>;
+
+    /// Records a ping of the live monitor whose key `secret` is, at `at`, its row held against
+    /// a concurrent change: due again an interval later, its miss's incident forgotten. Returns
+    /// the monitor as it was before (with the incident to resolve, if any); `None` for an
+    /// unknown or retired key.
     async fn ping_heartbeat(
         &self,
         secret: &TokenSecret,
         at: Timestamp,
     ) -> Result<Option<Heartbeat>>;
 
-    /// The monitors missed at `now` that have opened no incident yet.
+    /// The live monitors missed at `now` that have opened no incident yet.
     async fn missed_heartbeats(&self, now: Timestamp) -> Result<Vec<Heartbeat>>;
 
     /// Notes that the monitor's miss, seen at `now`, opened `incident_id`: unless one was noted

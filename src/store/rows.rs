@@ -201,6 +201,7 @@ pub(crate) fn heartbeat(row: &impl Columns) -> Result<Heartbeat> {
         last_ping_at: row.optional_timestamp("last_ping_at")?,
         due_at: row.optional_timestamp("due_at")?,
         incident_id: row.optional_uuid("incident_id")?,
+        retired_at: row.optional_timestamp("retired_at")?,
     })
 }
 

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use crate::common::app::TestApp;
 use crate::common::{eventually, Backend};
 
-crate::on_every_backend!(a_missed_heartbeat_opens_one_incident_and_the_next_ping_resolves_it,);
+crate::on_every_backend!(
+    a_missed_heartbeat_opens_one_incident_and_the_next_ping_resolves_it,
+    a_heartbeat_is_changed_and_retired,
+);
 
 async fn incidents_of(app: &TestApp, service: &str) -> Vec<Value> {
     let (_, page) = app.get(&format!("/incidents?service={service}")).await;
@@ -87,5 +90,75 @@ async fn a_missed_heartbeat_opens_one_incident_and_the_next_ping_resolves_it(bac
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.finish().await;
+}
+
+async fn a_heartbeat_is_changed_and_retired(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (_, service) = app
+        .post("/services", json!({"name": "etl", "auto_escalate": false}))
+        .await;
+    let service = service["id"].as_str().unwrap().to_owned();
+    let (_, heartbeat) = app
+        .post(
+            &format!("/services/{service}/heartbeats"),
+            json!({"name": "etl run", "interval": "1h"}),
+        )
+        .await;
+    let (id, key) = (
+        heartbeat["id"].as_str().unwrap().to_owned(),
+        heartbeat["key"].as_str().unwrap().to_owned(),
+    );
+    let path = format!("/services/{service}/heartbeats/{id}");
+    let ping = || async {
+        TestApp::send(app.request(Method::POST, &format!("/heartbeats/{key}"), None)).await
+    };
+    assert_eq!(ping().await.0, StatusCode::OK);
+
+    for bad in [
+        json!({"interval": "10ms"}),
+        json!({"name": " "}),
+        json!({"interval": 5}),
+        json!({"colour": "red"}),
+    ] {
+        let (status, body) = app.patch(&path, bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, changed) = app
+        .patch(&path, json!({"name": "etl, hourly", "interval": "1s"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["name"], "etl, hourly");
+    assert_eq!(changed["interval"], "1s");
+    eventually(
+        "the miss under the new interval",
+        Duration::from_secs(10),
+        || async { incidents_of(&app, &service).await.len() == 1 },
+    )
+    .await;
+
+    let (status, retired) =
+        TestApp::send(app.request(Method::DELETE, &path, Some(crate::common::app::ADMIN_TOKEN)))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{retired}");
+    assert!(retired["retired_at"].is_string(), "{retired}");
+    let (_, listed) = app.get(&format!("/services/{service}/heartbeats")).await;
+    assert_eq!(listed["heartbeats"], json!([]));
+    assert_eq!(
+        ping().await.0,
+        StatusCode::NOT_FOUND,
+        "a retired key no longer pings"
+    );
+    let (status, _) = app.patch(&path, json!({"name": "again"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .patch(
+            &format!("/services/{service}/heartbeats/{}", uuid::Uuid::now_v7()),
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     app.finish().await;
 }

@@ -11,6 +11,7 @@ on_every_backend!(
     events_dedup_within_their_service_and_may_escalate_on_arrival,
     a_repeating_policy_walks_its_levels_again_until_acknowledged,
     a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it,
+    a_heartbeat_changed_is_due_by_its_new_interval_and_a_retired_one_is_gone,
 );
 
 fn levels(delays: &[u64]) -> Vec<EscalationLevel> {
@@ -312,8 +313,23 @@ async fn a_repeating_policy_walks_its_levels_again_until_acknowledged(backend: B
     let _ = incident;
 }
 
+/// A service "backups" that does not escalate, with a monitor "nightly" of `interval`.
+async fn backups_with_heartbeat(
+    store: &Arc<dyn Store>,
+    interval: &str,
+) -> (Service, klaxon::domain::Heartbeat, TokenSecret) {
+    let service = store
+        .create_service(&Service::new("backups", None, false, minute(0)).unwrap())
+        .await
+        .unwrap();
+    let secret = TokenSecret::generate();
+    let heartbeat =
+        klaxon::domain::Heartbeat::new(service.id, "nightly", interval, minute(0)).unwrap();
+    store.create_heartbeat(&heartbeat, &secret).await.unwrap();
+    (service, heartbeat, secret)
+}
+
 async fn a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it(backend: Backend) {
-    use klaxon::domain::Heartbeat;
     use klaxon::engine::heartbeats::HeartbeatWatch;
     use klaxon::engine::Scheduler;
 
@@ -321,13 +337,7 @@ async fn a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it(backend: Bac
         return;
     };
     let store = open_store(&db).await;
-    let service = store
-        .create_service(&Service::new("backups", None, false, minute(0)).unwrap())
-        .await
-        .unwrap();
-    let secret = TokenSecret::generate();
-    let heartbeat = Heartbeat::new(service.id, "nightly", "1m", minute(0)).unwrap();
-    store.create_heartbeat(&heartbeat, &secret).await.unwrap();
+    let (service, heartbeat, secret) = backups_with_heartbeat(&store, "1m").await;
     let watch = HeartbeatWatch {
         store: store.clone(),
         scheduler: Scheduler::new(None),
@@ -390,4 +400,76 @@ async fn a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it(backend: Bac
         .unwrap()
         .unwrap();
     assert_eq!(before.incident_id, Some(open));
+}
+
+async fn a_heartbeat_changed_is_due_by_its_new_interval_and_a_retired_one_is_gone(
+    backend: Backend,
+) {
+    use klaxon::domain::HeartbeatChange;
+
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let (service, heartbeat, secret) = backups_with_heartbeat(&store, "10m").await;
+    let other = store
+        .create_service(&Service::new("reports", None, false, minute(0)).unwrap())
+        .await
+        .unwrap();
+    store.ping_heartbeat(&secret, minute(1)).await.unwrap();
+    assert!(store.missed_heartbeats(minute(5)).await.unwrap().is_empty());
+
+    let shorter = HeartbeatChange::new(Some("hourly"), Some("2m")).unwrap();
+    let changed = store
+        .change_heartbeat(service.id, heartbeat.id, &shorter)
+        .await
+        .unwrap();
+    assert_eq!(changed.name, "hourly");
+    assert_eq!(
+        changed.due_at,
+        Some(minute(3)),
+        "the last ping + the new interval"
+    );
+    let missed = store.missed_heartbeats(minute(5)).await.unwrap();
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].interval, std::time::Duration::from_secs(120));
+    assert!(matches!(
+        store
+            .change_heartbeat(other.id, heartbeat.id, &shorter)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let retired = store
+        .retire_heartbeat(service.id, heartbeat.id, minute(6))
+        .await
+        .unwrap();
+    assert_eq!(retired.retired_at, Some(minute(6)));
+    assert!(store.heartbeats(service.id).await.unwrap().is_empty());
+    assert!(store
+        .missed_heartbeats(minute(60))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .ping_heartbeat(&secret, minute(7))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .note_missed(heartbeat.id, uuid::Uuid::now_v7(), minute(60))
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .retire_heartbeat(service.id, heartbeat.id, minute(8))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .change_heartbeat(service.id, heartbeat.id, &shorter)
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
