@@ -337,7 +337,7 @@ async fn a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it(backend: Bac
         return;
     };
     let store = open_store(&db).await;
-    let (service, heartbeat, secret) = backups_with_heartbeat(&store, "1m").await;
+    let (service, _, secret) = backups_with_heartbeat(&store, "1m").await;
     let watch = HeartbeatWatch {
         store: store.clone(),
         scheduler: Scheduler::new(None),
