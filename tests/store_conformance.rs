@@ -847,7 +847,36 @@ async fn tokens_are_created_listed_found_and_revoked(backend: Backend) {
         store.token_by_hash("hash-2").await.unwrap(),
         Some(revoked.clone())
     );
-    assert_eq!(store.tokens().await.unwrap(), [admin, revoked]);
+    assert_eq!(store.tokens().await.unwrap(), [admin.clone(), revoked]);
+
+    // The last live admin token stays; of two revoked at once, one does.
+    assert!(matches!(
+        store.revoke_token(admin.id, minute(3)).await,
+        Err(StoreError::Refused(_))
+    ));
+    let second = store
+        .create_token(new("second", Role::Admin, "hash-3"))
+        .await
+        .unwrap();
+    let (first, other) = tokio::join!(
+        store.revoke_token(admin.id, minute(4)),
+        store.revoke_token(second.id, minute(4)),
+    );
+    let refused = [&first, &other]
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(StoreError::Refused(_))))
+        .count();
+    assert_eq!(refused, 1, "{first:?} {other:?}");
+    assert_eq!(
+        store
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|t| t.role == Role::Admin && t.revoked_at.is_none())
+            .count(),
+        1
+    );
 }
 
 async fn the_database_refuses_deletes(backend: Backend) {

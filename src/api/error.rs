@@ -51,7 +51,9 @@ impl ApiError {
             StoreError::NotFound => Self::NotFound(missing()),
             StoreError::InvalidTransition(refused) => Self::InvalidTransition(refused),
             StoreError::Unavailable(_) | StoreError::Conflict(_) => Self::Unavailable(error),
-            StoreError::Duplicate(message) => Self::Conflict(message),
+            StoreError::Duplicate(message) | StoreError::Refused(message) => {
+                Self::Conflict(message)
+            }
             StoreError::Internal(_) => Self::Internal(Box::new(error)),
         }
     }

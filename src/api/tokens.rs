@@ -141,7 +141,11 @@ pub async fn list(
 
 #[utoipa::path(
     delete, path = "/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "Revoked (kept, marked revoked); it stops working at once", body = Token), (status = 404)),
+    responses(
+        (status = 200, description = "Revoked (kept, marked revoked); it stops working at once", body = Token),
+        (status = 404),
+        (status = 409, description = "The last active admin token: create another admin token first"),
+    ),
     security(("bearer" = []))
 )]
 pub async fn revoke(

@@ -67,6 +67,9 @@ pub enum StoreError {
     /// A row that would repeat a unique value (HTTP 409), with what a person should know.
     #[error("{0}")]
     Duplicate(String),
+    /// A change the rules refuse in the state the data is in (HTTP 409), saying why.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else: a bug or corrupt data. Logged, never shown to clients (HTTP 500).
     #[error("database error: {0}")]
     Internal(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -192,7 +195,8 @@ pub trait Queries: Send + Sync + 'static {
     /// The token whose secret hashes to `secret_hash`, revoked or not.
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<Token>>;
 
-    /// Marks the token revoked (once; revoking again keeps the first time).
+    /// Marks the token revoked (once; revoking again keeps the first time). Refuses to revoke
+    /// the last live admin token: nobody could administer the server after it.
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token>;
 
     /// When the earliest `PENDING` escalation is due.

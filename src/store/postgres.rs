@@ -242,6 +242,8 @@ impl Queries for PostgresStore {
     }
 
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token> {
+        let mut tx = self.pool.begin().await?;
+        statements::keep_an_admin::<Postgres>(&mut tx, id).await?;
         // The notification is delivered on commit, to every instance's token cache.
         let row = sqlx::query(
             "with revoked as (
@@ -252,9 +254,10 @@ impl Queries for PostgresStore {
         .bind(at.as_datetime())
         .bind(id)
         .bind(TOKEN_CHANNEL)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
         rows::token(&row)
     }
 

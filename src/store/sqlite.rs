@@ -216,14 +216,17 @@ impl Queries for SqliteStore {
     }
 
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<Token> {
+        let mut tx = self.writer.begin().await?;
+        statements::keep_an_admin::<Sqlite>(&mut tx, id).await?;
         let row = sqlx::query(
             "update tokens set revoked_at = coalesce(revoked_at, $1) where id = $2 returning *",
         )
         .bind(at.as_millis())
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
         rows::token(&row)
     }
 

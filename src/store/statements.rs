@@ -179,3 +179,30 @@ pub(crate) fn cancel_pending<'q, D: Dialect>(incident_id: Uuid, at: Timestamp) -
     .bind(D::time(at))
     .bind(D::id(incident_id))
 }
+
+/// Refuses to revoke token `id` if it is the last live admin token. The live admin tokens are
+/// held until the caller's transaction ends (PostgreSQL: `for update`; SQLite: its single
+/// writer), so two revocations at once cannot each leave the other as the last and revoke both.
+pub(crate) async fn keep_an_admin<D: Dialect>(conn: &mut D::Connection, id: Uuid) -> Result<()>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    let admins = sqlx::query(&format!(
+        "select id from tokens where role = 'admin' and revoked_at is null {}",
+        D::FOR_UPDATE
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let admins = admins
+        .iter()
+        .map(|row| D::read_id(row, "id"))
+        .collect::<Result<Vec<Uuid>>>()?;
+    if admins == [id] {
+        return Err(StoreError::Refused(format!(
+            "token {id} is the last active admin token; create another admin token before \
+             revoking this one"
+        )));
+    }
+    Ok(())
+}

@@ -60,7 +60,41 @@ crate::on_every_backend!(
     each_role_reaches_exactly_what_it_may,
     revocation_takes_effect_at_once,
     token_secrets_are_shown_only_at_creation,
+    the_last_admin_token_cannot_be_revoked,
 );
+
+async fn the_last_admin_token_cannot_be_revoked(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (_, tokens) = app.get("/tokens").await;
+    let bootstrap = tokens["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let revoke = |id: String, secret: &'static str| {
+        TestApp::send(app.request(Method::DELETE, &format!("/tokens/{id}"), Some(secret)))
+    };
+    let (status, body) = revoke(bootstrap.clone(), ADMIN_TOKEN).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("last active admin token"),
+        "{body}"
+    );
+    let (status, _) = app.get("/tokens").await;
+    assert_eq!(status, StatusCode::OK, "the token still works");
+
+    app.token("second admin", "admin").await;
+    let (status, body) = revoke(bootstrap, ADMIN_TOKEN).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another admin token is left: {body}"
+    );
+    let (status, _) = app.get("/tokens").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.finish().await;
+}
 
 async fn missing_wrong_and_malformed_tokens_are_401(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
