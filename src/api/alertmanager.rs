@@ -131,6 +131,7 @@ async fn route_of(state: &AppState, headers: &HeaderMap) -> Result<KeyRoute, Api
     Ok(route)
 }
 
+/// Receive an Alertmanager webhook notification (payload version 4)
 #[utoipa::path(
     post, path = "/integrations/alertmanager", tag = "integrations",
     request_body = Notification,

@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Authorized, Caller, Viewer};
-use super::extract::{IdPath, JsonBody};
+use super::extract::{IdPath, JsonBody, PathParams};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::contact::humantime_text;
 use crate::domain::{
@@ -94,6 +94,7 @@ fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
         .map_err(|why| ApiError::BadRequest(format!("invalid `{field}`: {why}")))
 }
 
+/// Add a contact method to a user
 #[utoipa::path(
     post, path = "/users/{id}/contact-methods", tag = "users", params(("id" = Uuid, Path)),
     request_body = NewContactMethodRequest,
@@ -122,6 +123,7 @@ pub async fn add_method(
     Ok((StatusCode::CREATED, Json(method)))
 }
 
+/// List a user's contact methods
 #[utoipa::path(
     get, path = "/users/{id}/contact-methods", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = ContactMethodList), (status = 404)),
@@ -142,6 +144,7 @@ pub async fn methods(
     }))
 }
 
+/// Add a personal notification rule
 #[utoipa::path(
     post, path = "/users/{id}/notification-rules", tag = "users", params(("id" = Uuid, Path)),
     request_body = NewRuleRequest,
@@ -183,6 +186,7 @@ pub async fn add_rule(
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
+/// List a user's notification rules
 #[utoipa::path(
     get, path = "/users/{id}/notification-rules", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = RuleList), (status = 404)),
@@ -213,6 +217,7 @@ pub struct MethodPath {
     cm: Uuid,
 }
 
+/// Send a test message to a contact method
 #[utoipa::path(
     post, path = "/users/{id}/contact-methods/{cm}/test", tag = "users", params(MethodPath),
     responses(
@@ -225,7 +230,7 @@ pub struct MethodPath {
 pub async fn test(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Viewer>,
-    Path(MethodPath { id, cm }): Path<MethodPath>,
+    PathParams(MethodPath { id, cm }): PathParams<MethodPath>,
 ) -> Result<Json<TestResult>, ApiError> {
     let user = changeable(&state, &caller, id).await?;
     let method = state
@@ -299,6 +304,7 @@ fn test_message(state: &AppState, user: &User, method: &ContactMethod) -> Outgoi
     message
 }
 
+/// Retire a contact method
 #[utoipa::path(
     delete, path = "/users/{id}/contact-methods/{cm}", tag = "users", params(MethodPath),
     responses(
@@ -310,7 +316,7 @@ fn test_message(state: &AppState, user: &User, method: &ContactMethod) -> Outgoi
 pub async fn retire_method(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Viewer>,
-    Path(MethodPath { id, cm }): Path<MethodPath>,
+    PathParams(MethodPath { id, cm }): PathParams<MethodPath>,
 ) -> Result<StatusCode, ApiError> {
     let user = changeable(&state, &caller, id).await?;
     let store = state.store.clone();
@@ -337,6 +343,7 @@ pub struct RulePath {
     rule: Uuid,
 }
 
+/// Retire a notification rule
 #[utoipa::path(
     delete, path = "/users/{id}/notification-rules/{rule}", tag = "users", params(RulePath),
     responses(
@@ -348,7 +355,7 @@ pub struct RulePath {
 pub async fn retire_rule(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Viewer>,
-    Path(RulePath { id, rule }): Path<RulePath>,
+    PathParams(RulePath { id, rule }): PathParams<RulePath>,
 ) -> Result<StatusCode, ApiError> {
     let user = changeable(&state, &caller, id).await?;
     let store = state.store.clone();

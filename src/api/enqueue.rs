@@ -163,6 +163,7 @@ fn check(body: &Map<String, Value>) -> Result<Event, Vec<String>> {
     }
 }
 
+/// Send an event, as PagerDuty's Events API v2 takes it
 #[utoipa::path(
     post, path = "/v2/enqueue", tag = "integrations",
     request_body(content = Object, description = "PagerDuty's Events API v2 event: routing_key, event_action, dedup_key, payload {summary, source, severity, timestamp, component, group, class, custom_details}, links, images"),

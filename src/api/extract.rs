@@ -197,6 +197,21 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// Several values from the path (ids of a resource and its parent), with a malformed one answered
+/// by a JSON 400 that names it, as every other input error is.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(params)| Self(params))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
 /// A query string, with unknown or malformed parameters answered by a 400 that names them.
 pub struct QueryParams<T>(pub T);
 

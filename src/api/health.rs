@@ -37,6 +37,7 @@ pub struct WorkerHealth {
     pub overdue: Option<i64>,
 }
 
+/// Report whether the server, its database and its worker are up
 #[utoipa::path(
     get, path = "/health", tag = "health",
     responses(

@@ -26,10 +26,13 @@ fn missing(id: Uuid) -> impl FnOnce() -> String {
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only incidents in this status (case-insensitive).
+    #[param(example = "ESCALATING")]
     status: Option<String>,
     /// 1 to 200; 50 if not given.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -43,6 +46,7 @@ pub struct IncidentPage {
     pub next_cursor: Option<String>,
 }
 
+/// List incidents, newest first
 #[utoipa::path(
     get, path = "/incidents", tag = "incidents", params(ListParams),
     responses((status = 200, body = IncidentPage), (status = 400, description = "An invalid parameter")),
@@ -102,6 +106,7 @@ pub async fn list(
     }))
 }
 
+/// Get an incident
 #[utoipa::path(
     get, path = "/incidents/{id}", tag = "incidents",
     params(("id" = Uuid, Path)),
@@ -191,6 +196,7 @@ async fn act(
     Ok(Json(outcome.incident))
 }
 
+/// Start escalating an incident
 #[utoipa::path(
     post, path = "/incidents/{id}/escalate", tag = "incidents",
     params(("id" = Uuid, Path)), request_body(content = Option<NoteRequest>),
@@ -209,6 +215,7 @@ pub async fn escalate(
     act(&state, caller.name, id, Action::Escalate, body.note).await
 }
 
+/// Acknowledge an incident
 #[utoipa::path(
     post, path = "/incidents/{id}/acknowledge", tag = "incidents",
     params(("id" = Uuid, Path)), request_body(content = Option<NoteRequest>),
@@ -227,6 +234,7 @@ pub async fn acknowledge(
     act(&state, caller.name, id, Action::Acknowledge, body.note).await
 }
 
+/// Resolve an incident
 #[utoipa::path(
     post, path = "/incidents/{id}/resolve", tag = "incidents",
     params(("id" = Uuid, Path)), request_body(content = Option<ResolveRequest>),
@@ -252,6 +260,7 @@ pub async fn resolve(
     .await
 }
 
+/// Cancel an incident
 #[utoipa::path(
     post, path = "/incidents/{id}/cancel", tag = "incidents",
     params(("id" = Uuid, Path)), request_body(content = Option<NoteRequest>),
@@ -276,6 +285,7 @@ pub struct EscalationList {
     pub escalations: Vec<Escalation>,
 }
 
+/// List an incident's escalations
 #[utoipa::path(
     get, path = "/incidents/escalations/{id}", tag = "incidents",
     params(("id" = Uuid, Path, description = "The incident's id")),
@@ -303,6 +313,7 @@ pub struct Timeline {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// Get an incident's timeline
 #[utoipa::path(
     get, path = "/incidents/{id}/timeline", tag = "incidents",
     params(("id" = Uuid, Path)),

@@ -50,6 +50,7 @@ pub struct MessageResponse {
     pub deduplicated: bool,
 }
 
+/// Submit a message: open an incident or join a live one
 #[utoipa::path(
     post, path = "/message", tag = "messages",
     request_body = MessageRequest,

@@ -11,6 +11,7 @@ use crate::domain::Timestamp;
 /// The content type of Prometheus' text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Prometheus metrics
 #[utoipa::path(
     get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),

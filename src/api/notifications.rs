@@ -18,6 +18,7 @@ pub struct Notifications {
     pub notifications: Vec<Notification>,
 }
 
+/// List an incident's notifications
 #[utoipa::path(
     get, path = "/incidents/{id}/notifications", tag = "notifications",
     params(("id" = Uuid, Path)),
@@ -48,6 +49,7 @@ pub struct InboxParams {
     limit: Option<u32>,
 }
 
+/// List the caller's in-app notifications
 #[utoipa::path(
     get, path = "/me/notifications", tag = "notifications",
     params(InboxParams),
@@ -74,6 +76,7 @@ pub async fn inbox(
     Ok(Json(Notifications { notifications }))
 }
 
+/// Mark an in-app notification read
 #[utoipa::path(
     post, path = "/notifications/{id}/read", tag = "notifications",
     params(("id" = Uuid, Path)),

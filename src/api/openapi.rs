@@ -95,6 +95,7 @@ impl Modify for BearerAuth {
             ];
             for operation in operations.into_iter().flatten() {
                 document_errors(operation);
+                name_uniquely(operation);
             }
         }
     }
@@ -102,13 +103,17 @@ impl Modify for BearerAuth {
 
 /// The error answers every operation can give (SPEC §4), added once here rather than on each
 /// handler: 400 for bad input or two `Authorization` headers, 401/403 where a token is needed,
-/// 413/415 where there is a body, 503 when the database is unreachable.
+/// 413/415 where there is a body, 503 when the database is unreachable, 405 for a method the
+/// path does not take (the router answers it for every path).
 fn document_errors(operation: &mut utoipa::openapi::path::Operation) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let has_input = operation.request_body.is_some()
         || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
-    let mut codes = vec![("503", "The database is unavailable")];
+    let mut codes = vec![
+        ("503", "The database is unavailable"),
+        ("405", "The path does not take this method"),
+    ];
     if secured {
         codes.push(("401", "Missing, invalid or revoked token"));
         codes.push(("403", "The token's role does not allow this"));
@@ -146,6 +151,22 @@ fn document_errors(operation: &mut utoipa::openapi::path::Operation) {
     }
 }
 
+/// Prefixes an operation's id (its handler's name, such as `list`) with its tag, so that every
+/// id is unique across the document (`incidents_list`, `tokens_list`).
+fn name_uniquely(operation: &mut utoipa::openapi::path::Operation) {
+    let tag = operation
+        .tags
+        .as_ref()
+        .and_then(|tags| tags.first())
+        .cloned();
+    if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+        if !id.starts_with(&format!("{tag}_")) {
+            *id = format!("{tag}_{id}");
+        }
+    }
+}
+
+/// This OpenAPI document
 #[utoipa::path(
     get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This document")),
@@ -176,6 +197,44 @@ mod tests {
             let created = &operation(path, "post")["responses"]["201"];
             assert!(created["headers"]["Cache-Control"].is_object(), "{created}");
         }
+    }
+
+    /// Every operation has a unique id and a summary, and query parameters are in the query.
+    #[test]
+    fn operations_are_named_summarised_and_their_parameters_placed() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap();
+                assert!(ids.insert(id.to_owned()), "{id} twice");
+                assert!(
+                    operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                    "{method} {path} has no summary"
+                );
+                assert!(operation["responses"]["405"].is_object(), "{method} {path}");
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let name = parameter["name"].as_str().unwrap();
+                    if parameter["in"] == "path" {
+                        assert!(
+                            path.contains(&format!("{{{name}}}")),
+                            "{method} {path} {name}"
+                        );
+                    }
+                }
+            }
+        }
+        let list = &doc["paths"]["/incidents"]["get"]["parameters"];
+        let limit = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["in"], "query");
+        assert_eq!(limit["required"], false);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 200);
     }
 
     /// The document states the limits the handlers enforce.

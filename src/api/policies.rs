@@ -120,6 +120,7 @@ fn record_of(state: &AppState, request: PolicyRequest) -> Result<PolicyRecord, A
     )?)
 }
 
+/// Create an escalation policy
 #[utoipa::path(
     post, path = "/escalation-policies", tag = "escalation policies", request_body = PolicyRequest,
     responses((status = 201, body = PolicyView), (status = 409, description = "The name is taken")),
@@ -137,6 +138,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(policy.into())))
 }
 
+/// List escalation policies
 #[utoipa::path(
     get, path = "/escalation-policies", tag = "escalation policies",
     responses((status = 200, body = PolicyList)),
@@ -152,6 +154,7 @@ pub async fn list(
     }))
 }
 
+/// Get an escalation policy
 #[utoipa::path(
     get, path = "/escalation-policies/{id}", tag = "escalation policies", params(("id" = Uuid, Path)),
     responses((status = 200, body = PolicyView), (status = 404)),
@@ -170,6 +173,7 @@ pub async fn get(
     Ok(Json(policy.into()))
 }
 
+/// Replace an escalation policy
 #[utoipa::path(
     put, path = "/escalation-policies/{id}", tag = "escalation policies", params(("id" = Uuid, Path)),
     request_body = PolicyRequest,

@@ -1,7 +1,7 @@
 //! Services and their integration keys: made and changed by admins, read by anyone with a token,
 //! never deleted. A key's secret is shown once, in the answer that creates it, and kept hashed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CACHE_CONTROL;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Authorized, Viewer};
 use super::cache::KeyRoute;
-use super::extract::{IdPath, JsonBody};
+use super::extract::{IdPath, JsonBody, PathParams};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::service::check_name;
 use crate::domain::{
@@ -159,6 +159,7 @@ fn policy_error(error: crate::store::StoreError, policy: Option<Uuid>) -> ApiErr
     }
 }
 
+/// Create a service
 #[utoipa::path(
     post, path = "/services", tag = "services", request_body = NewServiceRequest,
     responses(
@@ -187,6 +188,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(service)))
 }
 
+/// List services
 #[utoipa::path(
     get, path = "/services", tag = "services",
     responses((status = 200, body = ServiceList)),
@@ -201,6 +203,7 @@ pub async fn list(
     }))
 }
 
+/// Get a service
 #[utoipa::path(
     get, path = "/services/{id}", tag = "services", params(("id" = Uuid, Path)),
     responses((status = 200, body = Service), (status = 404)),
@@ -219,6 +222,7 @@ pub async fn get(
     Ok(Json(service))
 }
 
+/// Change a service
 #[utoipa::path(
     patch, path = "/services/{id}", tag = "services", params(("id" = Uuid, Path)),
     request_body = ServicePatch,
@@ -256,6 +260,7 @@ pub async fn update(
     Ok(Json(service))
 }
 
+/// Create an integration key for a service
 #[utoipa::path(
     post, path = "/services/{id}/integration-keys", tag = "services", params(("id" = Uuid, Path)),
     request_body = NewKeyRequest,
@@ -298,6 +303,7 @@ pub async fn create_key(
     ))
 }
 
+/// List a service's integration keys
 #[utoipa::path(
     get, path = "/services/{id}/integration-keys", tag = "services", params(("id" = Uuid, Path)),
     responses((status = 200, body = KeyList), (status = 404)),
@@ -328,6 +334,7 @@ pub struct KeyPath {
     key_id: Uuid,
 }
 
+/// Revoke an integration key
 #[utoipa::path(
     delete, path = "/services/{id}/integration-keys/{key_id}", tag = "services", params(KeyPath),
     responses(
@@ -339,7 +346,7 @@ pub struct KeyPath {
 pub async fn revoke_key(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Admin>,
-    Path(KeyPath { id, key_id }): Path<KeyPath>,
+    PathParams(KeyPath { id, key_id }): PathParams<KeyPath>,
 ) -> Result<Json<IntegrationKey>, ApiError> {
     let store = state.store.clone();
     let revoked = to_completion(async move {
@@ -382,6 +389,7 @@ pub struct HeartbeatList {
     pub heartbeats: Vec<Heartbeat>,
 }
 
+/// Create a heartbeat monitor on a service
 #[utoipa::path(
     post, path = "/services/{id}/heartbeats", tag = "services", params(("id" = Uuid, Path)),
     request_body = NewHeartbeatRequest,
@@ -412,6 +420,7 @@ pub async fn create_heartbeat(
     ))
 }
 
+/// List a service's heartbeat monitors
 #[utoipa::path(
     get, path = "/services/{id}/heartbeats", tag = "services", params(("id" = Uuid, Path)),
     responses((status = 200, body = HeartbeatList), (status = 404)),
@@ -457,6 +466,7 @@ fn missing_heartbeat(id: Uuid, heartbeat_id: Uuid) -> impl FnOnce() -> String {
     move || format!("heartbeat monitor {heartbeat_id} not found on service {id}")
 }
 
+/// Change a heartbeat monitor
 #[utoipa::path(
     patch, path = "/services/{id}/heartbeats/{heartbeat_id}", tag = "services",
     params(HeartbeatPath), request_body = HeartbeatChangeRequest,
@@ -470,7 +480,7 @@ fn missing_heartbeat(id: Uuid, heartbeat_id: Uuid) -> impl FnOnce() -> String {
 pub async fn change_heartbeat(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Admin>,
-    Path(HeartbeatPath { id, heartbeat_id }): Path<HeartbeatPath>,
+    PathParams(HeartbeatPath { id, heartbeat_id }): PathParams<HeartbeatPath>,
     JsonBody(request): JsonBody<HeartbeatChangeRequest>,
 ) -> Result<Json<Heartbeat>, ApiError> {
     let change = HeartbeatChange::new(request.name.as_deref(), request.interval.as_deref())?;
@@ -483,6 +493,7 @@ pub async fn change_heartbeat(
     Ok(Json(changed))
 }
 
+/// Retire a heartbeat monitor
 #[utoipa::path(
     delete, path = "/services/{id}/heartbeats/{heartbeat_id}", tag = "services",
     params(HeartbeatPath),
@@ -495,7 +506,7 @@ pub async fn change_heartbeat(
 pub async fn retire_heartbeat(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Admin>,
-    Path(HeartbeatPath { id, heartbeat_id }): Path<HeartbeatPath>,
+    PathParams(HeartbeatPath { id, heartbeat_id }): PathParams<HeartbeatPath>,
 ) -> Result<Json<Heartbeat>, ApiError> {
     let store = state.store.clone();
     let at = Timestamp::now();
@@ -523,6 +534,7 @@ pub struct PingPath {
     key: String,
 }
 
+/// Ping a heartbeat monitor
 #[utoipa::path(
     post, path = "/heartbeats/{key}", tag = "services", params(PingPath),
     responses(
@@ -532,7 +544,7 @@ pub struct PingPath {
 )]
 pub async fn ping(
     State(state): State<AppState>,
-    Path(PingPath { key }): Path<PingPath>,
+    PathParams(PingPath { key }): PathParams<PingPath>,
 ) -> Result<Json<Pinged>, ApiError> {
     let at = Timestamp::now();
     let before = state

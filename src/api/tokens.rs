@@ -100,6 +100,7 @@ pub async fn issue_for_user(
     Ok((store.create_token(token).await?, secret))
 }
 
+/// Create an API token
 #[utoipa::path(
     post, path = "/tokens", tag = "tokens", request_body = CreateTokenRequest,
     responses(
@@ -125,6 +126,7 @@ pub async fn create(
     Ok(created(token, &secret))
 }
 
+/// List API tokens
 #[utoipa::path(
     get, path = "/tokens", tag = "tokens",
     responses((status = 200, description = "Every token, revoked ones included, without secrets", body = TokenList)),
@@ -139,6 +141,7 @@ pub async fn list(
     }))
 }
 
+/// Revoke an API token
 #[utoipa::path(
     delete, path = "/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)),
     responses(

@@ -96,6 +96,7 @@ pub struct CreateUserTokenRequest {
     pub name: String,
 }
 
+/// Create a user
 #[utoipa::path(
     post, path = "/users", tag = "users", request_body = CreateUserRequest,
     responses(
@@ -124,6 +125,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// List users
 #[utoipa::path(
     get, path = "/users", tag = "users",
     responses((status = 200, body = UserList)),
@@ -138,6 +140,7 @@ pub async fn list(
     }))
 }
 
+/// Get a user
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 404)),
@@ -156,6 +159,7 @@ pub async fn get(
     Ok(Json(user))
 }
 
+/// Change a user
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     request_body = UserPatch,
@@ -211,6 +215,7 @@ enum UpdateError {
     Invalid(#[from] InvalidUser),
 }
 
+/// Create a token that acts for a user
 #[utoipa::path(
     post, path = "/users/{id}/tokens", tag = "users", params(("id" = Uuid, Path)),
     request_body = CreateUserTokenRequest,
@@ -243,6 +248,7 @@ pub async fn create_token(
     Ok(tokens::created(token, &secret))
 }
 
+/// Who the caller is
 #[utoipa::path(
     get, path = "/me", tag = "users",
     responses(
