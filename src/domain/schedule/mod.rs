@@ -194,6 +194,12 @@ fn shift(user: Uuid, start: Timestamp, end: Timestamp) -> Shift {
     }
 }
 
+/// Whether [`Schedule::shifts`] and [`Schedule::gaps`] answer for `[from, to)`: `to` after
+/// `from`, at most [`MAX_RANGE_DAYS`] later. For checking a range before reading a schedule.
+pub fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), InvalidSchedule> {
+    range(from, to).map(|_| ())
+}
+
 /// `[from, to)` checked: not empty, not longer than [`MAX_RANGE_DAYS`].
 fn range(
     from: DateTime<Utc>,
