@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::rows::{self, Columns};
 use super::shared::Pools;
-use super::statements::Dialect;
+use super::statements::{Dialect, Statement};
 use super::{Result, ScheduleLayers, Schedules, StoreError};
 use crate::domain::schedule::{OverrideRecord, RestrictionFields, RotationRecord, ScheduleRecord};
 use crate::domain::Timestamp;
@@ -108,25 +108,14 @@ where
 
     async fn add_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord> {
         let mut conn = self.writer().acquire().await?;
-        let fields = &rotation.fields;
-        let row = sqlx::query(
+        let row = rotation_row::<B::Db>(
             "insert into rotations (id, schedule_id, name, kind, shift_length, start, participants,
                  priority, restrictions, created_at, updated_at)
              select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
              where exists (select 1 from schedules where id = $2)
              returning *",
+            rotation,
         )
-        .bind(B::Db::id(rotation.id))
-        .bind(B::Db::id(rotation.schedule_id))
-        .bind(rotation.name.clone())
-        .bind(fields.kind.as_str())
-        .bind(fields.shift_length)
-        .bind(fields.start.clone())
-        .bind(Json(fields.participants.clone()))
-        .bind(fields.priority)
-        .bind(Json(fields.restrictions.clone()))
-        .bind(B::Db::time(rotation.created_at))
-        .bind(B::Db::time(rotation.updated_at))
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -135,23 +124,14 @@ where
 
     async fn replace_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord> {
         let mut conn = self.writer().acquire().await?;
-        let fields = &rotation.fields;
-        let row = sqlx::query(
-            "update rotations set name = $1, kind = $2, shift_length = $3, start = $4,
-                 participants = $5, priority = $6, restrictions = $7, updated_at = $8
-             where id = $9 and schedule_id = $10 and retired_at is null
+        // The same parameters as the insert's; `created_at` ($10) is kept.
+        let row = rotation_row::<B::Db>(
+            "update rotations set name = $3, kind = $4, shift_length = $5, start = $6,
+                 participants = $7, priority = $8, restrictions = $9, updated_at = $11
+             where id = $1 and schedule_id = $2 and retired_at is null
              returning *",
+            rotation,
         )
-        .bind(rotation.name.clone())
-        .bind(fields.kind.as_str())
-        .bind(fields.shift_length)
-        .bind(fields.start.clone())
-        .bind(Json(fields.participants.clone()))
-        .bind(fields.priority)
-        .bind(Json(fields.restrictions.clone()))
-        .bind(B::Db::time(rotation.updated_at))
-        .bind(B::Db::id(rotation.id))
-        .bind(B::Db::id(rotation.schedule_id))
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -171,17 +151,7 @@ where
         at: Timestamp,
     ) -> Result<RotationRecord> {
         let mut conn = self.writer().acquire().await?;
-        let row = sqlx::query(
-            "update rotations set retired_at = $1
-             where id = $2 and schedule_id = $3 and retired_at is null
-             returning *",
-        )
-        .bind(B::Db::time(at))
-        .bind(B::Db::id(id))
-        .bind(B::Db::id(schedule_id))
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let row = retire::<B::Db>(&mut conn, "rotations", schedule_id, id, at).await?;
         rows::rotation(&row)
     }
 
@@ -225,17 +195,7 @@ where
         at: Timestamp,
     ) -> Result<OverrideRecord> {
         let mut conn = self.writer().acquire().await?;
-        let row = sqlx::query(
-            "update overrides set retired_at = $1
-             where id = $2 and schedule_id = $3 and retired_at is null
-             returning *",
-        )
-        .bind(B::Db::time(at))
-        .bind(B::Db::id(id))
-        .bind(B::Db::id(schedule_id))
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let row = retire::<B::Db>(&mut conn, "overrides", schedule_id, id, at).await?;
         rows::override_record(&row)
     }
 
@@ -257,6 +217,59 @@ where
             overrides: live_overrides(&mut conn, schedule_id, Some(from), Some(to)).await?,
         })
     }
+}
+
+/// `sql` with `rotation`'s columns bound as `$1` … `$11`: id, schedule_id, name, kind,
+/// shift_length, start, participants, priority, restrictions, created_at, updated_at.
+fn rotation_row<'q, D: Dialect>(sql: &'q str, rotation: &RotationRecord) -> Statement<'q, D>
+where
+    for<'a> String: Encode<'a, D> + Type<D>,
+    for<'a> &'a str: Encode<'a, D> + Type<D>,
+    for<'a> i64: Encode<'a, D> + Type<D>,
+    for<'a> i32: Encode<'a, D> + Type<D>,
+    for<'a> Json<Vec<Uuid>>: Encode<'a, D> + Type<D>,
+    for<'a> Json<Vec<RestrictionFields>>: Encode<'a, D> + Type<D>,
+{
+    let fields = &rotation.fields;
+    sqlx::query(sql)
+        .bind(D::id(rotation.id))
+        .bind(D::id(rotation.schedule_id))
+        .bind(rotation.name.clone())
+        .bind(fields.kind.as_str())
+        .bind(fields.shift_length)
+        .bind(fields.start.clone())
+        .bind(Json(fields.participants.clone()))
+        .bind(fields.priority)
+        .bind(Json(fields.restrictions.clone()))
+        .bind(D::time(rotation.created_at))
+        .bind(D::time(rotation.updated_at))
+}
+
+/// Retires row `id` of `table` (`rotations` or `overrides`) in schedule `schedule_id` at `at`,
+/// and returns it; `NotFound` unless it is there and live.
+async fn retire<D: Dialect>(
+    conn: &mut PoolConnection<D>,
+    table: &str,
+    schedule_id: Uuid,
+    id: Uuid,
+    at: Timestamp,
+) -> Result<D::Row>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
+    let sql = format!(
+        "update {table} set retired_at = $1
+         where id = $2 and schedule_id = $3 and retired_at is null
+         returning *"
+    );
+    sqlx::query(&sql)
+        .bind(D::time(at))
+        .bind(D::id(id))
+        .bind(D::id(schedule_id))
+        .fetch_optional(&mut **conn)
+        .await?
+        .ok_or(StoreError::NotFound)
 }
 
 /// The schedule's live rotations, in the order they were made.
