@@ -24,18 +24,19 @@ use crate::domain::Timestamp;
 
 const DUPLICATE_NAME: &str = "a schedule with this name already exists";
 
-/// `NotFound` unless schedule `id` exists.
-async fn schedule_exists<D: Dialect>(conn: &mut PoolConnection<D>, id: Uuid) -> Result<()>
+/// Schedule `id`, read on `conn`; `NotFound` if there is none.
+async fn schedule_on<D: Dialect>(conn: &mut PoolConnection<D>, id: Uuid) -> Result<ScheduleRecord>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+    D::Row: Columns,
 {
-    sqlx::query("select 1 from schedules where id = $1")
+    let row = sqlx::query("select * from schedules where id = $1")
         .bind(D::id(id))
         .fetch_optional(&mut **conn)
         .await?
         .ok_or(StoreError::NotFound)?;
-    Ok(())
+    rows::schedule(&row)
 }
 
 #[async_trait]
@@ -98,12 +99,7 @@ where
 
     async fn schedule(&self, id: Uuid) -> Result<ScheduleRecord> {
         let mut conn = self.reader().acquire().await?;
-        let row = sqlx::query("select * from schedules where id = $1")
-            .bind(B::Db::id(id))
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        rows::schedule(&row)
+        schedule_on(&mut conn, id).await
     }
 
     async fn add_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord> {
@@ -140,7 +136,7 @@ where
 
     async fn rotations(&self, schedule_id: Uuid) -> Result<Vec<RotationRecord>> {
         let mut conn = self.reader().acquire().await?;
-        schedule_exists(&mut conn, schedule_id).await?;
+        schedule_on(&mut conn, schedule_id).await?;
         live_rotations(&mut conn, schedule_id).await
     }
 
@@ -184,7 +180,7 @@ where
         to: Option<Timestamp>,
     ) -> Result<Vec<OverrideRecord>> {
         let mut conn = self.reader().acquire().await?;
-        schedule_exists(&mut conn, schedule_id).await?;
+        schedule_on(&mut conn, schedule_id).await?;
         live_overrides(&mut conn, schedule_id, from, to).await
     }
 
@@ -206,13 +202,8 @@ where
         to: Timestamp,
     ) -> Result<ScheduleLayers> {
         let mut conn = self.reader().acquire().await?;
-        let row = sqlx::query("select * from schedules where id = $1")
-            .bind(B::Db::id(schedule_id))
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::NotFound)?;
         Ok(ScheduleLayers {
-            schedule: rows::schedule(&row)?,
+            schedule: schedule_on(&mut conn, schedule_id).await?,
             rotations: live_rotations(&mut conn, schedule_id).await?,
             overrides: live_overrides(&mut conn, schedule_id, Some(from), Some(to)).await?,
         })

@@ -27,6 +27,14 @@ async fn person(store: &dyn Store, handle: &str) -> User {
         .unwrap()
 }
 
+/// A UTC schedule `primary`, and users `asha` and `ben`.
+async fn primary_with_asha_and_ben(store: &dyn Store) -> (ScheduleRecord, User, User) {
+    let schedule = ScheduleRecord::new("primary", "UTC", minute(0)).unwrap();
+    store.create_schedule(&schedule).await.unwrap();
+    let (asha, ben) = (person(store, "asha").await, person(store, "ben").await);
+    (schedule, asha, ben)
+}
+
 fn rotation(schedule: &ScheduleRecord, name: &str, participants: Vec<Uuid>) -> RotationRecord {
     let fields = RotationFields {
         kind: RotationKind::Daily,
@@ -92,12 +100,7 @@ async fn rotations_keep_their_fields_order_and_place_until_retired(backend: Back
         return;
     };
     let store = open_store(&db).await;
-    let (asha, ben) = (
-        person(store.as_ref(), "asha").await,
-        person(store.as_ref(), "ben").await,
-    );
-    let schedule = ScheduleRecord::new("primary", "UTC", minute(0)).unwrap();
-    store.create_schedule(&schedule).await.unwrap();
+    let (schedule, asha, ben) = primary_with_asha_and_ben(store.as_ref()).await;
     // A user may take more than one turn.
     let first = rotation(&schedule, "weekdays", vec![asha.id, ben.id, asha.id]);
     assert_eq!(store.add_rotation(&first).await.unwrap(), first);
@@ -151,12 +154,7 @@ async fn overrides_are_found_by_the_range_they_overlap_until_retired(backend: Ba
         return;
     };
     let store = open_store(&db).await;
-    let (asha, ben) = (
-        person(store.as_ref(), "asha").await,
-        person(store.as_ref(), "ben").await,
-    );
-    let schedule = ScheduleRecord::new("primary", "UTC", minute(0)).unwrap();
-    store.create_schedule(&schedule).await.unwrap();
+    let (schedule, asha, ben) = primary_with_asha_and_ben(store.as_ref()).await;
     let cover = |start, end| {
         OverrideRecord::new(
             schedule.id,
