@@ -2,6 +2,7 @@
 # Installs the tools Klaxon's tests run beside cargo, each only when it is missing:
 # - aiosmtpd (PyPI), the SMTP server that tests/support/smtp_sink.py runs for tests/notify_email.rs;
 # - pagerduty (PyPI), PagerDuty's own Events API v2 client, which tests/support/pd_client.py drives;
+# - icalendar (PyPI), the iCalendar parser tests/support/ics_parse.py reads schedule feeds with;
 # - prometheus-alertmanager (Debian), the Alertmanager that tests/support/alertmanager.py runs.
 set -euo pipefail
 
@@ -15,6 +16,10 @@ fi
 
 if ! python3 -c 'import pagerduty' 2>/dev/null; then
     pip_install pagerduty
+fi
+
+if ! python3 -c 'import icalendar' 2>/dev/null; then
+    pip_install icalendar
 fi
 
 if ! command -v prometheus-alertmanager >/dev/null; then

@@ -29,6 +29,8 @@ mod catalog;
 mod outbox;
 #[path = "store_conformance/reach.rs"]
 mod reach;
+#[path = "store_conformance/schedules.rs"]
+mod schedules;
 
 on_every_backend!(
     migrating_twice_is_a_no_op,

@@ -70,21 +70,59 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = authenticate(parts, state).await?;
-        if !caller.role.allows(R::ROLE) {
-            return Err(ApiError::Forbidden(format!(
-                "this needs the {} role; {} has the {} role",
-                R::ROLE.as_str(),
-                caller.described(),
-                caller.role.as_str()
-            )));
-        }
-        Ok(Self(caller, PhantomData))
+        let caller = authenticate(bearer_secret(&parts.headers)?, state).await?;
+        Ok(Self(allowed::<R>(caller)?, PhantomData))
     }
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let presented = bearer_secret(&parts.headers)?;
+/// The query parameter a feed takes its token from.
+pub const FEED_TOKEN_PARAMETER: &str = "token";
+
+/// A caller whose role includes `R`, by the `Authorization` header as [`Authorized`] takes it
+/// or, without one, by the `token` query parameter: for feeds that calendar clients fetch, which
+/// cannot send headers. Requests are logged by path, never with their query, so the token stays
+/// out of the logs.
+pub struct FeedAuthorized<R>(pub Caller, pub PhantomData<R>);
+
+impl<R: Requirement> FromRequestParts<AppState> for FeedAuthorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = if parts.headers.contains_key(AUTHORIZATION) {
+            authenticate(bearer_secret(&parts.headers)?, state).await?
+        } else {
+            let query = parts.uri.query().unwrap_or_default();
+            let secret = form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == FEED_TOKEN_PARAMETER)
+                .map(|(_, secret)| secret.trim().to_owned())
+                .filter(|secret| !secret.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "missing token: add `?token=<token>` or send `Authorization: Bearer <token>`"
+                            .into(),
+                    )
+                })?;
+            authenticate(&secret, state).await?
+        };
+        Ok(Self(allowed::<R>(caller)?, PhantomData))
+    }
+}
+
+/// `caller`, if their role includes `R`'s.
+fn allowed<R: Requirement>(caller: Caller) -> Result<Caller, ApiError> {
+    if !caller.role.allows(R::ROLE) {
+        return Err(ApiError::Forbidden(format!(
+            "this needs the {} role; {} has the {} role",
+            R::ROLE.as_str(),
+            caller.described(),
+            caller.role.as_str()
+        )));
+    }
+    Ok(caller)
+}
+
+/// Who presents the token `presented`.
+async fn authenticate(presented: &str, state: &AppState) -> Result<Caller, ApiError> {
     let hash = TokenSecret::from_presented(presented).hash();
     let token = match state.tokens.get(&hash) {
         Some(token) => token,

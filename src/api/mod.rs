@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod policies;
+pub mod schedules;
 pub mod services;
 pub mod tokens;
 pub mod twilio;
@@ -31,7 +32,7 @@ use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::HeaderValue;
 use axum::middleware::{map_request, map_response};
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -228,6 +229,31 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/escalation-policies/{id}",
             get(policies::get).put(policies::replace),
         )
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get).patch(schedules::update),
+        )
+        .route(
+            "/schedules/{id}/rotations",
+            post(schedules::add_rotation).get(schedules::rotations),
+        )
+        .route(
+            "/schedules/{id}/rotations/{rotation_id}",
+            put(schedules::replace_rotation).delete(schedules::retire_rotation),
+        )
+        .route(
+            "/schedules/{id}/overrides",
+            post(schedules::add_override).get(schedules::overrides),
+        )
+        .route(
+            "/schedules/{id}/overrides/{override_id}",
+            delete(schedules::retire_override),
+        )
+        .route("/schedules/{id}/on-call", get(schedules::on_call))
+        .route("/schedules/{id}/shifts", get(schedules::shifts))
+        .route("/schedules/{id}/gaps", get(schedules::gaps))
+        .route("/schedules/{id}/calendar.ics", get(schedules::calendar))
         .route("/integrations/twilio/sms", post(twilio::inbound_sms))
         .route("/integrations/twilio/status", post(twilio::status))
         .route("/integrations/twilio/voice/test", post(twilio::voice_test))

@@ -1,13 +1,13 @@
 //! The OpenAPI 3 document of the whole API, generated from the handlers' annotations.
 
 use axum::Json;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{Authorized, Viewer};
 use super::{
     alertmanager, contacts, enqueue, health, incidents, links, messages, metrics, notifications,
-    policies, services, tokens, twilio, users,
+    policies, schedules, services, tokens, twilio, users,
 };
 
 #[derive(OpenApi)]
@@ -61,6 +61,21 @@ use super::{
         policies::list,
         policies::get,
         policies::replace,
+        schedules::create,
+        schedules::list,
+        schedules::get,
+        schedules::update,
+        schedules::add_rotation,
+        schedules::rotations,
+        schedules::replace_rotation,
+        schedules::retire_rotation,
+        schedules::add_override,
+        schedules::overrides,
+        schedules::retire_override,
+        schedules::on_call,
+        schedules::shifts,
+        schedules::gaps,
+        schedules::calendar,
         links::confirm,
         links::act,
         twilio::inbound_sms,
@@ -84,6 +99,13 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Feeds that calendar clients fetch take the token in the query (`FeedAuthorized`).
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new(
+                super::auth::FEED_TOKEN_PARAMETER,
+            ))),
         );
         for item in openapi.paths.paths.values_mut() {
             let operations = [

@@ -19,10 +19,11 @@ use uuid::Uuid;
 
 use super::{
     AttemptRecord, Backlog, Catalog, Changes, IncidentQuery, Ingested, Outbox, Page, People,
-    Queries, Receipt, Result, Scheduled, SendPlan, Settled, Store, StoreError, TransitionOutcome,
-    TransitionRequest,
+    Queries, Receipt, Result, ScheduleLayers, Scheduled, Schedules, SendPlan, Settled, Store,
+    StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
+use crate::domain::schedule::{OverrideRecord, RotationRecord, ScheduleRecord};
 use crate::domain::{
     ContactMethod, Escalation, Heartbeat, HeartbeatChange, Incident, IntegrationKey, NewEvent,
     NewToken, Notification, NotificationRule, PolicyRecord, Service, TimelineEntry, Timestamp,
@@ -214,6 +215,10 @@ impl People for Guarded {
 
     async fn users(&self) -> Result<Vec<User>> {
         self.call(self.inner.users()).await
+    }
+
+    async fn users_by_handle(&self, handles: &[String]) -> Result<Vec<User>> {
+        self.call(self.inner.users_by_handle(handles)).await
     }
 
     async fn user(&self, id: Uuid) -> Result<User> {
@@ -463,5 +468,78 @@ impl Catalog for Guarded {
     async fn note_missed(&self, id: Uuid, incident_id: Uuid, now: Timestamp) -> Result<bool> {
         self.call(self.inner.note_missed(id, incident_id, now))
             .await
+    }
+}
+
+#[async_trait]
+impl Schedules for Guarded {
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<ScheduleRecord> {
+        self.call(self.inner.create_schedule(schedule)).await
+    }
+
+    async fn update_schedule(&self, schedule: &ScheduleRecord) -> Result<ScheduleRecord> {
+        self.call(self.inner.update_schedule(schedule)).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.call(self.inner.schedules()).await
+    }
+
+    async fn schedule(&self, id: Uuid) -> Result<ScheduleRecord> {
+        self.call(self.inner.schedule(id)).await
+    }
+
+    async fn add_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord> {
+        self.call(self.inner.add_rotation(rotation)).await
+    }
+
+    async fn replace_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord> {
+        self.call(self.inner.replace_rotation(rotation)).await
+    }
+
+    async fn rotations(&self, schedule_id: Uuid) -> Result<Vec<RotationRecord>> {
+        self.call(self.inner.rotations(schedule_id)).await
+    }
+
+    async fn retire_rotation(
+        &self,
+        schedule_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<RotationRecord> {
+        self.call(self.inner.retire_rotation(schedule_id, id, at))
+            .await
+    }
+
+    async fn add_override(&self, taken: &OverrideRecord) -> Result<OverrideRecord> {
+        self.call(self.inner.add_override(taken)).await
+    }
+
+    async fn overrides(
+        &self,
+        schedule_id: Uuid,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<OverrideRecord>> {
+        self.call(self.inner.overrides(schedule_id, from, to)).await
+    }
+
+    async fn retire_override(
+        &self,
+        schedule_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<OverrideRecord> {
+        self.call(self.inner.retire_override(schedule_id, id, at))
+            .await
+    }
+
+    async fn layers(
+        &self,
+        schedule_id: Uuid,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<ScheduleLayers> {
+        self.call(self.inner.layers(schedule_id, from, to)).await
     }
 }

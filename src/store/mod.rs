@@ -2,8 +2,10 @@
 //! [`postgres`] (production, several instances). Both pass the same conformance suite
 //! (`tests/store_conformance.rs`).
 //!
-//! A store is two traits (see docs/architecture.md, "Storage"):
+//! A store is these traits (see docs/architecture.md, "Storage"):
 //! - [`Queries`]: single statements (reads, token writes), which each backend answers itself;
+//! - [`People`], [`Outbox`], [`Catalog`] and [`Schedules`]: tables whose SQL is the same on both
+//!   backends, written once over a backend's pools ([`shared::Pools`]);
 //! - [`Changes`]: the writes that carry rules (ingest, transitions, settling due escalations),
 //!   written once in [`changes`] for every [`Backend`], over the statements a backend provides
 //!   in [`backend`]. The statements whose SQL both backends share (`statements.rs`) and the
@@ -24,6 +26,7 @@ pub mod changes;
 pub mod listen;
 pub mod postgres;
 mod rows;
+pub mod schedules;
 pub mod shared;
 pub mod sqlite;
 mod statements;
@@ -38,6 +41,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::domain::schedule::{OverrideRecord, RotationRecord, ScheduleRecord};
 use crate::domain::{
     Action, ContactMethod, Escalation, EscalationPolicy, Event, Failover, Heartbeat,
     HeartbeatChange, Incident, IncidentStatus, IntegrationKey, InvalidTransition, NewEvent,
@@ -301,6 +305,9 @@ pub trait People: Send + Sync + 'static {
     /// Every user, active or not, by handle.
     async fn users(&self) -> Result<Vec<User>>;
 
+    /// The users with these handles (any that exist, in any order).
+    async fn users_by_handle(&self, handles: &[String]) -> Result<Vec<User>>;
+
     async fn user(&self, id: Uuid) -> Result<User>;
 
     /// Adds a contact method; [`StoreError::Duplicate`] if the user has it already.
@@ -434,6 +441,82 @@ pub trait Catalog: Send + Sync + 'static {
     async fn note_missed(&self, id: Uuid, incident_id: Uuid, now: Timestamp) -> Result<bool>;
 }
 
+/// On-call schedules, their rotations and overrides: written once for every backend, in
+/// [`schedules`]. Nothing is deleted: rotations and overrides are retired, and only live ones are
+/// listed, in the order they were made (the order [`Schedule`] breaks ties by).
+///
+/// [`Schedule`]: crate::domain::schedule::Schedule
+#[async_trait]
+pub trait Schedules: Send + Sync + 'static {
+    /// [`StoreError::Duplicate`] if the name is taken.
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<ScheduleRecord>;
+
+    /// Stores `schedule`'s name, zone and `updated_at` over the schedule with its id; `NotFound`
+    /// if there is none, [`StoreError::Duplicate`] if the name is taken.
+    async fn update_schedule(&self, schedule: &ScheduleRecord) -> Result<ScheduleRecord>;
+
+    /// By name.
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
+
+    async fn schedule(&self, id: Uuid) -> Result<ScheduleRecord>;
+
+    /// `NotFound` if its schedule does not exist.
+    async fn add_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord>;
+
+    /// Stores `rotation`'s name, fields and `updated_at` over the live rotation with its id in
+    /// its schedule, which keeps its place in the order; `NotFound` if there is none.
+    async fn replace_rotation(&self, rotation: &RotationRecord) -> Result<RotationRecord>;
+
+    /// The schedule's live rotations; `NotFound` if there is no schedule.
+    async fn rotations(&self, schedule_id: Uuid) -> Result<Vec<RotationRecord>>;
+
+    /// Retires one of the schedule's live rotations at `at`; `NotFound` unless there is one.
+    async fn retire_rotation(
+        &self,
+        schedule_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<RotationRecord>;
+
+    /// `NotFound` if its schedule does not exist.
+    async fn add_override(&self, taken: &OverrideRecord) -> Result<OverrideRecord>;
+
+    /// The schedule's live overrides that end after `from` and start before `to` (either bound
+    /// left open when `None`); `NotFound` if there is no schedule.
+    async fn overrides(
+        &self,
+        schedule_id: Uuid,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<OverrideRecord>>;
+
+    /// Retires one of the schedule's live overrides at `at`; `NotFound` unless there is one.
+    async fn retire_override(
+        &self,
+        schedule_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<OverrideRecord>;
+
+    /// What answers who is on call within `[from, to)`: the schedule, its live rotations and
+    /// its live overrides that overlap the range, read on one connection. `NotFound` if there
+    /// is no schedule.
+    async fn layers(
+        &self,
+        schedule_id: Uuid,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<ScheduleLayers>;
+}
+
+/// A schedule with the rotations and overrides that apply, from [`Schedules::layers`].
+#[derive(Debug, Clone)]
+pub struct ScheduleLayers {
+    pub schedule: ScheduleRecord,
+    pub rotations: Vec<RotationRecord>,
+    pub overrides: Vec<OverrideRecord>,
+}
+
 /// The notifications outbox: written once for every backend, in [`shared`].
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
@@ -488,9 +571,9 @@ pub trait Outbox: Send + Sync + 'static {
 
 /// A whole store: what a backend answers itself, the tables written once for every backend, and
 /// the rules written once above them.
-pub trait Store: Queries + People + Outbox + Changes + Catalog {}
+pub trait Store: Queries + People + Outbox + Changes + Catalog + Schedules {}
 
-impl<S: Queries + People + Outbox + Changes + Catalog> Store for S {}
+impl<S: Queries + People + Outbox + Changes + Catalog + Schedules> Store for S {}
 
 /// A transition as committed: the incident, and what it did to escalations.
 #[derive(Debug, Clone)]

@@ -11,6 +11,9 @@ use super::statements::Dialect;
 use super::{Page, Result, Scheduled, StoreError};
 use std::time::Duration;
 
+use crate::domain::schedule::{
+    OverrideRecord, RestrictionFields, RotationFields, RotationKind, RotationRecord, ScheduleRecord,
+};
 use crate::domain::{
     Channel, ContactMethod, ContactType, Escalation, EscalationPolicy, EscalationStatus, Heartbeat,
     Incident, IncidentStatus, IntegrationKey, Notification, NotificationRule, NotificationStatus,
@@ -272,6 +275,52 @@ pub(crate) fn notification(row: &impl Columns) -> Result<Notification> {
         updated_at: row.timestamp("updated_at")?,
         sent_at: row.optional_timestamp("sent_at")?,
         read_at: row.optional_timestamp("read_at")?,
+    })
+}
+
+pub(crate) fn schedule(row: &impl Columns) -> Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        id: row.uuid("id")?,
+        name: row.text("name")?,
+        time_zone: row.text("time_zone")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+    })
+}
+
+pub(crate) fn rotation(row: &impl Columns) -> Result<RotationRecord> {
+    let participants: Vec<Uuid> = serde_json::from_value(row.json("participants")?)
+        .map_err(|_| StoreError::corrupt("rotation participants", "unreadable"))?;
+    let restrictions: Vec<RestrictionFields> = serde_json::from_value(row.json("restrictions")?)
+        .map_err(|_| StoreError::corrupt("rotation restrictions", "unreadable"))?;
+    Ok(RotationRecord {
+        id: row.uuid("id")?,
+        schedule_id: row.uuid("schedule_id")?,
+        name: row.text("name")?,
+        fields: RotationFields {
+            kind: row.parsed("kind", RotationKind::parse)?,
+            shift_length: row.int("shift_length")?,
+            start: row.text("start")?,
+            participants,
+            priority: row.small_int("priority")?,
+            restrictions,
+        },
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        retired_at: row.optional_timestamp("retired_at")?,
+    })
+}
+
+pub(crate) fn override_record(row: &impl Columns) -> Result<OverrideRecord> {
+    Ok(OverrideRecord {
+        id: row.uuid("id")?,
+        schedule_id: row.uuid("schedule_id")?,
+        user: row.uuid("user_id")?,
+        replaces: row.optional_uuid("replaces_user_id")?,
+        start: row.timestamp("start_at")?,
+        end: row.timestamp("end_at")?,
+        created_at: row.timestamp("created_at")?,
+        retired_at: row.optional_timestamp("retired_at")?,
     })
 }
 

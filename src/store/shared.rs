@@ -173,6 +173,11 @@ where
         found.iter().map(rows::user).collect()
     }
 
+    async fn users_by_handle(&self, handles: &[String]) -> Result<Vec<User>> {
+        let rows = rows_where_in(self.reader(), "users", "handle", handles.to_vec()).await?;
+        rows.iter().map(rows::user).collect()
+    }
+
     async fn user(&self, id: Uuid) -> Result<User> {
         let mut conn = self.reader().acquire().await?;
         let row = sqlx::query("select * from users where id = $1")
@@ -542,7 +547,7 @@ fn id_list<D: Dialect>(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// At most this many ids go into one `id in (…)` read.
+/// At most this many values go into one `in (…)` read.
 const IDS_PER_READ: usize = 500;
 
 /// The rows of `table` with these ids, read in statements of at most [`IDS_PER_READ`] ids.
@@ -552,16 +557,35 @@ where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
 {
+    let ids: Vec<D::Id> = ids.iter().map(|id| D::id(*id)).collect();
+    rows_where_in(pool, table, "id", ids).await
+}
+
+/// The rows of `table` whose `column` is one of `values`, read in statements of at most
+/// [`IDS_PER_READ`] values.
+async fn rows_where_in<D, V>(
+    pool: &Pool<D>,
+    table: &str,
+    column: &str,
+    mut values: Vec<V>,
+) -> Result<Vec<D::Row>>
+where
+    D: Dialect,
+    V: for<'q> Encode<'q, D> + Type<D> + Send + 'static,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
     let mut conn = pool.acquire().await?;
-    let mut found = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(IDS_PER_READ) {
+    let mut found = Vec::with_capacity(values.len());
+    while !values.is_empty() {
+        let chunk: Vec<V> = values.drain(..values.len().min(IDS_PER_READ)).collect();
         let sql = format!(
-            "select * from {table} where id in ({})",
+            "select * from {table} where {column} in ({})",
             id_list::<D>(1, chunk.len())
         );
         let mut read = sqlx::query(&sql);
-        for id in chunk {
-            read = read.bind(D::id(*id));
+        for value in chunk {
+            read = read.bind(value);
         }
         found.extend(read.fetch_all(&mut *conn).await?);
     }

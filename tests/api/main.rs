@@ -16,6 +16,7 @@ mod lifecycle;
 mod notify;
 mod prototype;
 mod reach;
+mod schedules;
 mod services;
 mod state_machine;
 mod users;

@@ -15,9 +15,14 @@
 //!   [`Schedule::shifts`] contain it; where it names nobody, a [`Schedule::gaps`] range does.
 //!   Shifts of one user never overlap; shifts of different users overlap only where an override
 //!   adds someone.
+//!
+//! How schedules are kept (a [`ScheduleRecord`], its [`RotationRecord`]s and [`OverrideRecord`]s,
+//! retired rather than deleted) is in `records.rs`; [`ScheduleRecord::schedule`] builds the
+//! [`Schedule`] from the live ones.
 
 mod layering;
 mod overrides;
+mod records;
 mod restriction;
 mod rotation;
 mod zone;
@@ -30,6 +35,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 pub use overrides::Override;
+pub use records::{OverrideRecord, RotationRecord, ScheduleRecord};
 pub use restriction::{RestrictionFields, TimeWindow};
 pub use rotation::{Rotation, RotationFields, RotationKind, MAX_SHIFT_LENGTH};
 pub use zone::Zone;
@@ -186,6 +192,12 @@ fn shift(user: Uuid, start: Timestamp, end: Timestamp) -> Shift {
         start: instant(start),
         end: instant(end),
     }
+}
+
+/// Whether [`Schedule::shifts`] and [`Schedule::gaps`] answer for `[from, to)`: `to` after
+/// `from`, at most [`MAX_RANGE_DAYS`] later. For checking a range before reading a schedule.
+pub fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), InvalidSchedule> {
+    range(from, to).map(|_| ())
 }
 
 /// `[from, to)` checked: not empty, not longer than [`MAX_RANGE_DAYS`].

@@ -14,6 +14,8 @@ use jiff::{
     SignedDuration, Timestamp,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::zone::{timestamp, Zone};
 use super::{invalid, InvalidSchedule};
 
@@ -23,8 +25,9 @@ const DAY: SignedDuration = SignedDuration::from_hours(24);
 /// The end of a window that closes at midnight, as the API writes it.
 const END_OF_DAY: &str = "24:00";
 
-/// A restriction as the API and config write it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A restriction as the API and config write it (and the store keeps it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RestrictionFields {
     /// `mon` … `sun` (or `monday` … `sunday`), in any case.
     pub weekdays: Vec<String>,

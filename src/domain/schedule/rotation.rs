@@ -27,7 +27,7 @@ use super::{invalid, InvalidSchedule};
 pub const MAX_SHIFT_LENGTH: i64 = 1_000;
 
 /// What a rotation's `shift_length` counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RotationKind {
     Hourly,
@@ -37,6 +37,21 @@ pub enum RotationKind {
 }
 
 impl RotationKind {
+    /// As the API and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hourly => "hourly",
+            Self::Daily => "daily",
+            Self::Weekly => "weekly",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Hourly, Self::Daily, Self::Weekly]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+
     fn hours(self) -> i64 {
         match self {
             Self::Hourly => 1,
