@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::policy::PolicyError;
-use crate::domain::{Channel, EscalationLevel, EscalationPolicy};
+use crate::domain::{Channel, EscalationLevel, EscalationPolicy, OnlyDuring};
 use crate::store::url::redact_password;
 use crate::store::DatabaseUrl;
 
@@ -514,6 +514,8 @@ struct FileLevel {
     targets: Vec<String>,
     #[serde(default)]
     webhooks: Vec<String>,
+    #[serde(default)]
+    only_during: Option<OnlyDuring>,
 }
 
 /// Sets the variables of `.env` in the working directory, if there is one, that are not set
@@ -1008,6 +1010,7 @@ fn policy_from_levels(
             channels: level.channels,
             targets: level.targets,
             webhooks: level.webhooks,
+            only_during: level.only_during,
         };
         level
             .check(|name| webhooks.contains_key(name))

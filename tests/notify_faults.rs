@@ -155,6 +155,7 @@ fn webhook_policy() -> EscalationPolicy {
         channels: vec![Channel::Webhook],
         targets: Vec::new(),
         webhooks: vec![HOOK.to_owned()],
+        only_during: None,
     }])
     .unwrap()
 }

@@ -148,6 +148,7 @@ fn policy(delays: &[u64]) -> Arc<EscalationPolicy> {
             channels: vec![Channel::InApp],
             targets: Vec::new(),
             webhooks: Vec::new(),
+            only_during: None,
         })
         .collect();
     Arc::new(EscalationPolicy::new(levels).expect("a valid policy"))

@@ -14,7 +14,7 @@ use super::extract::{IdPath, JsonBody};
 use super::{to_completion, ApiError, AppState};
 use crate::domain::contact::humantime_text;
 use crate::domain::service::delay;
-use crate::domain::{Channel, EscalationLevel, PolicyRecord, Timestamp};
+use crate::domain::{Channel, EscalationLevel, OnlyDuring, PolicyRecord, Timestamp};
 
 fn missing(id: Uuid) -> impl FnOnce() -> String {
     move || format!("escalation policy {id} not found")
@@ -31,12 +31,18 @@ pub struct LevelBody {
     #[schema(example = "5m")]
     pub delay: String,
     pub channels: Vec<Channel>,
-    /// User handles; none tells every active responder and admin.
+    /// User handles, and `schedule:<name>` for whoever is on call in that schedule when the
+    /// level runs; none tells every active responder and admin.
     #[serde(default)]
     pub targets: Vec<String>,
     /// The `[webhooks.<name>]` the webhook channel posts to.
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// When the level runs, such as `{"weekdays":["mon","tue","wed","thu","fri"],
+    /// "start":"09:00","end":"17:00","time_zone":"Europe/Berlin"}`; outside it the level is
+    /// skipped and the next follows at once. At least one level of a policy has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_during: Option<OnlyDuring>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -77,6 +83,7 @@ impl From<PolicyRecord> for PolicyView {
                     channels: level.channels.clone(),
                     targets: level.targets.clone(),
                     webhooks: level.webhooks.clone(),
+                    only_during: level.only_during.clone(),
                 })
                 .collect(),
             created_at: policy.created_at,
@@ -101,6 +108,7 @@ fn record_of(state: &AppState, request: PolicyRequest) -> Result<PolicyRecord, A
             channels: body.channels,
             targets: body.targets,
             webhooks: body.webhooks,
+            only_during: body.only_during,
         };
         level
             .check(|name| state.reach.webhooks.iter().any(|known| known == name))

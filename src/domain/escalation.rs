@@ -78,6 +78,17 @@ impl NextLevel {
         }
     }
 
+    /// The level of `policy` that follows `executed`, due at `at` itself: `executed` reached
+    /// nobody (nobody on call, or outside its window), so waiting gives nobody time to act.
+    /// `None` after the last.
+    pub fn at_once(
+        executed: &Escalation,
+        policy: &EscalationPolicy,
+        at: Timestamp,
+    ) -> Option<Self> {
+        Self::after(executed, policy, at).map(|next| Self { due: at, ..next })
+    }
+
     /// The level of `policy` that follows `executed`, which executed `at`; `None` after the last.
     pub fn after(executed: &Escalation, policy: &EscalationPolicy, at: Timestamp) -> Option<Self> {
         policy.after(executed.escalation_level).map(|level| Self {

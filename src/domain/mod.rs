@@ -27,7 +27,7 @@ pub use notification::{
     Attempt, Audience, Delivery, Directory, Failover, LevelNotifications, Notification,
     NotificationStatus, Outcome, Planned, RetryPolicy,
 };
-pub use policy::{Channel, EscalationLevel, EscalationPolicy};
+pub use policy::{Channel, EscalationLevel, EscalationPolicy, OnlyDuring};
 pub use service::{
     Heartbeat, HeartbeatChange, IntegrationKey, InvalidService, PolicyRecord, Service,
 };

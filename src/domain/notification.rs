@@ -8,12 +8,14 @@
 //! being stored; the others wait, `PENDING` (a personal rule's until its time), for the
 //! dispatcher.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::policy::SCHEDULE_TARGET;
 use super::token::hex;
 use super::{
     Channel, ContactMethod, ContactType, Escalation, EscalationLevel, NewTimelineEntry,
@@ -142,35 +144,78 @@ impl Notification {
     }
 }
 
+/// Who is on call when a level executes, by the name of each schedule its targets name that
+/// exists: the users' ids, none in a gap.
+pub type OnCall = BTreeMap<String, Vec<Uuid>>;
+
+/// Why a target reached nobody.
+pub const NO_SUCH_HANDLE: &str = "no active user has this handle";
+pub const NO_SUCH_SCHEDULE: &str = "no schedule has this name";
+pub const NOBODY_ON_CALL: &str = "nobody active is on call in this schedule";
+
 /// Who a level reaches, resolved from its targets and the users there are when it executes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audience<'a> {
     pub people: Vec<&'a User>,
-    /// Targets that name no active user.
-    pub unresolved: Vec<String>,
+    /// Targets that reached nobody, each with why.
+    pub unresolved: Vec<(String, &'static str)>,
     /// Nobody the level named could be told, so every active admin is.
     pub fell_back_to_admins: bool,
+    /// Nobody the level named could be told because its schedules have nobody on call, and a
+    /// level follows: it moves on to that level at once rather than fall back to the admins.
+    pub moves_on: bool,
 }
 
 impl<'a> Audience<'a> {
-    /// The active users `level` names, or, without targets, every active responder and admin;
-    /// every active admin when that is nobody (a page is never lost while there is an admin).
-    pub fn of(level: &EscalationLevel, users: &'a [User]) -> Self {
-        let mut people: Vec<&User> = if level.targets.is_empty() {
-            users.iter().filter(|user| user.is_on_duty()).collect()
-        } else {
-            users
-                .iter()
-                .filter(|user| user.active && level.targets.contains(&user.handle))
-                .collect()
-        };
-        let unresolved = level
-            .targets
-            .iter()
-            .filter(|handle| !people.iter().any(|user| &user.handle == *handle))
-            .cloned()
-            .collect();
-        let fell_back_to_admins = people.is_empty();
+    /// The active users `level` names, by handle or as whoever is `on_call` in a schedule it
+    /// names, or, without targets, every active responder and admin. When that is nobody: if
+    /// the level names a schedule and `may_move_on` (a level follows), nobody, and the walk
+    /// moves on; otherwise every active admin (a page is never lost while there is an admin).
+    pub fn of(
+        level: &EscalationLevel,
+        users: &'a [User],
+        on_call: &OnCall,
+        may_move_on: bool,
+    ) -> Self {
+        let mut people: Vec<&User> = Vec::new();
+        let mut unresolved = Vec::new();
+        if level.targets.is_empty() {
+            people = users.iter().filter(|user| user.is_on_duty()).collect();
+        }
+        for target in &level.targets {
+            let found: Vec<&User> = match target.strip_prefix(SCHEDULE_TARGET) {
+                Some(name) => {
+                    let Some(ids) = on_call.get(name) else {
+                        unresolved.push((target.clone(), NO_SUCH_SCHEDULE));
+                        continue;
+                    };
+                    let on_call: Vec<&User> = users
+                        .iter()
+                        .filter(|user| user.active && ids.contains(&user.id))
+                        .collect();
+                    if on_call.is_empty() {
+                        unresolved.push((target.clone(), NOBODY_ON_CALL));
+                    }
+                    on_call
+                }
+                None => {
+                    let named = users
+                        .iter()
+                        .find(|user| user.active && &user.handle == target);
+                    if named.is_none() {
+                        unresolved.push((target.clone(), NO_SUCH_HANDLE));
+                    }
+                    named.into_iter().collect()
+                }
+            };
+            for user in found {
+                if !people.iter().any(|known| known.id == user.id) {
+                    people.push(user);
+                }
+            }
+        }
+        let moves_on = people.is_empty() && may_move_on && level.schedules().next().is_some();
+        let fell_back_to_admins = people.is_empty() && !moves_on;
         if fell_back_to_admins {
             people = users
                 .iter()
@@ -181,6 +226,7 @@ impl<'a> Audience<'a> {
             people,
             unresolved,
             fell_back_to_admins,
+            moves_on,
         }
     }
 }
@@ -190,6 +236,8 @@ impl<'a> Audience<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub users: Vec<User>,
+    /// Who is on call in the schedules the executing levels name.
+    pub on_call: OnCall,
     /// Enabled contact methods.
     pub methods: Vec<ContactMethod>,
     /// Enabled personal rules, in the order they were made.
@@ -214,7 +262,13 @@ pub struct LevelNotifications {
     /// Why the level told no person although its channels tell people: written on the level's
     /// `escalation.executed` entry.
     pub reached_nobody: Option<String>,
+    /// Nobody is on call in the schedules the level names: the next level follows at once.
+    pub moves_on: bool,
 }
+
+/// Why a level told no one and the walk went on at once.
+pub const MOVED_ON: &str =
+    "nobody is on call in the schedules it names: moving on to the next level at once";
 
 /// Why a level told no one: nobody it names is active, and there is no active admin.
 pub const REACHED_NOBODY: &str = "no active user named, no active admin";
@@ -237,26 +291,29 @@ impl LevelNotifications {
     /// - `personal`: one for each message of each of their rules, due at `at` plus the rule's
     ///   delay (and each repeat); someone without rules is told in-app;
     /// - `webhook`: one for each webhook the level names.
+    ///
+    /// A level whose schedules have nobody on call, with a level after it (`may_move_on`),
+    /// tells nobody and says so: the walk moves on at once ([`LevelNotifications::moves_on`]).
     pub fn plan(
         escalation: &Escalation,
         level: &EscalationLevel,
         directory: &Directory,
         at: Timestamp,
+        may_move_on: bool,
     ) -> Self {
-        let audience = Audience::of(level, &directory.users);
+        let audience = Audience::of(level, &directory.users, &directory.on_call, may_move_on);
         let mut planned = Self::default();
         let incident_id = escalation.incident_id;
-        for target in &audience.unresolved {
-            planned.unreached(
-                incident_id,
-                escalation.escalation_level,
-                target,
-                "no active user has this handle",
-                at,
-            );
+        for (target, reason) in &audience.unresolved {
+            planned.unreached(incident_id, escalation.escalation_level, target, reason, at);
         }
         let tells_people = level.channels.iter().any(|c| *c != Channel::Webhook);
-        if tells_people && audience.people.is_empty() {
+        if audience.moves_on {
+            planned.moves_on = true;
+            if tells_people {
+                planned.reached_nobody = Some(MOVED_ON.to_owned());
+            }
+        } else if tells_people && audience.people.is_empty() {
             planned.reached_nobody = Some(REACHED_NOBODY.to_owned());
         } else if tells_people && audience.fell_back_to_admins {
             planned.entries.push(NewTimelineEntry::system(
@@ -720,6 +777,7 @@ mod tests {
             channels: channels.to_vec(),
             targets: targets.iter().map(|t| t.to_string()).collect(),
             webhooks: webhooks.iter().map(|t| t.to_string()).collect(),
+            only_during: None,
         }
     }
 
@@ -735,7 +793,12 @@ mod tests {
             user("cy", Role::Viewer, true),
             user("dee", Role::Responder, false),
         ];
-        let audience = Audience::of(&level(&[Channel::Email], &[], &[]), &users);
+        let audience = Audience::of(
+            &level(&[Channel::Email], &[], &[]),
+            &users,
+            &OnCall::new(),
+            false,
+        );
         assert_eq!(handles(&audience), ["ann", "ben"]);
         assert!(!audience.fell_back_to_admins && audience.unresolved.is_empty());
     }
@@ -746,13 +809,66 @@ mod tests {
             user("ann", Role::Admin, true),
             user("dee", Role::Responder, false),
         ];
-        let audience = Audience::of(&level(&[Channel::Email], &["dee", "zed"], &[]), &users);
+        let audience = Audience::of(
+            &level(&[Channel::Email], &["dee", "zed"], &[]),
+            &users,
+            &OnCall::new(),
+            false,
+        );
         assert_eq!(handles(&audience), ["ann"]);
-        assert_eq!(audience.unresolved, ["dee", "zed"]);
+        assert_eq!(
+            audience.unresolved,
+            [
+                ("dee".to_owned(), NO_SUCH_HANDLE),
+                ("zed".to_owned(), NO_SUCH_HANDLE)
+            ]
+        );
         assert!(audience.fell_back_to_admins);
         let viewers = [user("cy", Role::Viewer, true)];
-        let viewer_only = Audience::of(&level(&[Channel::Email], &["cy"], &[]), &viewers);
+        let viewer_only = Audience::of(
+            &level(&[Channel::Email], &["cy"], &[]),
+            &viewers,
+            &OnCall::new(),
+            false,
+        );
         assert_eq!(handles(&viewer_only), ["cy"], "a named viewer is told");
+    }
+
+    #[test]
+    fn a_schedule_target_is_whoever_is_on_call_and_an_empty_one_moves_on_unless_last() {
+        let users = [
+            user("ann", Role::Admin, true),
+            user("ben", Role::Responder, true),
+        ];
+        let mut on_call = OnCall::new();
+        on_call.insert("primary".into(), vec![users[1].id]);
+        on_call.insert("night".into(), Vec::new());
+        let paged = Audience::of(
+            &level(&[Channel::Sms], &["schedule:primary"], &[]),
+            &users,
+            &on_call,
+            true,
+        );
+        assert_eq!(handles(&paged), ["ben"]);
+        assert!(!paged.moves_on && paged.unresolved.is_empty());
+
+        let nobody = level(&[Channel::Sms], &["schedule:night", "schedule:gone"], &[]);
+        let moving = Audience::of(&nobody, &users, &on_call, true);
+        assert!(moving.moves_on && moving.people.is_empty() && !moving.fell_back_to_admins);
+        assert_eq!(
+            moving.unresolved,
+            [
+                ("schedule:night".to_owned(), NOBODY_ON_CALL),
+                ("schedule:gone".to_owned(), NO_SUCH_SCHEDULE)
+            ]
+        );
+        let last = Audience::of(&nobody, &users, &on_call, false);
+        assert!(!last.moves_on && last.fell_back_to_admins);
+        assert_eq!(
+            handles(&last),
+            ["ann"],
+            "the last level falls back to the admins"
+        );
     }
 
     #[test]
@@ -781,8 +897,9 @@ mod tests {
             methods: users.iter().flat_map(ContactMethod::firsts).collect(),
             users: users.to_vec(),
             rules: Vec::new(),
+            on_call: OnCall::new(),
         };
-        let planned = LevelNotifications::plan(&escalation, &level, &directory, at);
+        let planned = LevelNotifications::plan(&escalation, &level, &directory, at, false);
         let rows: Vec<_> = planned
             .notifications
             .iter()
@@ -843,6 +960,7 @@ mod tests {
                 rule(&push, 0, None, None),
                 rule(&voice, 180, Some(300), Some(2)),
             ],
+            on_call: OnCall::new(),
         };
         let escalation = Escalation {
             id: Uuid::now_v7(),
@@ -855,7 +973,7 @@ mod tests {
             created_at: at,
         };
         let level = level(&[Channel::Personal], &["ann", "ben"], &[]);
-        let planned = LevelNotifications::plan(&escalation, &level, &directory, at);
+        let planned = LevelNotifications::plan(&escalation, &level, &directory, at, false);
         let rows: Vec<_> = planned
             .notifications
             .iter()
@@ -906,6 +1024,7 @@ mod tests {
             methods: [ContactMethod::firsts(&ann), ContactMethod::firsts(&ben)].concat(),
             users: vec![ann, ben],
             rules: Vec::new(),
+            on_call: OnCall::new(),
         };
         let at = Timestamp::from_millis(5);
         let escalation = Escalation {
@@ -923,6 +1042,7 @@ mod tests {
             &level(&[Channel::Sms], &["ann", "ben"], &[]),
             &directory,
             at,
+            false,
         );
         let texts: Vec<_> = planned
             .notifications

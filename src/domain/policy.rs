@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::{RestrictionFields, TimeWindow};
+use super::Timestamp;
+
 /// A way to reach a person (or a webhook). `personal` is a level's way of saying "through each
 /// target's own notification rules": it plans notifications on the other channels.
 #[derive(
@@ -37,13 +40,51 @@ pub struct EscalationLevel {
     #[serde(with = "humantime_millis")]
     pub delay: Duration,
     pub channels: Vec<Channel>,
-    /// The handles of the users this level tells; none tells every active responder and admin.
-    /// Resolved when the level executes.
+    /// Whom this level tells: user handles, and `schedule:<name>` for whoever is on call in
+    /// that schedule; none tells every active responder and admin. Resolved when the level
+    /// executes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
     /// The webhooks (`[webhooks.<name>]`) the `webhook` channel posts to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<String>,
+    /// When the level runs; outside this window it is skipped, with a timeline entry, and the
+    /// next level follows at once. Always, when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_during: Option<OnlyDuring>,
+}
+
+/// The prefix of a level's target that names a schedule: `schedule:<name>`.
+pub const SCHEDULE_TARGET: &str = "schedule:";
+
+/// A level's time window: weekdays and a daily window, in a time zone, such as Mon–Fri
+/// 09:00–17:00 in Europe/Berlin. A window whose end is not after its start crosses midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OnlyDuring {
+    #[serde(flatten)]
+    pub window: RestrictionFields,
+    /// An IANA time zone name.
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+}
+
+impl OnlyDuring {
+    /// Whether the window is open at `at`. A window that no longer reads (its zone gone from
+    /// the tz database) is taken as open: a level is never skipped for want of knowing.
+    pub fn contains(&self, at: Timestamp) -> bool {
+        TimeWindow::new(&self.time_zone, &self.window)
+            .map(|window| window.contains(at.as_datetime()))
+            .unwrap_or(true)
+    }
+}
+
+impl EscalationLevel {
+    /// The schedule names among the level's targets.
+    pub fn schedules(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .iter()
+            .filter_map(|target| target.strip_prefix(SCHEDULE_TARGET))
+    }
 }
 
 /// The ordered levels of a policy, and how many times to walk them again after the last
@@ -98,6 +139,8 @@ impl From<EscalationPolicy> for PolicyForm {
 pub enum PolicyError {
     #[error("at least one level is required")]
     Empty,
+    #[error("at least one level must run at any time (have no `only_during`), so that a page always reaches someone")]
+    AlwaysWindowed,
     #[error(
         "levels must be numbered 1, 2, 3, … in order; found {found} where {expected} was expected"
     )]
@@ -121,6 +164,17 @@ impl EscalationLevel {
         }
         if let Some(blank) = self.targets.iter().find(|handle| handle.trim().is_empty()) {
             return problem("targets", format!("{blank:?} is not a user handle"));
+        }
+        if let Some(blank) = self.schedules().find(|name| name.trim().is_empty()) {
+            return problem(
+                "targets",
+                format!("{SCHEDULE_TARGET}{blank:?} names no schedule"),
+            );
+        }
+        if let Some(window) = &self.only_during {
+            if let Err(invalid) = TimeWindow::new(&window.time_zone, &window.window) {
+                return problem("only_during", invalid.to_string());
+            }
         }
         let posts = self.channels.contains(&Channel::Webhook);
         if posts && self.webhooks.is_empty() {
@@ -155,6 +209,9 @@ impl EscalationPolicy {
                 });
             }
         }
+        if levels.iter().all(|level| level.only_during.is_some()) {
+            return Err(PolicyError::AlwaysWindowed);
+        }
         Ok(Self { levels, repeat: 0 })
     }
 
@@ -186,6 +243,7 @@ impl EscalationPolicy {
             channels: vec![channel],
             targets: Vec::new(),
             webhooks: Vec::new(),
+            only_during: None,
         };
         Self {
             levels: vec![

@@ -234,6 +234,7 @@ mod tests {
             channels: vec![Channel::InApp],
             targets: Vec::new(),
             webhooks: Vec::new(),
+            only_during: None,
         };
         let at = Timestamp::from_millis(0);
         assert!(PolicyRecord::new("p", 2, vec![level(1), level(2)], at).is_ok());

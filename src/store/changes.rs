@@ -22,11 +22,11 @@ use super::{
     StoreError, TransitionOutcome, TransitionRequest,
 };
 use crate::backoff::Backoff;
-use crate::domain::notification::room;
+use crate::domain::notification::{room, OnCall};
 use crate::domain::{
-    Action, Delivery, Directory, Escalation, EscalationStatus, Event, Incident, IncidentStatus,
-    InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel, Notification,
-    NotificationStatus, TimelineDetail, Timestamp, Transition,
+    Action, Delivery, Directory, Escalation, EscalationLevel, EscalationStatus, Event, Incident,
+    IncidentStatus, InvalidTransition, LevelNotifications, NewEvent, NewTimelineEntry, NextLevel,
+    Notification, NotificationStatus, OnlyDuring, TimelineDetail, Timestamp, Transition,
 };
 
 /// At most this many events go into one multi-row statement.
@@ -150,12 +150,25 @@ impl<B: Backend> Changes for B {
         let (mut next_levels, mut next_of) = (Vec::new(), Vec::new());
         let mut notifications = Vec::new();
         let mut to_send = vec![0; claimed.len()];
-        // Targets resolve when the level executes, against the users there are now.
+        // Targets resolve when the level executes, against the users there are now and whoever
+        // is on call now.
+        let executing: Vec<&EscalationLevel> = claimed
+            .iter()
+            .filter(|claim| claim.escalation.status == EscalationStatus::Executed)
+            .filter_map(|claim| {
+                claim
+                    .policy
+                    .as_ref()?
+                    .level(claim.escalation.escalation_level)
+            })
+            .collect();
         let directory = if claimed
             .iter()
             .any(|claim| claim.escalation.status == EscalationStatus::Executed)
         {
-            tx.directory().await?
+            let mut directory = tx.directory().await?;
+            directory.on_call = on_call(&mut tx, &executing, now).await?;
+            directory
         } else {
             Directory::default()
         };
@@ -176,9 +189,24 @@ impl<B: Backend> Changes for B {
             let policy = policy.as_ref().ok_or_else(|| {
                 StoreError::internal("an escalating incident has no policy snapshot")
             })?;
-            let planned = policy
-                .level(escalation.escalation_level)
-                .map(|level| LevelNotifications::plan(escalation, level, &directory, now))
+            let level = policy.level(escalation.escalation_level);
+            let has_next = policy.after(escalation.escalation_level).is_some();
+            // A level outside its window is skipped, and the next follows at once.
+            let closed = level
+                .and_then(|level| level.only_during.as_ref())
+                .filter(|window| !window.contains(now));
+            if let Some(window) = closed {
+                let detail =
+                    TimelineDetail::executed(escalation, now, Some(skipped(window, has_next)));
+                entries.push(NewTimelineEntry::system(incident_id, now, detail));
+                if let Some(next) = NextLevel::at_once(escalation, policy, now) {
+                    next_levels.push(next);
+                    next_of.push(position);
+                }
+                continue;
+            }
+            let planned = level
+                .map(|level| LevelNotifications::plan(escalation, level, &directory, now, has_next))
                 .unwrap_or_default();
             // Who the level reached follows its execution; that it reached nobody is said on the
             // execution itself.
@@ -191,7 +219,12 @@ impl<B: Backend> Changes for B {
                 .count();
             notifications.extend(planned.notifications);
             entries.extend(planned.entries);
-            if let Some(next) = NextLevel::after(escalation, policy, now) {
+            let next = if planned.moves_on {
+                NextLevel::at_once(escalation, policy, now)
+            } else {
+                NextLevel::after(escalation, policy, now)
+            };
+            if let Some(next) = next {
                 next_levels.push(next);
                 next_of.push(position);
             }
@@ -543,6 +576,53 @@ async fn open_incidents<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<
             scheduled: None,
         })
         .collect())
+}
+
+/// Who is on call at `now` in each schedule that `levels` name, by name; a schedule that does not
+/// exist is left out (its targets say so on the timeline).
+async fn on_call<T: OutboxTx>(
+    tx: &mut T,
+    levels: &[&EscalationLevel],
+    now: Timestamp,
+) -> Result<OnCall> {
+    let mut names: Vec<&str> = levels.iter().flat_map(|level| level.schedules()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut on_call = OnCall::new();
+    for layers in tx.schedules_named(&names, now).await? {
+        let name = layers.schedule.name.clone();
+        match layers
+            .schedule
+            .schedule(&layers.rotations, &layers.overrides)
+        {
+            Ok(schedule) => {
+                on_call.insert(name, schedule.on_call(now.as_datetime()));
+            }
+            // Stored records are checked when written; one that no longer reads (its zone gone
+            // from the tz database) is said once in the logs, and its targets reach nobody.
+            Err(invalid) => {
+                tracing::error!(schedule = %name, %invalid, "a schedule cannot be computed");
+                on_call.insert(name, Vec::new());
+            }
+        }
+    }
+    Ok(on_call)
+}
+
+/// What the timeline says of a level skipped outside its window.
+fn skipped(window: &OnlyDuring, has_next: bool) -> String {
+    let then = if has_next {
+        "the next level follows at once"
+    } else {
+        "it was the last level"
+    };
+    format!(
+        "outside its window ({} {}-{} {}): skipped; {then}",
+        window.window.weekdays.join(","),
+        window.window.start,
+        window.window.end,
+        window.time_zone
+    )
 }
 
 /// The timeline entry of `event`, stored from `new`: by whoever sent it, when it arrived.

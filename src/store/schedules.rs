@@ -137,7 +137,7 @@ where
     async fn rotations(&self, schedule_id: Uuid) -> Result<Vec<RotationRecord>> {
         let mut conn = self.reader().acquire().await?;
         schedule_on(&mut conn, schedule_id).await?;
-        live_rotations(&mut conn, schedule_id).await
+        live_rotations(&mut *conn, schedule_id).await
     }
 
     async fn retire_rotation(
@@ -181,7 +181,7 @@ where
     ) -> Result<Vec<OverrideRecord>> {
         let mut conn = self.reader().acquire().await?;
         schedule_on(&mut conn, schedule_id).await?;
-        live_overrides(&mut conn, schedule_id, from, to).await
+        live_overrides(&mut *conn, schedule_id, from, to).await
     }
 
     async fn retire_override(
@@ -204,8 +204,8 @@ where
         let mut conn = self.reader().acquire().await?;
         Ok(ScheduleLayers {
             schedule: schedule_on(&mut conn, schedule_id).await?,
-            rotations: live_rotations(&mut conn, schedule_id).await?,
-            overrides: live_overrides(&mut conn, schedule_id, Some(from), Some(to)).await?,
+            rotations: live_rotations(&mut *conn, schedule_id).await?,
+            overrides: live_overrides(&mut *conn, schedule_id, Some(from), Some(to)).await?,
         })
     }
 }
@@ -264,8 +264,8 @@ where
 }
 
 /// The schedule's live rotations, in the order they were made.
-async fn live_rotations<D: Dialect>(
-    conn: &mut PoolConnection<D>,
+pub(super) async fn live_rotations<D: Dialect>(
+    conn: &mut D::Connection,
     schedule_id: Uuid,
 ) -> Result<Vec<RotationRecord>>
 where
@@ -278,15 +278,15 @@ where
          order by created_at, id",
     )
     .bind(D::id(schedule_id))
-    .fetch_all(&mut **conn)
+    .fetch_all(&mut *conn)
     .await?;
     found.iter().map(rows::rotation).collect()
 }
 
 /// The schedule's live overrides that overlap `[from, to)` (unbounded where `None`), in the
 /// order they were made.
-async fn live_overrides<D: Dialect>(
-    conn: &mut PoolConnection<D>,
+pub(super) async fn live_overrides<D: Dialect>(
+    conn: &mut D::Connection,
     schedule_id: Uuid,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
@@ -306,7 +306,7 @@ where
     .bind(D::id(schedule_id))
     .bind(from.map(D::time))
     .bind(to.map(D::time))
-    .fetch_all(&mut **conn)
+    .fetch_all(&mut *conn)
     .await?;
     found.iter().map(rows::override_record).collect()
 }

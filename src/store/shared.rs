@@ -15,8 +15,9 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 use uuid::Uuid;
 
 use super::rows::{self, Columns};
+use super::schedules::{live_overrides, live_rotations};
 use super::statements::Dialect;
-use super::{AttemptRecord, Outbox, People, Result, StoreError};
+use super::{AttemptRecord, Outbox, People, Result, ScheduleLayers, StoreError};
 use crate::domain::{
     ContactMethod, ContactType, Directory, Incident, IncidentStatus, Notification,
     NotificationRule, Timestamp, User,
@@ -600,6 +601,14 @@ pub trait OutboxTx: Send {
     /// targets when it executes.
     async fn directory(&mut self) -> Result<Directory>;
 
+    /// The schedules with these names, each with its live rotations and the live overrides in
+    /// force at `at`: for finding who is on call when a level that names them executes.
+    async fn schedules_named(
+        &mut self,
+        names: &[&str],
+        at: Timestamp,
+    ) -> Result<Vec<ScheduleLayers>>;
+
     /// Inserts notifications; one that already exists for its (escalation, recipient, channel,
     /// route) is left as it is. Returns the ids inserted.
     async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>>;
@@ -690,7 +699,42 @@ where
                 .map(rows::contact_method)
                 .collect::<Result<_>>()?,
             rules: rules.iter().map(rows::rule).collect::<Result<_>>()?,
+            on_call: Default::default(),
         })
+    }
+
+    async fn schedules_named(
+        &mut self,
+        names: &[&str],
+        at: Timestamp,
+    ) -> Result<Vec<ScheduleLayers>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "select * from schedules where name in ({}) order by name",
+            id_list::<T::Db>(1, names.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for name in names {
+            query = query.bind(name.to_string());
+        }
+        let found = query.fetch_all(self.connection()).await?;
+        let mut layers = Vec::with_capacity(found.len());
+        for row in &found {
+            let schedule = rows::schedule(row)?;
+            let rotations = live_rotations::<T::Db>(self.connection(), schedule.id).await?;
+            let until = at.after(Duration::from_millis(1));
+            let overrides =
+                live_overrides::<T::Db>(self.connection(), schedule.id, Some(at), Some(until))
+                    .await?;
+            layers.push(ScheduleLayers {
+                schedule,
+                rotations,
+                overrides,
+            });
+        }
+        Ok(layers)
     }
 
     async fn insert_notifications(&mut self, notifications: &[Notification]) -> Result<Vec<Uuid>> {

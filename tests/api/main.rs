@@ -14,6 +14,7 @@ mod heartbeats;
 mod input;
 mod lifecycle;
 mod notify;
+mod on_call;
 mod prototype;
 mod reach;
 mod schedules;

@@ -48,6 +48,7 @@ fn policy(channels: Vec<Channel>, webhooks: &[&str]) -> EscalationPolicy {
             channels,
             targets: targets.clone(),
             webhooks: webhooks.iter().map(|name| name.to_string()).collect(),
+            only_during: None,
         },
         EscalationLevel {
             level: 2,
@@ -55,6 +56,7 @@ fn policy(channels: Vec<Channel>, webhooks: &[&str]) -> EscalationPolicy {
             channels: vec![Channel::Email],
             targets,
             webhooks: Vec::new(),
+            only_during: None,
         },
     ])
     .expect("a valid policy")

@@ -69,6 +69,7 @@ fn policy(channels: &[Channel]) -> EscalationPolicy {
             channels: channels.to_vec(),
             targets: vec!["alice".into()],
             webhooks: Vec::new(),
+            only_during: None,
         },
         EscalationLevel {
             level: 2,
@@ -76,6 +77,7 @@ fn policy(channels: &[Channel]) -> EscalationPolicy {
             channels: vec![Channel::InApp],
             targets: vec!["alice".into()],
             webhooks: Vec::new(),
+            only_during: None,
         },
     ])
     .expect("a valid policy")

@@ -21,6 +21,7 @@ pub fn policy(delays_ms: &[u64]) -> EscalationPolicy {
             channels: vec![Channel::InApp],
             targets: Vec::new(),
             webhooks: Vec::new(),
+            only_during: None,
         })
         .collect();
     EscalationPolicy::new(levels).unwrap()

@@ -24,6 +24,7 @@ fn levels(delays: &[u64]) -> Vec<EscalationLevel> {
             channels: vec![Channel::InApp],
             targets: Vec::new(),
             webhooks: Vec::new(),
+            only_during: None,
         })
         .collect()
 }

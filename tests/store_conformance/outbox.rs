@@ -41,6 +41,7 @@ fn telling(channels: &[Channel], targets: &[&str]) -> Arc<EscalationPolicy> {
         channels: channels.to_vec(),
         targets: targets.iter().map(|t| t.to_string()).collect(),
         webhooks: Vec::new(),
+        only_during: None,
     };
     Arc::new(EscalationPolicy::new(vec![level]).expect("a valid policy"))
 }

@@ -35,6 +35,7 @@ fn level(channels: &[Channel]) -> Arc<EscalationPolicy> {
         channels: channels.to_vec(),
         targets: vec!["alice".into()],
         webhooks: Vec::new(),
+        only_during: None,
     };
     Arc::new(EscalationPolicy::new(vec![level]).expect("a valid policy"))
 }
