@@ -1623,19 +1623,20 @@ async fn config_check_passes_a_valid_file() {
     );
 }
 
+/// `config check` of `text` as `klaxon.toml` in `dir`, with `env`, where it must refuse it: its
+/// stderr.
+async fn refused_check(dir: &Path, text: &str, env: &[(&str, &str)]) -> String {
+    write_file(dir, "klaxon.toml", text);
+    let mut command = klaxon(dir, &["config", "check", "--config", "klaxon.toml"]);
+    command.envs(env.iter().copied());
+    fails_with(2, command).await
+}
+
 #[tokio::test]
 async fn config_check_names_the_line_of_a_toml_error() {
     let dir = fresh_dir();
-    write_file(
-        dir.path(),
-        "klaxon.toml",
-        "listen = \"127.0.0.1:3000\"\n[escalation\n",
-    );
-    let stderr = fails_with(
-        2,
-        klaxon(dir.path(), &["config", "check", "--config", "klaxon.toml"]),
-    )
-    .await;
+    let text = "listen = \"127.0.0.1:3000\"\n[escalation\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
     assert!(
         stderr.contains("klaxon.toml: line 2, column 12"),
         "{stderr}"
@@ -1645,16 +1646,8 @@ async fn config_check_names_the_line_of_a_toml_error() {
 #[tokio::test]
 async fn config_check_names_the_key_of_a_bad_value() {
     let dir = fresh_dir();
-    write_file(
-        dir.path(),
-        "klaxon.toml",
-        "[escalation]\npoll_interval = \"soon\"\n",
-    );
-    let stderr = fails_with(
-        2,
-        klaxon(dir.path(), &["config", "check", "--config", "klaxon.toml"]),
-    )
-    .await;
+    let text = "[escalation]\npoll_interval = \"soon\"\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
     assert!(stderr.contains("`escalation.poll_interval`"), "{stderr}");
 }
 
@@ -1663,15 +1656,9 @@ async fn config_check_names_the_key_of_a_bad_value() {
 #[tokio::test]
 async fn config_check_lists_every_problem() {
     let dir = fresh_dir();
-    write_file(
-        dir.path(),
-        "klaxon.toml",
-        "max_body_bytes = 0\n[http]\nidle_timeout = \"later\"\n[[escalation.levels]]\nlevel = 1\ndelay = \"1m\"\nchannels = [\"webhook\"]\n",
-    );
     write_file(dir.path(), ".env", "KLAXON_LISTEN=nowhere\n");
-    let mut command = klaxon(dir.path(), &["config", "check", "--config", "klaxon.toml"]);
-    command.env("KLAXON_REDIS_PREFIX", "a b");
-    let stderr = fails_with(2, command).await;
+    let text = "max_body_bytes = 0\n[http]\nidle_timeout = \"later\"\n[[escalation.levels]]\nlevel = 1\ndelay = \"1m\"\nchannels = [\"webhook\"]\n";
+    let stderr = refused_check(dir.path(), text, &[("KLAXON_REDIS_PREFIX", "a b")]).await;
     for key in [
         "5 problems",
         "`listen`",
@@ -1684,16 +1671,8 @@ async fn config_check_lists_every_problem() {
     }
 
     let dir = fresh_dir();
-    write_file(
-        dir.path(),
-        "mail.toml",
-        "[email]\nsmtp_host = \"smtp.example.com\"\nfrom = \"not a mailbox@\"\n",
-    );
-    let stderr = fails_with(
-        2,
-        klaxon(dir.path(), &["config", "check", "--config", "mail.toml"]),
-    )
-    .await;
+    let text = "[email]\nsmtp_host = \"smtp.example.com\"\nfrom = \"not a mailbox@\"\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
     assert!(stderr.contains("`email.from`"), "{stderr}");
 }
 
