@@ -370,6 +370,50 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("cannot read .env: {0}")]
     DotEnv(String),
+    /// More than one problem: every one found, in the order of the file's keys.
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each problem on its own: the error itself, or each of [`ConfigError::Several`].
+    pub fn problems(&self) -> &[ConfigError] {
+        match self {
+            Self::Several(problems) => problems,
+            one => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// The problems found so far, so that checking goes on past the first and a user fixes them all
+/// in one round.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn note(&mut self, error: ConfigError) {
+        match error {
+            ConfigError::Several(problems) => self.0.extend(problems),
+            one => self.0.push(one),
+        }
+    }
+
+    /// The value, or `fallback` with the problem noted.
+    fn check<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
+        result.unwrap_or_else(|error| {
+            self.note(error);
+            fallback
+        })
+    }
+
+    /// `value` if nothing was found; the one problem, or all of them, otherwise.
+    fn finish<T>(mut self, value: T) -> Result<T, ConfigError> {
+        match self.0.len() {
+            0 => Ok(value),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Several(self.0)),
+        }
+    }
 }
 
 fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
@@ -564,26 +608,34 @@ impl Config {
         Self::from_raw(parse_toml(text, Path::new("<inline>"))?)
     }
 
+    /// Validates every key, noting each problem and going on with the default in its place, so
+    /// that one run reports them all.
     fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
         let defaults = Self::default();
+        let mut problems = Problems::default();
         let listen = match raw.listen {
-            Some(text) => text.parse().map_err(|_| {
-                invalid(
-                    "listen",
-                    format!("{text:?} is not an address like 127.0.0.1:3000"),
-                )
-            })?,
+            Some(text) => problems.check(
+                text.parse().map_err(|_| {
+                    invalid(
+                        "listen",
+                        format!("{text:?} is not an address like 127.0.0.1:3000"),
+                    )
+                }),
+                defaults.listen,
+            ),
             None => defaults.listen,
         };
         let database_url = match raw.database_url {
-            Some(text) => text
-                .parse()
-                .map_err(|message| invalid("database_url", message))?,
+            Some(text) => problems.check(
+                text.parse()
+                    .map_err(|message| invalid("database_url", message)),
+                defaults.database_url,
+            ),
             None => defaults.database_url,
         };
         if let Some(url) = &raw.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid(
+                problems.note(invalid(
                     "redis_url",
                     "must start with redis:// or rediss://",
                 ));
@@ -593,7 +645,7 @@ impl Config {
         if redis_prefix.len() > MAX_REDIS_PREFIX_CHARS
             || !redis_prefix.chars().all(is_redis_prefix_char)
         {
-            return Err(invalid(
+            problems.note(invalid(
                 "redis_prefix",
                 format!(
                     "must be at most {MAX_REDIS_PREFIX_CHARS} letters, digits or `:._-` characters"
@@ -601,79 +653,101 @@ impl Config {
             ));
         }
         if let Some(token) = &raw.admin_token {
-            check_admin_token(token)?;
+            problems.check(check_admin_token(token), ());
         }
         let max_body_bytes = raw.max_body_bytes.unwrap_or(defaults.max_body_bytes);
         if max_body_bytes == 0 {
-            return Err(invalid("max_body_bytes", "must be greater than 0"));
+            problems.note(invalid("max_body_bytes", "must be greater than 0"));
         }
-        let poll_interval = positive_duration(
-            "escalation.poll_interval",
-            raw.escalation.poll_interval,
+        let poll_interval = problems.check(
+            positive_duration(
+                "escalation.poll_interval",
+                raw.escalation.poll_interval,
+                defaults.escalation.poll_interval,
+            ),
             defaults.escalation.poll_interval,
-        )?;
+        );
+        let mut timeout =
+            |key, text, default| problems.check(positive_duration(key, text, default), default);
         let http = HttpConfig {
-            header_timeout: positive_duration(
+            header_timeout: timeout(
                 "http.header_timeout",
                 raw.http.header_timeout,
                 defaults.http.header_timeout,
-            )?,
-            body_timeout: positive_duration(
+            ),
+            body_timeout: timeout(
                 "http.body_timeout",
                 raw.http.body_timeout,
                 defaults.http.body_timeout,
-            )?,
-            idle_timeout: positive_duration(
+            ),
+            idle_timeout: timeout(
                 "http.idle_timeout",
                 raw.http.idle_timeout,
                 defaults.http.idle_timeout,
-            )?,
+            ),
             max_connections: raw
                 .http
                 .max_connections
                 .unwrap_or(defaults.http.max_connections),
         };
         if http.max_connections == 0 {
-            return Err(invalid("http.max_connections", "must be greater than 0"));
+            problems.note(invalid("http.max_connections", "must be greater than 0"));
         }
-        let webhooks = raw
-            .webhooks
-            .into_iter()
-            .map(|(name, webhook)| Ok((name.clone(), webhook_from_file(&name, webhook)?)))
-            .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+        // Levels are checked against every webhook the file declares, so that a webhook with a
+        // problem of its own is not reported again as missing.
+        let declared: Vec<String> = raw.webhooks.keys().cloned().collect();
+        let mut webhooks = BTreeMap::new();
+        for (name, webhook) in raw.webhooks {
+            if let Some(webhook) = problems.check(webhook_from_file(&name, webhook).map(Some), None)
+            {
+                webhooks.insert(name, webhook);
+            }
+        }
         let policy = match raw.escalation.levels {
-            Some(levels) => policy_from_levels(levels, &webhooks)?,
+            Some(levels) => problems.check(
+                policy_from_levels(levels, &declared),
+                defaults.escalation.policy,
+            ),
             None => defaults.escalation.policy,
         };
         let public_url = match raw.public_url {
-            Some(url) => check_public_url(url)?,
+            Some(url) => problems.check(check_public_url(url), defaults.public_url),
             None => format!("http://{listen}"),
         };
-        let email = raw.email.map(email_from_file).transpose()?;
-        let sms = providers_from_file("sms", raw.sms.providers)?;
-        let voice = providers_from_file("voice", raw.voice.providers)?;
-        let push = raw.push.map(push_from_file).transpose()?;
+        let email = problems.check(raw.email.map(email_from_file).transpose(), None);
+        let sms = problems.check(providers_from_file("sms", raw.sms.providers), Vec::new());
+        let voice = problems.check(
+            providers_from_file("voice", raw.voice.providers),
+            Vec::new(),
+        );
+        let push = problems.check(raw.push.map(push_from_file).transpose(), None);
         let integration_rate = match raw.integrations.rate_limit {
             None => DEFAULT_INTEGRATION_RATE,
             Some(limit) => {
                 if limit.count == 0 {
-                    return Err(invalid(
+                    problems.note(invalid(
                         "integrations.rate_limit.count",
                         "must be greater than 0",
                     ));
                 }
                 RateLimit {
                     count: limit.count,
-                    per: positive_duration(
-                        "integrations.rate_limit.per",
-                        Some(limit.per),
+                    per: problems.check(
+                        positive_duration(
+                            "integrations.rate_limit.per",
+                            Some(limit.per),
+                            DEFAULT_INTEGRATION_RATE.per,
+                        ),
                         DEFAULT_INTEGRATION_RATE.per,
-                    )?,
+                    ),
                 }
             }
         };
-        let notifications = notifications_from_file(raw.notifications)?;
-        Ok(Self {
+        let notifications = problems.check(
+            notifications_from_file(raw.notifications),
+            defaults.notifications,
+        );
+        problems.finish(Self {
             listen,
             database_url,
             redis_url: raw.redis_url,
@@ -959,7 +1033,12 @@ fn parse_toml(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     let deserializer = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let key = error.path().to_string();
-        let message = error.into_inner().message().trim().to_owned();
+        let error = error.into_inner();
+        let mut message = error.message().trim().to_owned();
+        if let Some(span) = error.span() {
+            let (line, column) = line_and_column(text, span.start);
+            message = format!("line {line}, column {column}: {message}");
+        }
         if key == "." || key.is_empty() {
             ConfigError::Parse {
                 path: path.to_owned(),
@@ -969,6 +1048,16 @@ fn parse_toml(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             ConfigError::Invalid { key, message }
         }
     })
+}
+
+/// Where byte `offset` of `text` is, as an editor counts: both from 1, columns in characters.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -998,12 +1087,16 @@ fn positive_duration(
 
 fn policy_from_levels(
     levels: Vec<FileLevel>,
-    webhooks: &BTreeMap<String, WebhookConfig>,
+    webhooks: &[String],
 ) -> Result<EscalationPolicy, ConfigError> {
+    let mut problems = Problems::default();
     let mut parsed = Vec::with_capacity(levels.len());
     for (index, level) in levels.into_iter().enumerate() {
         let key = format!("escalation.levels[{index}]");
-        let delay = parse_duration(&format!("{key}.delay"), &level.delay)?;
+        let delay = problems.check(
+            parse_duration(&format!("{key}.delay"), &level.delay),
+            Duration::ZERO,
+        );
         let level = EscalationLevel {
             level: level.level,
             delay,
@@ -1012,12 +1105,17 @@ fn policy_from_levels(
             webhooks: level.webhooks,
             only_during: level.only_during,
         };
-        level
-            .check(|name| webhooks.contains_key(name))
-            .map_err(|problem| invalid(format!("{key}.{}", problem.field), problem.reason))?;
+        if let Err(problem) = level.check(|name| webhooks.iter().any(|known| known == name)) {
+            problems.note(invalid(format!("{key}.{}", problem.field), problem.reason));
+        }
         parsed.push(level);
     }
-    EscalationPolicy::new(parsed).map_err(|error: PolicyError| invalid("escalation.levels", error))
+    let policy = problems.check(
+        EscalationPolicy::new(parsed)
+            .map_err(|error: PolicyError| invalid("escalation.levels", error)),
+        EscalationPolicy::standard(),
+    );
+    problems.finish(policy)
 }
 
 #[cfg(test)]
@@ -1195,6 +1293,56 @@ mod tests {
         assert!(error_of("[http]\nidle_timeout = \"later\"").contains("`http.idle_timeout`"));
         assert!(error_of("[http]\nmax_connections = 0").contains("`http.max_connections`"));
         assert!(error_of("listen = 3000").contains("`listen`"));
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let error = error_of("listen = \"127.0.0.1:3000\"\n[http\nmax_connections = 5");
+        assert!(error.contains("line 2, column 6"), "{error}");
+        let error = error_of("[http]\n  max_connections = \"many\"");
+        assert!(
+            error.contains("`http.max_connections`") && error.contains("line 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let error = Config::from_toml(
+            r#"
+            listen = "nowhere"
+            admin_token = "short"
+            [http]
+            max_connections = 0
+            [[escalation.levels]]
+            level = 1
+            delay = "soon"
+            channels = ["webhook"]
+            webhooks = ["ops"]
+            [webhooks.ops]
+            url = "ftp://x"
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<String> = error
+            .problems()
+            .iter()
+            .map(|problem| match problem {
+                ConfigError::Invalid { key, .. } => key.clone(),
+                other => panic!("not a key's problem: {other}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "admin_token",
+                "http.max_connections",
+                "webhooks.ops.url",
+                "escalation.levels[0].delay"
+            ]
+        );
+        assert!(error.to_string().starts_with("5 problems:"), "{error}");
     }
 
     #[test]

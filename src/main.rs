@@ -1,10 +1,16 @@
-//! The `klaxon` command: thin, it parses arguments and calls into the library.
+//! The `klaxon` command: thin, it parses arguments and calls into the library, or into [`cli`]
+//! for the commands that talk to a running server.
+
+mod cli;
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cli::client::{Remote, RemoteError};
+use cli::incidents::IncidentsCommand;
+use cli::Output;
 use klaxon::api::tokens::{self, IssueError};
 use klaxon::config::{self, Config, ConfigError};
 use klaxon::domain::token::token_name;
@@ -12,6 +18,7 @@ use klaxon::domain::{Role, Timestamp, Token, TokenSecret, User, UserFields};
 use klaxon::server::{self, Roles};
 use klaxon::store::StoreError;
 use klaxon::telemetry::{self, LogFormat};
+use uuid::Uuid;
 
 /// jemalloc, not glibc's malloc: after a burst of connections glibc keeps the freed buffers in
 /// its arenas (RSS 114 MB, against 11 MB idle, even with `MALLOC_ARENA_MAX=2`), where jemalloc hands
@@ -28,9 +35,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// Exit code for a bad configuration (SPEC §5), and for input a command refuses (as clap exits
-/// for bad arguments).
+/// for bad arguments), the server's refusals (4xx) included.
 const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit code for any other failure to run.
+/// Exit code for any other failure to run: a server that cannot be reached, or answers 5xx.
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser)]
@@ -63,7 +70,18 @@ enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Manage API tokens.
+    /// See and act on the incidents of a running server.
+    Incidents {
+        #[command(flatten)]
+        remote: Remote,
+        /// How to print what the server answered.
+        #[arg(long, global = true, value_enum, default_value_t)]
+        output: Output,
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+    /// Manage API tokens: `create` writes to the database, `list` and `revoke` ask a running
+    /// server.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -73,6 +91,20 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check or print the configuration `serve` would run with.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the file, the environment and `.env` as `serve` would; exit 2 listing every
+    /// problem.
+    Check,
+    /// Print the effective configuration as TOML, secrets masked.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +116,19 @@ enum TokenCommand {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+    },
+    /// List every token of a running server, revoked ones included, without secrets (admin).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a token on a running server: it stops working at once (admin).
+    Revoke {
+        id: Uuid,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -146,10 +191,6 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => return bad_config(error),
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -157,15 +198,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(cli.command, cli.config.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) if error.is::<Refused>() => {
-            eprintln!("klaxon: {error}");
-            ExitCode::from(EXIT_BAD_CONFIG)
-        }
         Err(error) => {
             eprintln!("klaxon: {error}");
-            ExitCode::from(EXIT_FAILURE)
+            let refused = error.is::<Refused>()
+                || error.is::<ConfigError>()
+                || error
+                    .downcast_ref::<RemoteError>()
+                    .is_some_and(RemoteError::is_refusal);
+            ExitCode::from(if refused {
+                EXIT_BAD_CONFIG
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }
@@ -176,9 +222,13 @@ fn bad_config(error: ConfigError) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
+async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Box<dyn Error>> {
+    // Loaded by each command that needs it: those that ask a server read it only for its
+    // address, when no URL is given, so a broken file on an operator's laptop does not stop them.
+    let load = || Config::load(config_file);
     match command {
         Command::Serve { no_worker } => {
+            let config = load()?;
             let roles = Roles {
                 api: true,
                 worker: !no_worker,
@@ -194,6 +244,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
             running.run_until(shutdown).await?;
         }
         Command::Worker => {
+            let config = load()?;
             let roles = Roles {
                 api: false,
                 worker: true,
@@ -204,13 +255,13 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
             running.run_until(shutdown).await?;
         }
         Command::Migrate => {
-            server::open_store(&config).await?;
+            server::open_store(&load()?).await?;
             println!("migrations applied");
         }
         Command::Token {
             command: TokenCommand::Create { name, role },
         } => {
-            let store = server::open_store(&config).await?;
+            let store = server::open_store(&load()?).await?;
             let secret = TokenSecret::generate();
             let (token, secret) = tokens::issue(store.as_ref(), &name, role, secret).await?;
             println!(
@@ -240,13 +291,13 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
                 role,
                 time_zone,
             };
-            let user = create_user(&config, fields).await?;
+            let user = create_user(&load()?, fields).await?;
             println!("{}", serde_json::to_string(&user)?);
         }
         Command::User {
             command: UserCommand::Token { handle, name },
         } => {
-            let (user, token, secret) = issue_user_token(&config, &handle, &name).await?;
+            let (user, token, secret) = issue_user_token(&load()?, &handle, &name).await?;
             println!(
                 "created token `{}` ({}) for user `{}`, with the {} role",
                 token.name,
@@ -255,6 +306,26 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
                 token.role.as_str()
             );
             println!("{}", secret.expose());
+        }
+        Command::Token {
+            command: TokenCommand::List { remote, output },
+        } => cli::tokens::list(&remote.client(config_file)?, output).await?,
+        Command::Token {
+            command: TokenCommand::Revoke { id, remote },
+        } => cli::tokens::revoke(&remote.client(config_file)?, id).await?,
+        Command::Incidents {
+            remote,
+            output,
+            command,
+        } => cli::incidents::run(&remote.client(config_file)?, output, command).await?,
+        Command::Config { command } => {
+            let config = cli::configuration::check(config_file)?;
+            match command {
+                ConfigCommand::Check => {
+                    print!("{}", cli::configuration::summary(&config, config_file))
+                }
+                ConfigCommand::Show => print!("{}", cli::configuration::show(&config)?),
+            }
         }
     }
     Ok(())

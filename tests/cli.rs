@@ -32,8 +32,10 @@ const SECRET_PREFIX: &str = "klx_";
 /// A bootstrap admin secret for tests that need to know it up front.
 const ADMIN_TOKEN: &str = "cli-test-admin-token-5f1c9a";
 /// Variables of the outer environment that would change what the binary does.
-const INHERITED_SETTINGS: [&str; 7] = [
+const INHERITED_SETTINGS: [&str; 9] = [
     "KLAXON_CONFIG",
+    "KLAXON_URL",
+    "KLAXON_TOKEN",
     "KLAXON_LISTEN",
     "KLAXON_DATABASE_URL",
     "KLAXON_REDIS_URL",
@@ -1369,4 +1371,341 @@ async fn memory_returns_under_64_mb_after_3000_connections() {
     .await;
     let (status, _) = server.terminate().await;
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// `klaxon ARGS` in `dir` against `server`, with `token`, as an operator sets them up:
+/// `KLAXON_URL` and `KLAXON_TOKEN` in the environment.
+fn remote(dir: &Path, server: &Server, token: &str, args: &[&str]) -> Command {
+    let mut command = klaxon(dir, args);
+    command
+        .env("KLAXON_URL", &server.base)
+        .env("KLAXON_TOKEN", token);
+    command
+}
+
+/// A command that must succeed; its stdout.
+async fn succeeds(command: Command) -> String {
+    let finished = run(command).await;
+    assert!(
+        finished.status.success(),
+        "exit {}; stderr:\n{}",
+        finished.status,
+        finished.stderr
+    );
+    finished.stdout
+}
+
+/// A command that must exit with `code`; its stderr.
+async fn fails_with(code: i32, command: Command) -> String {
+    let finished = run(command).await;
+    assert_eq!(
+        finished.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    finished.stderr
+}
+
+async fn server_on(backend: Backend, dir: &Path) -> Option<(Server, TestDatabase)> {
+    let database = TestDatabase::create(backend).await?;
+    let env = [
+        ("KLAXON_DATABASE_URL", database.url.as_str()),
+        ("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    Some((Server::start(dir, &env).await, database))
+}
+
+/// `incidents list` as a table and as the API's JSON, `show` with escalations and timeline, and
+/// each action, the refused one said plainly with the status and the action.
+async fn the_cli_lists_shows_and_acts_on_incidents(backend: Backend) {
+    let dir = fresh_dir();
+    let Some((server, _database)) = server_on(backend, dir.path()).await else {
+        return;
+    };
+    let dir = dir.path();
+    let cli = |args: &[&str]| remote(dir, &server, ADMIN_TOKEN, args);
+    let first = server.open_incident(ADMIN_TOKEN, "disk full on db-1").await;
+    let second = server
+        .open_incident(ADMIN_TOKEN, "certificate expires soon")
+        .await;
+
+    let table = succeeds(cli(&["incidents", "list"])).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert!(
+        lines[0].contains("SEVERITY") && lines[0].contains("TITLE"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with(&second), "newest first:\n{table}");
+    assert!(
+        lines[2].starts_with(&first)
+            && lines[2].contains("OPEN")
+            && lines[2].contains("disk full on db-1"),
+        "{table}"
+    );
+
+    let listed = succeeds(cli(&[
+        "incidents",
+        "list",
+        "--output",
+        "json",
+        "--limit",
+        "1",
+    ]))
+    .await;
+    let listed: Value = serde_json::from_str(&listed).expect("--output json prints JSON");
+    let (_, api) = server.get("/incidents?limit=1", ADMIN_TOKEN).await;
+    assert_eq!(listed, api, "the API's answer, as it is");
+    assert_eq!(listed["incidents"][0]["id"], json!(second));
+
+    let escalated = succeeds(cli(&["incidents", "escalate", &first, "--note", "paging"])).await;
+    assert_eq!(escalated.trim(), format!("incident {first} is ESCALATING"));
+    let shown = succeeds(cli(&["incidents", "show", &first])).await;
+    for expected in [
+        "disk full on db-1",
+        "ESCALATING",
+        "PENDING",
+        "incident.created",
+        "incident.escalated",
+        "paging",
+    ] {
+        assert!(shown.contains(expected), "no {expected:?} in:\n{shown}");
+    }
+    let record = succeeds(cli(&["incidents", "show", &first, "--output", "json"])).await;
+    let record: Value = serde_json::from_str(&record).expect("show --output json prints JSON");
+    let mut api = server.incident_record(ADMIN_TOKEN, &first).await;
+    for part in ["escalations", "timeline"] {
+        api[part] = api[part][part].take();
+    }
+    assert_eq!(
+        record, api,
+        "the incident, its escalations and its timeline, as the API says"
+    );
+
+    succeeds(cli(&["incidents", "ack", &first])).await;
+    let refused = fails_with(2, cli(&["incidents", "ack", &first])).await;
+    assert!(
+        refused.contains("the incident is ACKNOWLEDGED, so acknowledge was refused"),
+        "{refused}"
+    );
+
+    let resolved = succeeds(cli(&["incidents", "resolve", &second, "--note", "renewed"])).await;
+    assert_eq!(resolved.trim(), format!("incident {second} is RESOLVED"));
+    let (_, incident) = server
+        .get(&format!("/incidents/{second}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(incident["resolution_note"], json!("renewed"));
+    let refused = fails_with(2, cli(&["incidents", "cancel", &second])).await;
+    assert!(
+        refused.contains("RESOLVED, so cancel was refused"),
+        "{refused}"
+    );
+
+    let unknown = "0190c4a8-0000-7000-8000-000000000000";
+    let missing = fails_with(2, cli(&["incidents", "show", unknown])).await;
+    assert!(missing.contains("not found"), "{missing}");
+}
+
+/// A bad token is said plainly; `token list` shows the tokens without secrets and `token revoke`
+/// stops one at once; a viewer is told the role it lacks.
+async fn the_cli_lists_and_revokes_tokens(backend: Backend) {
+    let dir = fresh_dir();
+    let Some((server, _database)) = server_on(backend, dir.path()).await else {
+        return;
+    };
+    let dir = dir.path();
+    let refused = fails_with(
+        2,
+        remote(dir, &server, "klx_not-a-token", &["incidents", "list"]),
+    )
+    .await;
+    assert!(refused.contains("the token was refused"), "{refused}");
+
+    let (status, viewer) = server
+        .post(
+            "/tokens",
+            ADMIN_TOKEN,
+            json!({ "name": "dashboard", "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{viewer}");
+    let (id, secret) = (
+        viewer["id"].as_str().unwrap(),
+        viewer["token"].as_str().unwrap(),
+    );
+    let forbidden = fails_with(2, remote(dir, &server, secret, &["token", "list"])).await;
+    assert!(forbidden.contains("needs the admin role"), "{forbidden}");
+
+    let listed = succeeds(remote(dir, &server, ADMIN_TOKEN, &["token", "list"])).await;
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(id))
+        .unwrap_or_else(|| panic!("no {id} in:\n{listed}"));
+    assert!(
+        line.contains("dashboard") && line.contains("viewer"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret), "a secret was listed:\n{listed}");
+    let json = succeeds(remote(
+        dir,
+        &server,
+        ADMIN_TOKEN,
+        &["token", "list", "--output", "json"],
+    ))
+    .await;
+    let (_, api) = server.get("/tokens", ADMIN_TOKEN).await;
+    assert_eq!(serde_json::from_str::<Value>(&json).expect("JSON"), api);
+
+    let revoked = succeeds(remote(dir, &server, ADMIN_TOKEN, &["token", "revoke", id])).await;
+    assert!(
+        revoked.starts_with(&format!("revoked token `dashboard` ({id}) at ")),
+        "{revoked}"
+    );
+    let (status, _) = server.get("/incidents", secret).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token still works"
+    );
+    let listed = succeeds(remote(dir, &server, ADMIN_TOKEN, &["token", "list"])).await;
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(id))
+        .expect("still listed");
+    assert!(
+        !line.trim_end().ends_with('-'),
+        "no revoked_at shown: {line}"
+    );
+}
+
+on_every_backend!(
+    the_cli_lists_shows_and_acts_on_incidents,
+    the_cli_lists_and_revokes_tokens,
+);
+
+#[tokio::test]
+async fn the_cli_says_when_it_cannot_reach_the_server() {
+    let dir = fresh_dir();
+    let url = format!("http://{}", free_local_addr());
+    let mut command = klaxon(dir.path(), &["incidents", "list", "--url", &url]);
+    command.env("KLAXON_TOKEN", ADMIN_TOKEN);
+    let stderr = fails_with(1, command).await;
+    assert!(
+        stderr.contains(&format!("cannot reach Klaxon at {url}")),
+        "{stderr}"
+    );
+    let stderr = fails_with(2, klaxon(dir.path(), &["incidents", "list", "--url", &url])).await;
+    assert!(stderr.contains("KLAXON_TOKEN"), "{stderr}");
+}
+
+#[tokio::test]
+async fn config_check_passes_a_valid_file() {
+    let dir = fresh_dir();
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "listen = \"127.0.0.1:3999\"\n[[escalation.levels]]\nlevel = 1\ndelay = \"1m\"\nchannels = [\"webhook\"]\nwebhooks = [\"ops\"]\n[webhooks.ops]\nurl = \"https://hooks.example.com/x\"\n",
+    );
+    let stdout = succeeds(klaxon(
+        dir.path(),
+        &["config", "check", "--config", "klaxon.toml"],
+    ))
+    .await;
+    assert!(stdout.starts_with("ok: klaxon.toml"), "{stdout}");
+    assert!(
+        stdout.contains("127.0.0.1:3999") && stdout.contains("1 after 1m (webhook)"),
+        "{stdout}"
+    );
+}
+
+/// `config check` of `text` as `klaxon.toml` in `dir`, with `env`, where it must refuse it: its
+/// stderr.
+async fn refused_check(dir: &Path, text: &str, env: &[(&str, &str)]) -> String {
+    write_file(dir, "klaxon.toml", text);
+    let mut command = klaxon(dir, &["config", "check", "--config", "klaxon.toml"]);
+    command.envs(env.iter().copied());
+    fails_with(2, command).await
+}
+
+#[tokio::test]
+async fn config_check_names_the_line_of_a_toml_error() {
+    let dir = fresh_dir();
+    let text = "listen = \"127.0.0.1:3000\"\n[escalation\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
+    assert!(
+        stderr.contains("klaxon.toml: line 2, column 12"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn config_check_names_the_key_of_a_bad_value() {
+    let dir = fresh_dir();
+    let text = "[escalation]\npoll_interval = \"soon\"\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
+    assert!(stderr.contains("`escalation.poll_interval`"), "{stderr}");
+}
+
+/// Every problem at once, the environment's and `.env`'s included, and the channels as `serve`
+/// builds them.
+#[tokio::test]
+async fn config_check_lists_every_problem() {
+    let dir = fresh_dir();
+    write_file(dir.path(), ".env", "KLAXON_LISTEN=nowhere\n");
+    let text = "max_body_bytes = 0\n[http]\nidle_timeout = \"later\"\n[[escalation.levels]]\nlevel = 1\ndelay = \"1m\"\nchannels = [\"webhook\"]\n";
+    let stderr = refused_check(dir.path(), text, &[("KLAXON_REDIS_PREFIX", "a b")]).await;
+    for key in [
+        "5 problems",
+        "`listen`",
+        "`redis_prefix`",
+        "`max_body_bytes`",
+        "`http.idle_timeout`",
+        "`escalation.levels[0].webhooks`",
+    ] {
+        assert!(stderr.contains(key), "no {key} in:\n{stderr}");
+    }
+
+    let dir = fresh_dir();
+    let text = "[email]\nsmtp_host = \"smtp.example.com\"\nfrom = \"not a mailbox@\"\n";
+    let stderr = refused_check(dir.path(), text, &[]).await;
+    assert!(stderr.contains("`email.from`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn config_show_prints_the_effective_configuration_with_secrets_masked() {
+    let dir = fresh_dir();
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "admin_token = \"show-me-never-0123456789\"\n[email]\nsmtp_host = \"smtp.example.com\"\nusername = \"klaxon\"\nfrom = \"klaxon@example.com\"\n",
+    );
+    let mut command = klaxon(dir.path(), &["config", "show", "--config", "klaxon.toml"]);
+    command
+        .env("KLAXON_SMTP_PASSWORD", "smtp-password-from-env")
+        .env(
+            "KLAXON_DATABASE_URL",
+            "postgres://klaxon:db-password@db/klaxon",
+        )
+        .env("KLAXON_LISTEN", "127.0.0.1:4111");
+    let stdout = succeeds(command).await;
+    for secret in ["show-me-never", "smtp-password-from-env", "db-password"] {
+        assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+    }
+    let shown: toml::Table = toml::from_str(&stdout).expect("config show prints TOML");
+    assert_eq!(shown["admin_token"].as_str(), Some("********"));
+    assert_eq!(shown["email"]["password"].as_str(), Some("********"));
+    assert_eq!(
+        shown["listen"].as_str(),
+        Some("127.0.0.1:4111"),
+        "the environment applies"
+    );
+    assert_eq!(
+        shown["database_url"].as_str(),
+        Some("postgres://klaxon:********@db/klaxon")
+    );
 }
