@@ -19,16 +19,23 @@ command -v st >/dev/null ||
 command -v openapi-spec-validator >/dev/null ||
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet openapi-spec-validator
 cargo build --release --quiet
+# Where cargo put it: CARGO_TARGET_DIR when set (as .ci/run sets it), else ./target.
+binary="$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/klaxon"
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 (cd "$work" && KLAXON_ADMIN_TOKEN="$token" KLAXON_LISTEN="127.0.0.1:$port" RUST_LOG=warn \
-    exec "$OLDPWD/target/release/klaxon" serve >serve.out 2>serve.err) &
+    exec "$binary" serve >serve.out 2>serve.err) &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
     sleep 0.1
 done
+if ! curl -sf "http://127.0.0.1:$port/health" >/dev/null; then
+    echo "tests/fuzz_api.sh: $binary did not start serving on port $port:" >&2
+    cat "$work/serve.err" >&2
+    exit 1
+fi
 curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/openapi.json" >"$work/openapi.json"
 openapi-spec-validator "$work/openapi.json"
 # Revoking tokens would lock the fuzzer out of its own session.
