@@ -1711,11 +1711,15 @@ async fn config_show_prints_the_effective_configuration_with_secrets_masked() {
     );
 }
 
-/// `klaxon.example.toml`, at the repository's root, with every optional setting it shows
-/// (`#key = …`, `#[table]`) switched on: its path.
+/// `klaxon.example.toml`, at the repository's root.
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("klaxon.example.toml")
+}
+
+/// The example with every optional setting it shows (`#key = …`, `#[table]`) switched on,
+/// written in `dir`: its path.
 fn example_with_every_setting(dir: &Path) -> PathBuf {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("klaxon.example.toml");
-    let text = std::fs::read_to_string(&example).expect("read klaxon.example.toml");
+    let text = std::fs::read_to_string(example_config()).expect("read klaxon.example.toml");
     let switched_on: Vec<&str> = text
         .lines()
         .map(|line| match line.strip_prefix('#') {
@@ -1746,7 +1750,7 @@ fn key_paths(table: &toml::Table, prefix: &str, paths: &mut BTreeSet<String>) {
 #[tokio::test]
 async fn the_example_configuration_passes_config_check_as_shipped_and_switched_on() {
     let dir = fresh_dir();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("klaxon.example.toml");
+    let example = example_config();
     let example = example.to_str().expect("a UTF-8 path");
     let stdout = succeeds(klaxon(
         dir.path(),
