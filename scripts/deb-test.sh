@@ -2,9 +2,6 @@
 # Builds the Debian package (scripts/build-deb.sh), installs it on this machine with `dpkg -i`,
 # runs the installed `klaxon`, checks what it installed, then removes and purges it. Fails
 # loudly at the first step that does not hold. dpkg runs as root (through sudo when not root).
-#
-# A policy-rc.d that answers 101 keeps the maintainer scripts from starting the service, should
-# they try: the package enables nothing, and this machine may have no systemd running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,23 +24,16 @@ deb=$(scripts/build-deb.sh --fast | tail -n 1)
 version=$(dpkg-deb -f "$deb" Version)
 echo "scripts/deb-test.sh: installing $deb ($version)"
 
-policy=/usr/sbin/policy-rc.d
-added_policy=""
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-    $sudo chmod 755 "$policy"
-    added_policy=1
-fi
-cleanup() {
-    # On failure, leave the machine as it was found.
+# On failure, leave the machine as it was found.
+purge() {
     if dpkg-query -W -f '${Status}' klaxon 2>/dev/null | grep -q 'installed\|config-files'; then
         $sudo dpkg -P klaxon >/dev/null || true
     fi
-    [ -z "$added_policy" ] || $sudo rm -f "$policy"
 }
-trap cleanup EXIT
+trap purge EXIT
 
-$sudo dpkg -i "$deb" || fail "dpkg -i $deb"
+# The package enables and starts nothing, but should its scripts try, the service stays down.
+$sudo scripts/without-service-start.sh dpkg -i "$deb" || fail "dpkg -i $deb"
 check "dpkg -i"
 
 installed_version=$(/usr/bin/klaxon --version) || fail "/usr/bin/klaxon --version"
