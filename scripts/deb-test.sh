@@ -15,9 +15,12 @@ fail() {
 }
 check() { printf '  ok  %s\n' "$*"; }
 
-if dpkg-query -W -f '${Status}' klaxon 2>/dev/null | grep -q 'installed'; then
-    fail "a klaxon package is already installed here; not replacing it"
-fi
+# installed, config-files (removed, configuration kept), not-installed, or nothing.
+package_state() { dpkg-query -W -f '${db:Status-Status}' klaxon 2>/dev/null || true; }
+case "$(package_state)" in
+'' | not-installed) ;;
+*) fail "klaxon is $(package_state) here already; not touching it or its configuration" ;;
+esac
 
 # --fast: the package is unpacked once and thrown away.
 deb=$(scripts/build-deb.sh --fast | tail -n 1)
@@ -26,9 +29,10 @@ echo "scripts/deb-test.sh: installing $deb ($version)"
 
 # On failure, leave the machine as it was found.
 purge() {
-    if dpkg-query -W -f '${Status}' klaxon 2>/dev/null | grep -q 'installed\|config-files'; then
-        $sudo dpkg -P klaxon >/dev/null || true
-    fi
+    case "$(package_state)" in
+    '' | not-installed) ;;
+    *) $sudo dpkg -P klaxon >/dev/null || true ;;
+    esac
 }
 trap purge EXIT
 
