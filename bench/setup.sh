@@ -16,20 +16,11 @@ fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-# A policy-rc.d that answers 101 keeps the package's postinst from starting the service.
-policy=/usr/sbin/policy-rc.d
-added_policy=""
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-    $sudo chmod 755 "$policy"
-    added_policy=1
-fi
-cleanup() { [ -z "$added_policy" ] || $sudo rm -f "$policy"; }
-trap cleanup EXIT
-
 echo "bench/setup.sh: installing ${missing[*]}"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The package's postinst must not start the service (scripts/without-service-start.sh).
+$sudo env DEBIAN_FRONTEND=noninteractive "$(dirname "$0")/../scripts/without-service-start.sh" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 # Under systemd the unit may still have been enabled or started: turn it off.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

@@ -7,7 +7,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::client::{Remote, RemoteError};
 use cli::incidents::IncidentsCommand;
 use cli::Output;
@@ -96,6 +96,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the completion script of a shell (for packages).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, in roff (for packages).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -327,6 +333,10 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Box<dyn
                 ConfigCommand::Show => print!("{}", cli::configuration::show(&config)?),
             }
         }
+        Command::Completions { shell } => {
+            cli::manual::completions(shell, Cli::command(), &mut std::io::stdout())
+        }
+        Command::Man => cli::manual::man_page(Cli::command(), &mut std::io::stdout())?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -1708,4 +1709,103 @@ async fn config_show_prints_the_effective_configuration_with_secrets_masked() {
         shown["database_url"].as_str(),
         Some("postgres://klaxon:********@db/klaxon")
     );
+}
+
+/// `klaxon.example.toml`, at the repository's root.
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("klaxon.example.toml")
+}
+
+/// The example with every optional setting it shows (`#key = …`, `#[table]`) switched on,
+/// written in `dir`: its path.
+fn example_with_every_setting(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(example_config()).expect("read klaxon.example.toml");
+    let switched_on: Vec<&str> = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(setting) if setting.starts_with(|c: char| c != ' ' && c != '#') => setting,
+            _ => line,
+        })
+        .collect();
+    write_file(dir, "every-setting.toml", &switched_on.join("\n"));
+    dir.join("every-setting.toml")
+}
+
+/// The dotted path of every value in `table`, arrays' elements under the array's path.
+fn key_paths(table: &toml::Table, prefix: &str, paths: &mut BTreeSet<String>) {
+    fn walk(value: &toml::Value, path: String, paths: &mut BTreeSet<String>) {
+        match value {
+            toml::Value::Table(table) => key_paths(table, &format!("{path}."), paths),
+            toml::Value::Array(items) => items.iter().for_each(|v| walk(v, path.clone(), paths)),
+            _ => {
+                paths.insert(path);
+            }
+        }
+    }
+    for (key, value) in table {
+        walk(value, format!("{prefix}{key}"), paths);
+    }
+}
+
+#[tokio::test]
+async fn the_example_configuration_passes_config_check_as_shipped_and_switched_on() {
+    let dir = fresh_dir();
+    let example = example_config();
+    let example = example.to_str().expect("a UTF-8 path");
+    let stdout = succeeds(klaxon(
+        dir.path(),
+        &["config", "check", "--config", example],
+    ))
+    .await;
+    assert!(stdout.contains("1 after 5m (in_app)"), "{stdout}");
+
+    let every = example_with_every_setting(dir.path());
+    let every = every.to_str().expect("a UTF-8 path");
+    let stdout = succeeds(klaxon(dir.path(), &["config", "check", "--config", every])).await;
+    assert!(
+        stdout.contains(
+            "email configured, sms configured, voice configured, push configured; webhooks: ops"
+        ),
+        "{stdout}"
+    );
+}
+
+/// `config show` prints every key the configuration has; each must be in the example, so a new
+/// key cannot be left out of it.
+#[tokio::test]
+async fn the_example_configuration_names_every_key() {
+    let dir = fresh_dir();
+    let every = example_with_every_setting(dir.path());
+    let every_text = std::fs::read_to_string(&every).expect("read the switched-on example");
+    let every = every.to_str().expect("a UTF-8 path");
+    let shown = succeeds(klaxon(dir.path(), &["config", "show", "--config", every])).await;
+    let (mut in_example, mut in_show) = (BTreeSet::new(), BTreeSet::new());
+    key_paths(
+        &toml::from_str(&every_text).expect("TOML"),
+        "",
+        &mut in_example,
+    );
+    key_paths(&toml::from_str(&shown).expect("TOML"), "", &mut in_show);
+    let missing: Vec<&String> = in_show.difference(&in_example).collect();
+    assert!(
+        missing.is_empty(),
+        "not in klaxon.example.toml: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn completions_and_the_man_page_come_from_the_command_line() {
+    let dir = fresh_dir();
+    let bash = succeeds(klaxon(dir.path(), &["completions", "bash"])).await;
+    assert!(
+        bash.contains("_klaxon()") && bash.contains("incidents"),
+        "{bash}"
+    );
+    let man = succeeds(klaxon(dir.path(), &["man"])).await;
+    assert!(
+        man.contains(".TH klaxon 1") && man.contains("serve"),
+        "{man}"
+    );
+    let help = succeeds(klaxon(dir.path(), &["--help"])).await;
+    assert!(!help.contains("completions"), "hidden from --help:\n{help}");
 }
