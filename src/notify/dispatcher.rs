@@ -40,6 +40,7 @@ use crate::domain::{
     Attempt, Channel, Delivery, Failover, Incident, Notification, NotificationStatus, Outcome,
     Planned, RetryPolicy, Timestamp, User,
 };
+use crate::live::Live;
 use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
 
 /// Notifications claimed at once.
@@ -103,8 +104,10 @@ impl Channels {
 
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
-    pub channels: Channels,
-    pub config: NotificationConfig,
+    /// Replaced on SIGHUP; a round sends with the channels it started with.
+    pub channels: Live<Channels>,
+    /// Replaced on SIGHUP; a round plans and retries with the settings it started with.
+    pub config: Live<NotificationConfig>,
     pub public_url: String,
     /// Notified when there may be something to send now.
     pub wake: Arc<Notify>,
@@ -159,7 +162,7 @@ impl Dispatcher {
         }
         let claimed = self
             .store
-            .claim_notifications(now, self.config.lease, BATCH_SIZE)
+            .claim_notifications(now, self.config.get().lease, BATCH_SIZE)
             .await?;
         if claimed.is_empty() {
             return Ok(Round::Idle(self.store.next_notification_due().await?));
@@ -170,7 +173,7 @@ impl Dispatcher {
             *signer = Some(LinkSigner::new(
                 &key,
                 &self.public_url,
-                self.config.link_expiry,
+                self.config.get().link_expiry,
             ));
         }
         let signer = signer.as_ref().expect("set above");
@@ -195,6 +198,7 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
         let context = self.context(claimed).await?;
+        let (channels, config) = (self.channels.get(), self.config.get());
         let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
         for notification in claimed {
             let key = (notification.channel.as_str(), notification.rate_key());
@@ -203,10 +207,10 @@ impl Dispatcher {
         let mut records = Vec::new();
         let mut sends = JoinSet::new();
         let mut permits: HashMap<Channel, Arc<Semaphore>> = HashMap::new();
-        let start_by = tokio::time::Instant::now() + self.config.lease / 2;
+        let start_by = tokio::time::Instant::now() + config.lease / 2;
         for group in groups.into_values() {
             let channel = group[0].channel;
-            let plan = self.plan(&group, now).await?;
+            let plan = self.plan(&config, &group, now).await?;
             for planned in plan.deliveries {
                 let Planned {
                     delivery,
@@ -218,7 +222,7 @@ impl Dispatcher {
                     continue;
                 }
                 let message = context.message(&members, key.clone(), signer, now);
-                let sender = self.channels.sender(channel).cloned();
+                let sender = channels.sender(channel).cloned();
                 let providers = sender
                     .as_ref()
                     .map(|sender| sender.providers())
@@ -227,8 +231,10 @@ impl Dispatcher {
                     .entry(channel)
                     .or_insert_with(|| Arc::new(Semaphore::new(in_flight_limit(channel))))
                     .clone();
-                let policy = self.retry_policy();
-                let config = self.config.clone();
+                let policy = RetryPolicy {
+                    max_attempts: config.max_attempts,
+                };
+                let config = config.clone();
                 sends.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     // Past half the lease, another dispatcher may soon take these: they wait for
@@ -262,17 +268,15 @@ impl Dispatcher {
         Ok(records)
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: self.config.max_attempts,
-        }
-    }
-
     /// How one recipient's due notifications on one channel go out: under the channel's rate
     /// limit, decided and reserved in the store with the recipient's window held against other
     /// dispatchers; each alone where there is none.
-    async fn plan(&self, group: &[Notification], now: Timestamp) -> Result<SendPlan, StoreError> {
-        let config = &self.config;
+    async fn plan(
+        &self,
+        config: &NotificationConfig,
+        group: &[Notification],
+        now: Timestamp,
+    ) -> Result<SendPlan, StoreError> {
         let limits: Vec<RateLimit> = match group[0].channel {
             Channel::Email => vec![config.email_rate],
             Channel::Webhook => vec![config.webhook_rate],
