@@ -88,4 +88,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(25));
         assert!(quick.allow("a").is_ok(), "a new window");
     }
+
+    #[test]
+    fn a_reloaded_limit_applies_to_the_next_event() {
+        let limiter = KeyLimiter::new(RateLimit::per_minutes(1, 60));
+        assert!(limiter.allow("a").is_ok());
+        assert!(limiter.allow("a").is_err());
+        limiter.set_limit(RateLimit::per_minutes(3, 60));
+        assert!(
+            limiter.allow("a").is_ok(),
+            "the count so far stands under the new limit"
+        );
+        assert!(limiter.allow("a").is_ok());
+        assert!(limiter.allow("a").is_err());
+    }
 }

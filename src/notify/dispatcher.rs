@@ -117,12 +117,14 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("notification dispatcher started");
         let mut backoff = Backoff::default();
-        let mut signer = None;
+        // The link key, read once: it never changes. The signer is made each round, so that a
+        // reloaded `link_expiry` applies to the next links signed.
+        let mut link_key = None;
         while !*shutdown.borrow() {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match self.round(&mut signer).await {
+            match self.round(&mut link_key).await {
                 Ok(Round::More) => continue,
                 Ok(Round::Idle(next_due)) => {
                     backoff.reset();
@@ -152,7 +154,7 @@ impl Dispatcher {
     }
 
     /// Claims one batch, sends it, records it.
-    async fn round(&self, signer: &mut Option<LinkSigner>) -> Result<Round, StoreError> {
+    async fn round(&self, link_key: &mut Option<String>) -> Result<Round, StoreError> {
         let now = Timestamp::now();
         // A read first: claiming is a write, and on SQLite an idle dispatcher would otherwise take
         // the one write lock every second for nothing.
@@ -168,16 +170,12 @@ impl Dispatcher {
             return Ok(Round::Idle(self.store.next_notification_due().await?));
         }
         let full = claimed.len() == BATCH_SIZE as usize;
-        if signer.is_none() {
-            let key = self.store.link_key().await?;
-            *signer = Some(LinkSigner::new(
-                &key,
-                &self.public_url,
-                self.config.get().link_expiry,
-            ));
-        }
-        let signer = signer.as_ref().expect("set above");
-        let records = self.deliver(&claimed, signer, now).await?;
+        let key = match link_key {
+            Some(key) => key,
+            None => link_key.insert(self.store.link_key().await?),
+        };
+        let signer = LinkSigner::new(key, &self.public_url, self.config.get().link_expiry);
+        let records = self.deliver(&claimed, &signer, now).await?;
         for record in &records {
             log_record(record);
         }
