@@ -290,11 +290,6 @@ impl Reloadable {
         self.key_limit.set_limit(config.integration_rate);
         Ok(())
     }
-
-    /// The policy in force now.
-    pub fn policy(&self) -> Arc<EscalationPolicy> {
-        self.policy.get()
-    }
 }
 
 fn reach(config: &Config, channels: Channels, public_url: String) -> Reach {
