@@ -34,8 +34,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The environment variables that override the file, with the key each one sets.
-const ENV_OVERRIDES: [(&str, &str); 8] = [
+const ENV_OVERRIDES: [(&str, &str); 9] = [
     ("KLAXON_LISTEN", "listen"),
+    ("KLAXON_METRICS_LISTEN", "metrics_listen"),
     ("KLAXON_DATABASE_URL", "database_url"),
     ("KLAXON_REDIS_URL", "redis_url"),
     ("KLAXON_REDIS_PREFIX", "redis_prefix"),
@@ -86,6 +87,13 @@ pub const DEFAULT_PUSH_RATE: RateLimit = RateLimit::per_minutes(20, 15);
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// What set `listen`, for the error when the address cannot be bound.
+    pub listen_from: Origin,
+    /// `metrics_listen`: a second address that answers `GET /metrics` without a token; none by
+    /// default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// What set `metrics_listen`.
+    pub metrics_listen_from: Origin,
     pub database_url: DatabaseUrl,
     pub redis_url: Option<String>,
     /// Put before every Redis key, ahead of the installation id (docs/engine.md, "Redis").
@@ -111,6 +119,30 @@ pub struct Config {
     pub notifications: NotificationConfig,
     /// `[integrations] rate_limit`: events per integration key, per instance.
     pub integration_rate: RateLimit,
+}
+
+/// What set an address: named in the error when it cannot be bound, so the operator knows what
+/// to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// A key of the config file.
+    File(&'static str),
+    /// An environment variable (or `.env`).
+    Environment(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("the default"),
+            Self::File(key) => write!(f, "`{key}` in the config file"),
+            Self::Environment(variable) => f.write_str(variable),
+            Self::Flag(flag) => write!(f, "the {flag} flag"),
+        }
+    }
 }
 
 /// One Twilio-compatible account (Twilio, or a provider that copies its API). Not
@@ -307,6 +339,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("database_url", &self.database_url)
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("redis_prefix", &self.redis_prefix)
@@ -333,6 +366,9 @@ impl Default for Config {
             .expect("the default listen address parses");
         Self {
             listen,
+            listen_from: Origin::Default,
+            metrics_listen: None,
+            metrics_listen_from: Origin::Default,
             database_url: DEFAULT_DATABASE_URL
                 .parse()
                 .expect("the default database_url parses"),
@@ -429,6 +465,7 @@ fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> ConfigErr
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     database_url: Option<String>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
@@ -581,10 +618,18 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let (mut listen_from, mut metrics_listen_from) = (None, None);
         for (variable, key) in ENV_OVERRIDES {
             if let Some(value) = std::env::var(variable).ok().filter(|v| !v.is_empty()) {
                 let slot = match key {
-                    "listen" => &mut raw.listen,
+                    "listen" => {
+                        listen_from = Some(Origin::Environment(variable));
+                        &mut raw.listen
+                    }
+                    "metrics_listen" => {
+                        metrics_listen_from = Some(Origin::Environment(variable));
+                        &mut raw.metrics_listen
+                    }
                     "database_url" => &mut raw.database_url,
                     "redis_url" => &mut raw.redis_url,
                     "redis_prefix" => &mut raw.redis_prefix,
@@ -600,7 +645,20 @@ impl Config {
                 *slot = Some(value);
             }
         }
-        Self::from_raw(raw)
+        let mut config = Self::from_raw(raw)?;
+        config.listen_from = listen_from.unwrap_or(config.listen_from);
+        config.metrics_listen_from = metrics_listen_from.unwrap_or(config.metrics_listen_from);
+        Ok(config)
+    }
+
+    /// Listens on `addr` rather than the configured address (`serve --listen`). A `public_url`
+    /// left to its default follows the address, as it would have from the file.
+    pub fn listen_on(&mut self, addr: SocketAddr, from: Origin) {
+        if self.public_url == format!("http://{}", self.listen) {
+            self.public_url = format!("http://{addr}");
+        }
+        self.listen = addr;
+        self.listen_from = from;
     }
 
     /// Parses TOML text alone, without `.env` or environment: for tests and `--check`-style use.
@@ -613,6 +671,25 @@ impl Config {
     fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let mut problems = Problems::default();
+        let listen_from = match raw.listen {
+            Some(_) => Origin::File("listen"),
+            None => Origin::Default,
+        };
+        let metrics_listen_from = match raw.metrics_listen {
+            Some(_) => Origin::File("metrics_listen"),
+            None => Origin::Default,
+        };
+        let metrics_listen = raw.metrics_listen.and_then(|text| {
+            problems.check(
+                text.parse().map(Some).map_err(|_| {
+                    invalid(
+                        "metrics_listen",
+                        format!("{text:?} is not an address like 127.0.0.1:9464"),
+                    )
+                }),
+                None,
+            )
+        });
         let listen = match raw.listen {
             Some(text) => problems.check(
                 text.parse().map_err(|_| {
@@ -749,6 +826,9 @@ impl Config {
         );
         problems.finish(Self {
             listen,
+            listen_from,
+            metrics_listen,
+            metrics_listen_from,
             database_url,
             redis_url: raw.redis_url,
             redis_prefix,

@@ -4,6 +4,7 @@
 mod cli;
 
 use std::error::Error;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use cli::client::{Remote, RemoteError};
 use cli::incidents::IncidentsCommand;
 use cli::Output;
 use klaxon::api::tokens::{self, IssueError};
-use klaxon::config::{self, Config, ConfigError};
+use klaxon::config::{self, Config, ConfigError, Origin};
 use klaxon::domain::token::token_name;
 use klaxon::domain::{Role, Timestamp, Token, TokenSecret, User, UserFields};
 use klaxon::server::{self, Roles};
@@ -64,6 +65,9 @@ enum Command {
         /// Serve the API only; escalations are left to `klaxon worker` processes.
         #[arg(long)]
         no_worker: bool,
+        /// Listen on ADDR (such as 127.0.0.1:3000), whatever the file or KLAXON_LISTEN say.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
     },
     /// Apply migrations and run the escalation worker alone (no HTTP API). Any number of workers
     /// may share one PostgreSQL database.
@@ -233,14 +237,18 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Box<dyn
     // address, when no URL is given, so a broken file on an operator's laptop does not stop them.
     let load = || Config::load(config_file);
     match command {
-        Command::Serve { no_worker } => {
-            let config = load()?;
+        Command::Serve { no_worker, listen } => {
+            let mut config = load()?;
+            if let Some(addr) = listen {
+                config.listen_on(addr, Origin::Flag("--listen"));
+            }
             let roles = Roles {
                 api: true,
                 worker: !no_worker,
             };
             let running = server::start_with(&config, roles).await?;
             let shutdown = server::shutdown_signal();
+            server::reload_on_hangup(running.reloadable.clone(), reload_from(config_file));
             if let Some(secret) = &running.generated_admin_token {
                 server::show_generated_admin_token(secret);
             }
@@ -257,6 +265,7 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Box<dyn
             };
             let running = server::start_with(&config, roles).await?;
             let shutdown = server::shutdown_signal();
+            server::reload_on_hangup(running.reloadable.clone(), reload_from(config_file));
             println!("Klaxon worker running");
             running.run_until(shutdown).await?;
         }
@@ -339,6 +348,12 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Box<dyn
         Command::Man => cli::manual::man_page(Cli::command(), &mut std::io::stdout())?,
     }
     Ok(())
+}
+
+/// What SIGHUP reloads: the same file, through the same loader as start-up.
+fn reload_from(config_file: Option<&Path>) -> impl Fn() -> Result<Config, ConfigError> + Send {
+    let config_file = config_file.map(Path::to_owned);
+    move || Config::load(config_file.as_deref())
 }
 
 /// Registers a user; invalid fields and a taken handle are [`Refused`]. The fields are checked

@@ -18,18 +18,21 @@ use crate::api::tokens::{self, IssueError};
 use crate::api::twilio::Reach;
 use crate::api::{self, AppState};
 use crate::backoff::Backoff;
-use crate::config::{Config, TwilioProvider};
+use crate::config::{Config, ConfigError, NotificationConfig, Origin, TwilioProvider};
+use crate::domain::EscalationPolicy;
 use crate::domain::{Role, TokenSecret};
 use crate::engine::heartbeats::HeartbeatWatch;
 use crate::engine::redis_index::RedisIndex;
 use crate::engine::{Scheduler, Worker, WorkerStatus};
 use crate::http;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::notify::email::EmailSender;
 use crate::notify::ntfy::Ntfy;
 use crate::notify::twilio::{Twilio, TwilioKind};
 use crate::notify::webhook::WebhookSender;
 use crate::notify::{Channels, Dispatcher, Sender};
+use crate::startup;
 use crate::store::availability::{Gate, Guarded};
 use crate::store::batch::IngestQueue;
 use crate::store::listen::{self, Audience};
@@ -46,9 +49,10 @@ pub enum StartError {
     Bootstrap(#[from] IssueError),
     #[error("invalid redis_url: {0}")]
     Redis(#[source] redis::RedisError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (set by {from}): {source}")]
     Bind {
         addr: SocketAddr,
+        from: Origin,
         source: std::io::Error,
     },
     #[error("cannot set up the {channel} channel: {message}")]
@@ -59,7 +63,7 @@ pub enum StartError {
 }
 
 /// The senders of the channels the configuration sets up.
-fn channels(config: &Config) -> Result<Channels, StartError> {
+pub fn channels(config: &Config) -> Result<Channels, StartError> {
     let email = match &config.email {
         Some(email) => {
             let sender = EmailSender::new(email).map_err(|error| StartError::Channel {
@@ -216,6 +220,10 @@ pub struct Running {
     pub generated_admin_token: Option<TokenSecret>,
     /// This process's worker, when it runs one.
     pub worker: Option<Arc<WorkerStatus>>,
+    /// Where `/metrics` is served without a token (`metrics_listen`), when it is.
+    pub metrics_addr: Option<SocketAddr>,
+    /// What a configuration reload replaces.
+    pub reloadable: Reloadable,
     shutdown: watch::Sender<bool>,
     /// Each background task, with what it is called in the log.
     tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
@@ -255,6 +263,90 @@ impl Running {
     }
 }
 
+/// What a reload (SIGHUP) replaces in a running process: the escalation policy, the channels
+/// (email, SMS, voice, push, webhooks, with their providers and credentials), the
+/// `[notifications]` settings (rate limits, attempts, backoff, link expiry) and the integration
+/// rate limit. Everything else is read once, at start (docs/configuration.md, "Reloading").
+#[derive(Clone)]
+pub struct Reloadable {
+    policy: Live<EscalationPolicy>,
+    channels: Live<Channels>,
+    notifications: Live<NotificationConfig>,
+    reach: Live<Reach>,
+    key_limit: Arc<KeyLimiter>,
+}
+
+impl Reloadable {
+    /// Sets up what `config` says, or changes nothing and says why: the channels are built first,
+    /// and only once all of them are is anything replaced.
+    pub fn apply(&self, config: &Config) -> Result<(), StartError> {
+        let channels = channels(config)?;
+        self.policy.set(config.escalation.policy.clone());
+        self.notifications.set(config.notifications.clone());
+        // `public_url` signs links and names the provider callbacks: it is kept from start-up.
+        let public_url = self.reach.get().public_url.clone();
+        self.reach.set(reach(config, channels.clone(), public_url));
+        self.channels.set(channels);
+        self.key_limit.set_limit(config.integration_rate);
+        Ok(())
+    }
+}
+
+fn reach(config: &Config, channels: Channels, public_url: String) -> Reach {
+    Reach {
+        channels,
+        public_url,
+        sms: config.sms.clone(),
+        voice: config.voice.clone(),
+        notifications: config.notifications.clone(),
+        webhooks: config.webhooks.keys().cloned().collect(),
+    }
+}
+
+/// Reloads the configuration with `load` on each SIGHUP, as long as the process runs. The handler
+/// is installed by this call, so a SIGHUP sent once the server says it is listening is never the
+/// default action's (which ends the process). A configuration that does not load, or whose
+/// channels cannot be set up, changes nothing and is logged as an error with every problem.
+pub fn reload_on_hangup(
+    reloadable: Reloadable,
+    load: impl Fn() -> Result<Config, ConfigError> + Send + 'static,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(%error, "cannot handle SIGHUP: the configuration cannot be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let applied = load()
+                    .map_err(|error| error.to_string())
+                    .and_then(|config| {
+                        reloadable
+                            .apply(&config)
+                            .map_err(|error| error.to_string())?;
+                        Ok(config)
+                    });
+                match applied {
+                    Ok(config) => {
+                        tracing::info!("SIGHUP: configuration reloaded");
+                        startup::log_policy(&config);
+                    }
+                    Err(problems) => tracing::error!(
+                        "SIGHUP: the configuration was not reloaded; the running one stays in force. {problems}"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (reloadable, load);
+}
+
 /// `serve`: the API and the worker.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     start_with(config, Roles::ALL).await
@@ -273,11 +365,22 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 /// it.
 pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartError> {
     let listener = if roles.api {
-        Some(bind(config.listen).await?)
+        Some(bind(config.listen, config.listen_from).await?)
     } else {
         None
     };
+    let metrics_listener = match (roles.api, config.metrics_listen) {
+        (true, Some(addr)) => Some(bind(addr, config.metrics_listen_from).await?),
+        _ => None,
+    };
     let channels = channels(config)?;
+    let reloadable = Reloadable {
+        policy: Live::new(config.escalation.policy.clone()),
+        channels: Live::new(channels.clone()),
+        notifications: Live::new(config.notifications.clone()),
+        reach: Live::new(reach(config, channels, config.public_url.clone())),
+        key_limit: Arc::new(KeyLimiter::new(config.integration_rate)),
+    };
     // Opened without waiting: a database that is away at start is waited for in the background
     // (`await_database`) while the port answers 503, rather than failing start-up.
     let inner = store::open(&config.database_url).await?;
@@ -288,6 +391,10 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         Some(url) => Some(Arc::new(
             RedisIndex::new(url, &config.redis_prefix, store.clone()).map_err(StartError::Redis)?,
         )),
+        None => None,
+    };
+    let redis_up = match &redis {
+        Some(index) => Some(index.answers().await),
         None => None,
     };
     let generated_admin_token = match prepare(inner.as_ref(), config, roles).await {
@@ -341,7 +448,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         let watch = HeartbeatWatch {
             store: store.clone(),
             scheduler: scheduler.clone(),
-            policy: Arc::new(config.escalation.policy.clone()),
+            policy: reloadable.policy.clone(),
         };
         tasks.push((
             "the heartbeat watch",
@@ -349,8 +456,8 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
         ));
         let dispatcher = Dispatcher {
             store: store.clone(),
-            channels: channels.clone(),
-            config: config.notifications.clone(),
+            channels: reloadable.channels.clone(),
+            config: reloadable.notifications.clone(),
             public_url: config.public_url.clone(),
             wake: outbox,
         };
@@ -359,36 +466,44 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             background(dispatcher.run(stopping.clone())),
         ));
     }
-    let mut api_addr = None;
+    let (mut api_addr, mut metrics_addr) = (None, None);
     if let Some((listener, addr)) = listener {
         let state = AppState {
             ingest: IngestQueue::start(store.clone()),
             store,
-            policy: Arc::new(config.escalation.policy.clone()),
+            policy: reloadable.policy.clone(),
             scheduler,
             metrics,
             worker: worker_status.clone(),
             tokens,
             routes,
-            reach: Arc::new(Reach {
-                channels,
-                public_url: config.public_url.clone(),
-                sms: config.sms.clone(),
-                voice: config.voice.clone(),
-                notifications: config.notifications.clone(),
-                webhooks: config.webhooks.keys().cloned().collect(),
-            }),
-            key_limit: Arc::new(KeyLimiter::new(config.integration_rate)),
+            reach: reloadable.reach.clone(),
+            key_limit: reloadable.key_limit.clone(),
         };
+        if let Some((listener, addr)) = metrics_listener {
+            let app = api::metrics::open_router(state.clone());
+            let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));
+            tasks.push(("the metrics listener", serve));
+            metrics_addr = Some(addr);
+        }
         let app = api::router(state, config.max_body_bytes);
         let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));
         tasks.push(("the API", serve));
-        tracing::info!(%addr, "listening");
         api_addr = Some(addr);
     }
+    startup::log_block(
+        config,
+        startup::Bound {
+            api: api_addr,
+            metrics: metrics_addr,
+        },
+        redis_up,
+    );
     let worker = roles.worker.then_some(worker_status);
     Ok(Running {
         api_addr,
+        metrics_addr,
+        reloadable,
         generated_admin_token,
         worker,
         shutdown,
@@ -396,9 +511,10 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     })
 }
 
-/// Binds the API's port; returns the listener and the address it got (port 0 picks one).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let bind_error = |source| StartError::Bind { addr, source };
+/// Binds a port; returns the listener and the address it got (port 0 picks one). `from` is what
+/// set the address, for the error.
+async fn bind(addr: SocketAddr, from: Origin) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, from, source };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     Ok((listener, bound))

@@ -1587,6 +1587,7 @@ async fn the_cli_lists_and_revokes_tokens(backend: Backend) {
 on_every_backend!(
     the_cli_lists_shows_and_acts_on_incidents,
     the_cli_lists_and_revokes_tokens,
+    sighup_reloads_the_policy_and_keeps_it_when_the_file_is_invalid,
 );
 
 #[tokio::test]
@@ -1808,4 +1809,196 @@ async fn completions_and_the_man_page_come_from_the_command_line() {
     );
     let help = succeeds(klaxon(dir.path(), &["--help"])).await;
     assert!(!help.contains("completions"), "hidden from --help:\n{help}");
+}
+
+/// The start-up block: version and commit, where it listens (and what said so), the SQLite
+/// file's absolute path, Redis, the policy's levels, each channel, and a warning for a level
+/// whose channel is not configured. `--listen` wins over `KLAXON_LISTEN`.
+#[tokio::test]
+async fn serve_says_what_it_runs_with_at_start_up() {
+    let dir = fresh_dir();
+    write_file(
+        dir.path(),
+        "klaxon.toml",
+        "[[escalation.levels]]\nlevel = 1\ndelay = \"2m\"\nchannels = [\"in_app\", \"sms\"]\ntargets = [\"alice\"]\n",
+    );
+    let addr = free_local_addr();
+    let mut command = klaxon(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            "klaxon.toml",
+            "--listen",
+            &addr.to_string(),
+        ],
+    );
+    command.env("KLAXON_LISTEN", free_local_addr().to_string());
+    let server = Server::ready(command, addr).await;
+    let stderr = server.process.stderr();
+    let database = std::fs::canonicalize(dir.path())
+        .expect("resolve the working directory")
+        .join("klaxon.db");
+    for line in [
+        format!("Klaxon {} (commit ", env!("CARGO_PKG_VERSION")),
+        format!("listen: {addr} (set by the --listen flag)"),
+        "metrics: on the API only, with a token".to_owned(),
+        format!("database: SQLite file {}", database.display()),
+        "redis: disabled".to_owned(),
+        "escalation level 1: after 2m, channels in_app, sms, targets alice".to_owned(),
+        "escalation level 1 uses the sms channel, which is not configured".to_owned(),
+        "channel email: not configured".to_owned(),
+        "channel sms: not configured".to_owned(),
+        "channel voice: not configured".to_owned(),
+        "channel push: not configured".to_owned(),
+    ] {
+        assert!(stderr.contains(&line), "no `{line}` in:\n{stderr}");
+    }
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("sms channel")),
+        "{stderr}"
+    );
+}
+
+/// The address in use is named, with what set it: the flag, the variable.
+#[tokio::test]
+async fn an_address_in_use_is_named_with_what_set_it() {
+    let dir = fresh_dir();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a listener on port 0");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let stderr = fails_with(1, klaxon(dir.path(), &["serve", "--listen", &addr])).await;
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr} (set by the --listen flag)"
+        )),
+        "{stderr}"
+    );
+    let mut command = klaxon(dir.path(), &["serve"]);
+    command.env("KLAXON_LISTEN", &addr);
+    let stderr = fails_with(1, command).await;
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (set by KLAXON_LISTEN)")),
+        "{stderr}"
+    );
+}
+
+/// `metrics_listen` answers `GET /metrics` without a token; the API's `/metrics` still wants one.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_without_a_token() {
+    let dir = fresh_dir();
+    let metrics = free_local_addr();
+    let server = Server::start(
+        dir.path(),
+        &[("KLAXON_METRICS_LISTEN", metrics.to_string().as_str())],
+    )
+    .await;
+    let open = server
+        .client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("metrics_listen answers");
+    assert_eq!(open.status(), StatusCode::OK);
+    let text = open.text().await.expect("a text body");
+    assert!(
+        text.contains("# TYPE klaxon_escalations_executed_total counter"),
+        "{text}"
+    );
+    let guarded = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(guarded.status(), StatusCode::UNAUTHORIZED);
+    let stderr = server.process.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "metrics: GET /metrics without a token on {metrics}"
+        )),
+        "{stderr}"
+    );
+}
+
+/// A policy whose first level waits `delay`.
+fn policy_file(delay: &str) -> String {
+    format!("[[escalation.levels]]\nlevel = 1\ndelay = \"{delay}\"\nchannels = [\"in_app\"]\n")
+}
+
+/// How long level 1 of incident `id`, escalated now, waits: what the policy it snapshotted says.
+async fn first_level_wait(server: &Server, id: &str) -> i64 {
+    let (status, body) = server
+        .post(&format!("/incidents/{id}/escalate"), ADMIN_TOKEN, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "escalate: {body}");
+    let (status, body) = server
+        .get(&format!("/incidents/escalations/{id}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let escalation = &body["escalations"][0];
+    let at = |field: &str| {
+        escalation[field]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .unwrap_or_else(|| panic!("no {field} in {escalation}"))
+    };
+    (at("scheduled_at") - at("created_at")).num_seconds()
+}
+
+fn sighup(process: &Process) {
+    let pid = libc::pid_t::try_from(process.child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) with a pid this test spawned and still holds (not yet reaped).
+    let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert_eq!(sent, 0, "kill -HUP failed");
+}
+
+/// SIGHUP puts a changed policy in force for incidents escalated afterwards; an invalid file
+/// keeps the running policy, and the log says why.
+async fn sighup_reloads_the_policy_and_keeps_it_when_the_file_is_invalid(backend: Backend) {
+    let dir = fresh_dir();
+    let Some(database) = TestDatabase::create(backend).await else {
+        return;
+    };
+    write_file(dir.path(), "klaxon.toml", &policy_file("10m"));
+    let env = [
+        ("KLAXON_DATABASE_URL", database.url.as_str()),
+        ("KLAXON_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let server =
+        Server::start_with_args(dir.path(), &["serve", "--config", "klaxon.toml"], &env).await;
+    let before = server.open_incident(ADMIN_TOKEN, "before the reload").await;
+    assert_eq!(first_level_wait(&server, &before).await, 600);
+
+    write_file(dir.path(), "klaxon.toml", &policy_file("30m"));
+    sighup(&server.process);
+    let process = &server.process;
+    eventually("the reload to be logged", READY_TIMEOUT, || {
+        let reloaded = process.stderr().contains("SIGHUP: configuration reloaded");
+        async move { reloaded }
+    })
+    .await;
+    let after = server.open_incident(ADMIN_TOKEN, "after the reload").await;
+    assert_eq!(first_level_wait(&server, &after).await, 1800);
+
+    write_file(dir.path(), "klaxon.toml", &policy_file("soon"));
+    sighup(&server.process);
+    eventually("the refused reload to be logged", READY_TIMEOUT, || {
+        let refused = process.stderr().contains("was not reloaded");
+        async move { refused }
+    })
+    .await;
+    let stderr = server.process.stderr();
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("was not reloaded"))
+        .expect("found above");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("escalation.levels"), "names the key: {line}");
+    let kept = server
+        .open_incident(ADMIN_TOKEN, "after the refused reload")
+        .await;
+    assert_eq!(first_level_wait(&server, &kept).await, 1800);
+    assert_eq!(server.health().await.0, StatusCode::OK);
 }

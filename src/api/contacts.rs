@@ -245,6 +245,7 @@ pub async fn test(
     let message = test_message(&state, &user, &method);
     let sender = state
         .reach
+        .get()
         .channels
         .sender(method.kind.channel())
         .map_err(|why| ApiError::BadGateway(why.to_string()))?
@@ -265,7 +266,8 @@ pub async fn test(
 /// user's page and, for a call, a document that only says it is a test.
 fn test_message(state: &AppState, user: &User, method: &ContactMethod) -> Outgoing {
     let now = Timestamp::now();
-    let public_url = &state.reach.public_url;
+    let reach = state.reach.get();
+    let public_url = &reach.public_url;
     let incident = Incident {
         id: Uuid::now_v7(),
         title: format!("Test message from Klaxon to {}", user.handle),

@@ -154,10 +154,10 @@ async fn policy_of(state: &AppState, id: Uuid) -> Result<Arc<EscalationPolicy>, 
         .await
         .map_err(|e| ApiError::from_store(e, missing(id)))?;
     let Some(service_id) = incident.service_id else {
-        return Ok(state.policy.clone());
+        return Ok(state.policy.get());
     };
     let service = state.store.service(service_id).await?;
-    Ok(catalog::policy_of(state.store.as_ref(), &service, &state.policy).await?)
+    Ok(catalog::policy_of(state.store.as_ref(), &service, &state.policy.get()).await?)
 }
 
 async fn act(
@@ -177,7 +177,7 @@ async fn act(
     // An incident of a service escalates under the service's policy.
     let policy = match action {
         Action::Escalate => policy_of(state, id).await?,
-        _ => state.policy.clone(),
+        _ => state.policy.get(),
     };
     let request = TransitionRequest {
         incident_id: id,

@@ -4,7 +4,7 @@
 //! only: several instances each allow the limit.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::RateLimit;
@@ -15,7 +15,8 @@ const MAX_KEYS: usize = 10_000;
 
 /// Fixed windows per key.
 pub struct KeyLimiter {
-    limit: RateLimit,
+    /// Replaced on SIGHUP; counts go on in the windows of the new limit.
+    limit: RwLock<RateLimit>,
     started: Instant,
     /// Key hash → (window number, events counted in it).
     windows: Mutex<HashMap<String, (u128, u32)>>,
@@ -24,16 +25,22 @@ pub struct KeyLimiter {
 impl KeyLimiter {
     pub fn new(limit: RateLimit) -> Self {
         Self {
-            limit,
+            limit: RwLock::new(limit),
             started: Instant::now(),
             windows: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Puts `limit` in force from the next event on.
+    pub fn set_limit(&self, limit: RateLimit) {
+        *self.limit.write().unwrap_or_else(PoisonError::into_inner) = limit;
+    }
+
     /// Counts one event for `key` (a live key's hash) now; over the limit, it is not counted,
     /// and the answer is how long until the window opens again.
     pub fn allow(&self, key: &str) -> Result<(), Duration> {
-        let per = self.limit.per.as_millis().max(1);
+        let limit = *self.limit.read().unwrap_or_else(PoisonError::into_inner);
+        let per = limit.per.as_millis().max(1);
         let elapsed = self.started.elapsed().as_millis();
         let window = elapsed / per;
         let mut windows = self
@@ -47,7 +54,7 @@ impl KeyLimiter {
         if entry.0 != window {
             *entry = (window, 0);
         }
-        if entry.1 >= self.limit.count {
+        if entry.1 >= limit.count {
             let left = per - elapsed % per;
             return Err(Duration::from_millis(
                 u64::try_from(left).unwrap_or(u64::MAX),
@@ -80,5 +87,19 @@ mod tests {
         assert!(quick.allow("a").is_err());
         std::thread::sleep(Duration::from_millis(25));
         assert!(quick.allow("a").is_ok(), "a new window");
+    }
+
+    #[test]
+    fn a_reloaded_limit_applies_to_the_next_event() {
+        let limiter = KeyLimiter::new(RateLimit::per_minutes(1, 60));
+        assert!(limiter.allow("a").is_ok());
+        assert!(limiter.allow("a").is_err());
+        limiter.set_limit(RateLimit::per_minutes(3, 60));
+        assert!(
+            limiter.allow("a").is_ok(),
+            "the count so far stands under the new limit"
+        );
+        assert!(limiter.allow("a").is_ok());
+        assert!(limiter.allow("a").is_err());
     }
 }

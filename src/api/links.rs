@@ -148,7 +148,7 @@ pub async fn act(
         actor: actor.clone(),
         note: Some("from a link in a notification".into()),
         at: Timestamp::now(),
-        policy: state.policy.clone(),
+        policy: state.policy.get(),
         link: Some(link.id()),
     };
     let outcome = state.apply(request).await;

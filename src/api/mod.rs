@@ -44,6 +44,7 @@ pub use error::ApiError;
 
 use crate::domain::EscalationPolicy;
 use crate::engine::{Scheduler, WorkerStatus};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::batch::IngestQueue;
 use uuid::Uuid;
@@ -57,8 +58,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Messages are stored through this, many to a transaction under load.
     pub ingest: IngestQueue,
-    /// The policy an incident snapshots when it starts escalating.
-    pub policy: Arc<EscalationPolicy>,
+    /// The policy an incident snapshots when it starts escalating; SIGHUP replaces it.
+    pub policy: Live<EscalationPolicy>,
     /// Told about every commit that schedules or cancels escalations.
     pub scheduler: Scheduler,
     pub metrics: Arc<Metrics>,
@@ -67,8 +68,9 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     /// Where integration keys route events.
     pub routes: Arc<RouteCache>,
-    /// The providers and channels the integrations and contact-method tests use.
-    pub reach: Arc<twilio::Reach>,
+    /// The providers and channels the integrations and contact-method tests use; SIGHUP
+    /// replaces them.
+    pub reach: Live<twilio::Reach>,
     /// Events per integration key.
     pub key_limit: Arc<key_limit::KeyLimiter>,
 }
@@ -90,7 +92,7 @@ impl AppState {
             actor,
             note,
             at: Timestamp::now(),
-            policy: self.policy.clone(),
+            policy: self.policy.get(),
             link: None,
         })
         .await

@@ -110,8 +110,9 @@ fn record_of(state: &AppState, request: PolicyRequest) -> Result<PolicyRecord, A
             webhooks: body.webhooks,
             only_during: body.only_during,
         };
+        let reach = state.reach.get();
         level
-            .check(|name| state.reach.webhooks.iter().any(|known| known == name))
+            .check(|name| reach.webhooks.iter().any(|known| known == name))
             .map_err(|problem| {
                 ApiError::BadRequest(format!(
                     "invalid `levels[{index}].{}`: {}",

@@ -101,7 +101,7 @@ pub async fn event_service(
     state: &AppState,
     service: &Service,
 ) -> Result<EventService, StoreError> {
-    catalog::event_service(state.store.as_ref(), service, &state.policy).await
+    catalog::event_service(state.store.as_ref(), service, &state.policy.get()).await
 }
 
 /// Where the integration key `secret` routes events: its service, and what that service's events

@@ -101,15 +101,15 @@ fn signed(state: &AppState, headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Opti
     let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     let form = Form(fields);
     let account = form.get("AccountSid")?;
-    let provider = state
-        .reach
+    let reach = state.reach.get();
+    let provider = reach
         .sms
         .iter()
-        .chain(&state.reach.voice)
+        .chain(&reach.voice)
         .find(|p| p.account_sid == account)?;
     let signature = headers.get("x-twilio-signature")?.to_str().ok()?;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let url = format!("{}{path}", state.reach.public_url);
+    let url = format!("{}{path}", reach.public_url);
     twilio::verify(&provider.auth_token, &url, &form.0, signature).then_some(form)
 }
 
@@ -243,9 +243,10 @@ pub async fn status(
     let Some(form) = signed(&state, &headers, &uri, &body) else {
         return forbidden();
     };
+    let reach = state.reach.get();
     let (sid, word, providers) = match (form.get("MessageSid"), form.get("CallSid")) {
-        (Some(sid), _) => (sid, form.get("MessageStatus"), state.reach.sms.len()),
-        (None, Some(sid)) => (sid, form.get("CallStatus"), state.reach.voice.len()),
+        (Some(sid), _) => (sid, form.get("MessageStatus"), reach.sms.len()),
+        (None, Some(sid)) => (sid, form.get("CallStatus"), reach.voice.len()),
         (None, None) => {
             return (StatusCode::BAD_REQUEST, "no MessageSid or CallSid").into_response()
         }
@@ -258,7 +259,7 @@ pub async fn status(
         // queued, sending, sent, ringing, in-progress…: on the way, nothing to record.
         _ => return StatusCode::NO_CONTENT.into_response(),
     };
-    let config = &state.reach.notifications;
+    let config = &reach.notifications;
     let receipt = Receipt {
         provider_message_id: sid.to_owned(),
         status: word.clone(),
@@ -306,8 +307,8 @@ async fn call_of(
         return Err(forbidden());
     };
     let key = state.store.link_key().await.map_err(unavailable)?;
-    let config = &state.reach.notifications;
-    let signer = LinkSigner::new(&key, &state.reach.public_url, config.link_expiry);
+    let reach = state.reach.get();
+    let signer = LinkSigner::new(&key, &reach.public_url, reach.notifications.link_expiry);
     signer
         .verify_voice(id, expires, &sig, Timestamp::now())
         .map_err(|_| forbidden())?;
@@ -367,7 +368,7 @@ pub async fn voice(
         .collect();
     let action = format!(
         "{}/integrations/twilio/voice/{id}/gather?{query}",
-        state.reach.public_url
+        state.reach.get().public_url
     );
     xml(
         StatusCode::OK,

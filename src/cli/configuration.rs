@@ -96,6 +96,9 @@ fn channel_name(channel: klaxon::domain::Channel) -> String {
 pub fn show(config: &Config) -> Result<String, toml::ser::Error> {
     let mut root = Table::new();
     root.insert("listen".into(), config.listen.to_string().into());
+    if let Some(addr) = config.metrics_listen {
+        root.insert("metrics_listen".into(), addr.to_string().into());
+    }
     root.insert(
         "database_url".into(),
         mask_url_password(config.database_url.as_str()).into(),

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::Scheduler;
 use crate::backoff::Backoff;
 use crate::domain::{Action, EscalationPolicy, Heartbeat, NewEvent, Severity, Timestamp};
+use crate::live::Live;
 use crate::store::catalog::event_service;
 use crate::store::{Store, StoreError, TransitionRequest};
 
@@ -23,8 +24,8 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub struct HeartbeatWatch {
     pub store: Arc<dyn Store>,
     pub scheduler: Scheduler,
-    /// The configured policy, for services without one of their own.
-    pub policy: Arc<EscalationPolicy>,
+    /// The configured policy, for services without one of their own; SIGHUP replaces it.
+    pub policy: Live<EscalationPolicy>,
 }
 
 impl HeartbeatWatch {
@@ -76,7 +77,7 @@ impl HeartbeatWatch {
             payload: serde_json::json!({"heartbeat_id": heartbeat.id, "name": heartbeat.name}),
             actor: format!("heartbeat:{}", heartbeat.name),
             received_at: now,
-            service: Some(event_service(self.store.as_ref(), &service, &self.policy).await?),
+            service: Some(event_service(self.store.as_ref(), &service, &self.policy.get()).await?),
         };
         let ingested = self.store.ingest(event).await?;
         if let Some(scheduled) = ingested.scheduled {
@@ -104,7 +105,7 @@ impl HeartbeatWatch {
                 actor: format!("heartbeat:{}", heartbeat.name),
                 note: Some("the heartbeat was pinged as the miss was seen".into()),
                 at: Timestamp::now(),
-                policy: self.policy.clone(),
+                policy: self.policy.get(),
                 link: None,
             };
             match self.store.transition(request).await {

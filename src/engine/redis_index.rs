@@ -68,6 +68,16 @@ impl RedisIndex {
         })
     }
 
+    /// Whether Redis answers a `PING` now, within the response timeout: for the start-up block,
+    /// while the index itself is still down until [`RedisIndex::supervise`] has rebuilt it.
+    pub async fn answers(&self) -> bool {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok()
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }

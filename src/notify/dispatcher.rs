@@ -40,6 +40,7 @@ use crate::domain::{
     Attempt, Channel, Delivery, Failover, Incident, Notification, NotificationStatus, Outcome,
     Planned, RetryPolicy, Timestamp, User,
 };
+use crate::live::Live;
 use crate::store::{AttemptRecord, SendPlan, Store, StoreError};
 
 /// Notifications claimed at once.
@@ -103,8 +104,10 @@ impl Channels {
 
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
-    pub channels: Channels,
-    pub config: NotificationConfig,
+    /// Replaced on SIGHUP; a round sends with the channels it started with.
+    pub channels: Live<Channels>,
+    /// Replaced on SIGHUP; a round plans and retries with the settings it started with.
+    pub config: Live<NotificationConfig>,
     pub public_url: String,
     /// Notified when there may be something to send now.
     pub wake: Arc<Notify>,
@@ -114,12 +117,14 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("notification dispatcher started");
         let mut backoff = Backoff::default();
-        let mut signer = None;
+        // The link key, read once: it never changes. The signer is made each round, so that a
+        // reloaded `link_expiry` applies to the next links signed.
+        let mut link_key = None;
         while !*shutdown.borrow() {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match self.round(&mut signer).await {
+            match self.round(&mut link_key).await {
                 Ok(Round::More) => continue,
                 Ok(Round::Idle(next_due)) => {
                     backoff.reset();
@@ -149,7 +154,7 @@ impl Dispatcher {
     }
 
     /// Claims one batch, sends it, records it.
-    async fn round(&self, signer: &mut Option<LinkSigner>) -> Result<Round, StoreError> {
+    async fn round(&self, link_key: &mut Option<String>) -> Result<Round, StoreError> {
         let now = Timestamp::now();
         // A read first: claiming is a write, and on SQLite an idle dispatcher would otherwise take
         // the one write lock every second for nothing.
@@ -159,22 +164,18 @@ impl Dispatcher {
         }
         let claimed = self
             .store
-            .claim_notifications(now, self.config.lease, BATCH_SIZE)
+            .claim_notifications(now, self.config.get().lease, BATCH_SIZE)
             .await?;
         if claimed.is_empty() {
             return Ok(Round::Idle(self.store.next_notification_due().await?));
         }
         let full = claimed.len() == BATCH_SIZE as usize;
-        if signer.is_none() {
-            let key = self.store.link_key().await?;
-            *signer = Some(LinkSigner::new(
-                &key,
-                &self.public_url,
-                self.config.link_expiry,
-            ));
-        }
-        let signer = signer.as_ref().expect("set above");
-        let records = self.deliver(&claimed, signer, now).await?;
+        let key = match link_key {
+            Some(key) => key,
+            None => link_key.insert(self.store.link_key().await?),
+        };
+        let signer = LinkSigner::new(key, &self.public_url, self.config.get().link_expiry);
+        let records = self.deliver(&claimed, &signer, now).await?;
         for record in &records {
             log_record(record);
         }
@@ -195,6 +196,7 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
         let context = self.context(claimed).await?;
+        let (channels, config) = (self.channels.get(), self.config.get());
         let mut groups: BTreeMap<(&str, &str), Vec<Notification>> = BTreeMap::new();
         for notification in claimed {
             let key = (notification.channel.as_str(), notification.rate_key());
@@ -203,10 +205,10 @@ impl Dispatcher {
         let mut records = Vec::new();
         let mut sends = JoinSet::new();
         let mut permits: HashMap<Channel, Arc<Semaphore>> = HashMap::new();
-        let start_by = tokio::time::Instant::now() + self.config.lease / 2;
+        let start_by = tokio::time::Instant::now() + config.lease / 2;
         for group in groups.into_values() {
             let channel = group[0].channel;
-            let plan = self.plan(&group, now).await?;
+            let plan = self.plan(&config, &group, now).await?;
             for planned in plan.deliveries {
                 let Planned {
                     delivery,
@@ -218,7 +220,7 @@ impl Dispatcher {
                     continue;
                 }
                 let message = context.message(&members, key.clone(), signer, now);
-                let sender = self.channels.sender(channel).cloned();
+                let sender = channels.sender(channel).cloned();
                 let providers = sender
                     .as_ref()
                     .map(|sender| sender.providers())
@@ -227,8 +229,10 @@ impl Dispatcher {
                     .entry(channel)
                     .or_insert_with(|| Arc::new(Semaphore::new(in_flight_limit(channel))))
                     .clone();
-                let policy = self.retry_policy();
-                let config = self.config.clone();
+                let policy = RetryPolicy {
+                    max_attempts: config.max_attempts,
+                };
+                let config = config.clone();
                 sends.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     // Past half the lease, another dispatcher may soon take these: they wait for
@@ -262,17 +266,15 @@ impl Dispatcher {
         Ok(records)
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: self.config.max_attempts,
-        }
-    }
-
     /// How one recipient's due notifications on one channel go out: under the channel's rate
     /// limit, decided and reserved in the store with the recipient's window held against other
     /// dispatchers; each alone where there is none.
-    async fn plan(&self, group: &[Notification], now: Timestamp) -> Result<SendPlan, StoreError> {
-        let config = &self.config;
+    async fn plan(
+        &self,
+        config: &NotificationConfig,
+        group: &[Notification],
+        now: Timestamp,
+    ) -> Result<SendPlan, StoreError> {
         let limits: Vec<RateLimit> = match group[0].channel {
             Channel::Email => vec![config.email_rate],
             Channel::Webhook => vec![config.webhook_rate],

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
 /// A database URL, checked and sorted by backend.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -17,6 +20,32 @@ impl DatabaseUrl {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Sqlite(url) | Self::Postgres(url) => url,
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// What an operator needs to find the database, with no secret: the SQLite file's absolute
+    /// path, or PostgreSQL's host, port and database.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(url) => match SqliteConnectOptions::from_str(url) {
+                Ok(options) => {
+                    let file = options.get_filename();
+                    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+                    format!("SQLite file {}", file.display())
+                }
+                Err(_) => format!("SQLite {url}"),
+            },
+            Self::Postgres(url) => match PgConnectOptions::from_str(url) {
+                Ok(options) => format!(
+                    "PostgreSQL host {} port {} database {}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(the user's)")
+                ),
+                Err(_) => format!("PostgreSQL {}", redact_password(url)),
+            },
         }
     }
 }

@@ -342,7 +342,7 @@ async fn a_missed_heartbeat_opens_an_incident_unless_a_ping_beat_it(backend: Bac
     let watch = HeartbeatWatch {
         store: store.clone(),
         scheduler: Scheduler::new(None),
-        policy: Arc::new(EscalationPolicy::standard()),
+        policy: klaxon::live::Live::new(EscalationPolicy::standard()),
     };
     assert!(
         store
