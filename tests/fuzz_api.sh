@@ -3,7 +3,9 @@
 # against it with Schemathesis: thousands of generated requests, valid and not, checking that
 # none gets a 5xx (SPEC §6.6: no client input produces a 500) and that every answer is one the
 # document describes (its status code, content type, headers and schema). Both tools come from
-# PyPI, installed here when missing. `.ci/run` runs it for a minute; by hand:
+# PyPI, installed when missing into a virtual environment of their own under
+# ~/.cache/klaxon/fuzz-venv (XDG_CACHE_HOME), apart from the system's Python packages. `.ci/run`
+# runs it for a minute; by hand:
 #
 #   tests/fuzz_api.sh [seconds]        # default 120
 #
@@ -14,10 +16,12 @@ cd "$(dirname "$0")/.."
 seconds="${1:-120}"
 token="fuzz-admin-token-$(date +%s%N)"
 
-command -v st >/dev/null ||
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet schemathesis
-command -v openapi-spec-validator >/dev/null ||
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet openapi-spec-validator
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/klaxon/fuzz-venv"
+if [ ! -x "$venv/bin/st" ] || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        schemathesis openapi-spec-validator
+fi
 cargo build --release --quiet
 # Where cargo put it: CARGO_TARGET_DIR when set (as .ci/run sets it), else ./target.
 binary="$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/klaxon"
@@ -37,9 +41,9 @@ if ! curl -sf "http://127.0.0.1:$port/health" >/dev/null; then
     exit 1
 fi
 curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/openapi.json" >"$work/openapi.json"
-openapi-spec-validator "$work/openapi.json"
+"$venv/bin/openapi-spec-validator" "$work/openapi.json"
 # Revoking tokens would lock the fuzzer out of its own session.
-st run "$work/openapi.json" --url "http://127.0.0.1:$port" \
+"$venv/bin/st" run "$work/openapi.json" --url "http://127.0.0.1:$port" \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-time "$seconds" --workers 2 \
