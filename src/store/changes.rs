@@ -162,10 +162,7 @@ impl<B: Backend> Changes for B {
                     .level(claim.escalation.escalation_level)
             })
             .collect();
-        let directory = if claimed
-            .iter()
-            .any(|claim| claim.escalation.status == EscalationStatus::Executed)
-        {
+        let directory = if !executing.is_empty() {
             let mut directory = tx.directory().await?;
             directory.on_call = on_call(&mut tx, &executing, now).await?;
             directory

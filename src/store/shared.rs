@@ -568,7 +568,7 @@ async fn rows_where_in<D, V>(
     pool: &Pool<D>,
     table: &str,
     column: &str,
-    mut values: Vec<V>,
+    values: Vec<V>,
 ) -> Result<Vec<D::Row>>
 where
     D: Dialect,
@@ -577,13 +577,29 @@ where
     for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
 {
     let mut conn = pool.acquire().await?;
+    read_in(&mut conn, values, |list| {
+        format!("select * from {table} where {column} in ({list})")
+    })
+    .await
+}
+
+/// The rows `sql` reads on `conn` for `values`, in statements of at most [`IDS_PER_READ`]
+/// values, chunk after chunk: `sql` is given the placeholders of one chunk's `in (…)` list.
+async fn read_in<D, V>(
+    conn: &mut D::Connection,
+    mut values: Vec<V>,
+    sql: impl Fn(&str) -> String + Send,
+) -> Result<Vec<D::Row>>
+where
+    D: Dialect,
+    V: for<'q> Encode<'q, D> + Type<D> + Send + 'static,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'q> D::Arguments<'q>: IntoArguments<'q, D>,
+{
     let mut found = Vec::with_capacity(values.len());
     while !values.is_empty() {
         let chunk: Vec<V> = values.drain(..values.len().min(IDS_PER_READ)).collect();
-        let sql = format!(
-            "select * from {table} where {column} in ({})",
-            id_list::<D>(1, chunk.len())
-        );
+        let sql = sql(&id_list::<D>(1, chunk.len()));
         let mut read = sqlx::query(&sql);
         for value in chunk {
             read = read.bind(value);
@@ -825,25 +841,23 @@ where
     }
 
     async fn share_incidents(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, IncidentStatus)>> {
-        let mut statuses = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "select id, status from incidents where id in ({}) order by id {}",
-                id_list::<T::Db>(1, chunk.len()),
+        let ids = ids.iter().map(|id| T::Db::id(*id)).collect();
+        let locked = read_in(self.connection(), ids, |list| {
+            format!(
+                "select id, status from incidents where id in ({list}) order by id {}",
                 T::Db::KEY_SHARE
-            );
-            let mut lock = sqlx::query(&sql);
-            for id in chunk {
-                lock = lock.bind(T::Db::id(*id));
-            }
-            for row in lock.fetch_all(self.connection()).await? {
-                statuses.push((
+            )
+        })
+        .await?;
+        locked
+            .iter()
+            .map(|row| {
+                Ok((
                     row.uuid("id")?,
                     row.parsed("status", IncidentStatus::parse)?,
-                ));
-            }
-        }
-        Ok(statuses)
+                ))
+            })
+            .collect()
     }
 
     async fn lock_window(&mut self, channel: &str, recipient: &str, at: Timestamp) -> Result<()> {
@@ -879,22 +893,15 @@ where
     }
 
     async fn still_pending(&mut self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        let mut pending = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "select id from notifications where id in ({}) and status = 'PENDING' order by id {}",
-                id_list::<T::Db>(1, chunk.len()),
+        let ids = ids.iter().map(|id| T::Db::id(*id)).collect();
+        let pending = read_in(self.connection(), ids, |list| {
+            format!(
+                "select id from notifications where id in ({list}) and status = 'PENDING' order by id {}",
                 T::Db::FOR_UPDATE
-            );
-            let mut read = sqlx::query(&sql);
-            for id in chunk {
-                read = read.bind(T::Db::id(*id));
-            }
-            for row in read.fetch_all(self.connection()).await? {
-                pending.push(row.uuid("id")?);
-            }
-        }
-        Ok(pending)
+            )
+        })
+        .await?;
+        pending.iter().map(|row| row.uuid("id")).collect()
     }
 
     async fn reserve(&mut self, ids: &[Uuid], key: &str, at: Timestamp) -> Result<()> {
