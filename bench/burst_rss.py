@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KLAXON = REPO / "target" / "release" / "klaxon"
+# cargo builds into $CARGO_TARGET_DIR when it is set.
+KLAXON = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "klaxon"
 # How many connections the burst opens at once.
 CONNECTIONS = 3000
 # SPEC §7: resident memory of an idle server.

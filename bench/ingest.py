@@ -38,7 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-KLAXON = REPO / "target" / "release" / "klaxon"
+# cargo builds into $CARGO_TARGET_DIR when it is set.
+KLAXON = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "klaxon"
 ALERTMANAGER = "prometheus-alertmanager"
 TARGETS = ("sqlite", "postgres", "sqlite-enqueue", "postgres-enqueue", "alertmanager")
 

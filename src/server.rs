@@ -55,6 +55,8 @@ pub enum StartError {
         from: Origin,
         source: std::io::Error,
     },
+    #[error("cannot start the ingest writer: {0}")]
+    IngestWriter(#[source] std::io::Error),
     #[error("cannot set up the {channel} channel: {message}")]
     Channel {
         channel: &'static str,
@@ -469,7 +471,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     let (mut api_addr, mut metrics_addr) = (None, None);
     if let Some((listener, addr)) = listener {
         let state = AppState {
-            ingest: IngestQueue::start(store.clone()),
+            ingest: IngestQueue::start(store.clone()).map_err(StartError::IngestWriter)?,
             store,
             policy: reloadable.policy.clone(),
             scheduler,

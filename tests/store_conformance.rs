@@ -42,6 +42,7 @@ on_every_backend!(
     without_dedup_key_every_event_opens_an_incident,
     concurrent_ingests_with_one_dedup_key_open_one_incident,
     ingest_racing_a_resolve_loses_no_event,
+    keyless_batches_racing_transitions_all_commit,
     every_cell_of_the_state_table,
     escalate_schedules_the_first_level,
     leaving_escalating_cancels_pending_escalations,
@@ -481,6 +482,44 @@ async fn ingest_racing_a_resolve_loses_no_event(backend: Backend) {
     assert!(live <= 1, "{live} live incidents share one dedup_key");
     let events: i64 = incidents.iter().map(|i| i.event_count).sum();
     assert_eq!(events, CONCURRENCY as i64);
+}
+
+/// Keyless batches (SQLite stores them through a connection of its own) interleaved with
+/// escalations, which read the incident and then write: every one of them commits, none is
+/// refused for a lock the other path held.
+async fn keyless_batches_racing_transitions_all_commit(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let mut opened = Vec::new();
+    for _ in 0..CONCURRENCY / 2 {
+        opened.push(store.ingest(event(None)).await.unwrap().incident.id);
+    }
+    let batch = vec![event(None); 4];
+    let tasks = opened.iter().map(|&id| {
+        let (store, batch) = (store.clone(), batch.clone());
+        tokio::spawn(async move {
+            let (stored, escalated) = tokio::join!(
+                store.ingest_batch(&batch),
+                store.transition(request(id, Action::Escalate, minute(1))),
+            );
+            (stored.map(|stored| stored.len()), escalated.map(|_| ()))
+        })
+    });
+    let mut stored = 0;
+    for result in futures::future::join_all(tasks).await {
+        let (batch, escalated) = result.unwrap();
+        stored += batch.expect("a keyless batch commits");
+        escalated.expect("an escalate commits");
+    }
+
+    assert_eq!(stored, 4 * CONCURRENCY / 2);
+    let incidents = store.incidents(all(200)).await.unwrap().items;
+    assert_eq!(incidents.len(), CONCURRENCY / 2 + stored);
+    for id in opened {
+        assert_eq!(store.incident(id).await.unwrap().status, Escalating);
+    }
 }
 
 async fn every_cell_of_the_state_table(backend: Backend) {

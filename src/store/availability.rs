@@ -158,6 +158,10 @@ impl Queries for Guarded {
         self.call(self.inner.ping()).await
     }
 
+    fn blocks_while_ingesting(&self) -> bool {
+        self.inner.blocks_while_ingesting()
+    }
+
     async fn incident(&self, id: Uuid) -> Result<Incident> {
         self.call(self.inner.incident(id)).await
     }

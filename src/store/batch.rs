@@ -5,6 +5,11 @@
 //! all. A lone message is stored at once, so there is no added delay when idle. One writer per
 //! process beat several on both backends (docs/PERFORMANCE.md): fewer, larger commits.
 //!
+//! A backend whose batch blocks its thread while it writes (SQLite's direct connection,
+//! [`crate::store::Queries::blocks_while_ingesting`]) gets a writer thread of its own, with a
+//! single-threaded runtime: the batch never waits behind request tasks for a turn, and never
+//! holds up one of the request workers.
+//!
 //! A caller gets its answer only after the commit that made its event durable. The writer task
 //! owns the transactions, so a caller that goes away (a client disconnecting) cannot abandon one.
 //! If a batch fails for a reason other than the database being unavailable, its messages are
@@ -30,11 +35,21 @@ pub struct IngestQueue {
 }
 
 impl IngestQueue {
-    /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    /// Starts the writer: a task, or a thread of its own for a backend that blocks while it
+    /// writes. It stops when the last clone of the queue is dropped.
+    pub fn start(store: Arc<dyn Store>) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(store, receiver));
-        Self { sender }
+        if store.blocks_while_ingesting() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name("klaxon-ingest".into())
+                .spawn(move || runtime.block_on(write_batches(store, receiver)))?;
+        } else {
+            tokio::spawn(write_batches(store, receiver));
+        }
+        Ok(Self { sender })
     }
 
     /// Stores `event` and returns once it is committed.

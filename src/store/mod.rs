@@ -29,6 +29,7 @@ mod rows;
 pub mod schedules;
 pub mod shared;
 pub mod sqlite;
+mod sqlite_direct;
 mod statements;
 pub mod url;
 
@@ -63,11 +64,11 @@ pub enum StoreError {
     InvalidTransition(#[from] InvalidTransition),
     /// The database cannot be reached or is refusing work; retrying later may succeed (HTTP 503).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] Arc<sqlx::Error>),
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The transaction lost a conflict with a concurrent one (a deadlock victim, a serialization
     /// failure) and was rolled back whole; running it again will do (HTTP 503 if it still fails).
     #[error("transaction conflict: {0}")]
-    Conflict(#[source] Arc<sqlx::Error>),
+    Conflict(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// A row that would repeat a unique value (HTTP 409), with what a person should know.
     #[error("{0}")]
     Duplicate(String),
@@ -91,14 +92,17 @@ impl StoreError {
         let Self::Unavailable(error) = self else {
             return false;
         };
-        match error.as_ref() {
-            sqlx::Error::Database(db) => {
+        // The direct SQLite connection's errors (rusqlite) are a busy or full file, never a
+        // database out of reach.
+        match error.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => {
                 db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none()
                     && db
                         .code()
                         .is_some_and(|code| postgres::is_unreachable_code(&code))
             }
-            _ => true,
+            Some(_) => true,
+            None => false,
         }
     }
 
@@ -175,6 +179,12 @@ pub trait Queries: Send + Sync + 'static {
 
     /// Answers when the database can be reached.
     async fn ping(&self) -> Result<()>;
+
+    /// Whether [`Changes::ingest_batch`] blocks its thread while it writes (the embedded
+    /// backend's direct connection): the ingest queue then gives its writer a thread of its own.
+    fn blocks_while_ingesting(&self) -> bool {
+        false
+    }
 
     /// This deployment's id: made once, by the migration that added it, then the same on every
     /// connection and every instance.

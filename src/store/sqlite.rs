@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
+use super::sqlite_direct::Direct;
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -32,7 +33,7 @@ use crate::domain::{
 };
 
 /// How long a statement waits for a lock held by another process before giving up (503).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a pooled connection before the store reports itself unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent readers.
@@ -51,9 +52,18 @@ const SQLITE_CANTOPEN: i32 = 14;
 /// The extended code of a unique constraint's refusal.
 const SQLITE_CONSTRAINT_UNIQUE: &str = "2067";
 
+/// The columns each ingest insert writes, as the multi-row statements here and the direct
+/// connection's prepared ones ([`super::sqlite_direct`]) both bind them.
+pub(super) const INCIDENT_COLUMNS: &str = "incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy)";
+pub(super) const EVENT_COLUMNS: &str =
+    "events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)";
+pub(super) const ENTRY_COLUMNS: &str = "timeline (id, incident_id, at, kind, actor, detail)";
+
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The hot path's own connection, used only while `writer`'s connection is held.
+    direct: Direct,
 }
 
 impl SqliteStore {
@@ -64,17 +74,24 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // A connection to a local file cannot be lost, so it is not pinged before each use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let direct = Direct::open(options.get_filename())?;
+        Ok(Self {
+            writer,
+            reader,
+            direct,
+        })
     }
 }
 
@@ -156,6 +173,10 @@ impl Queries for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("select 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    fn blocks_while_ingesting(&self) -> bool {
+        true
     }
 
     async fn installation_id(&self) -> Result<Uuid> {
@@ -273,31 +294,17 @@ impl Backend for SqliteStore {
         Ok(Tx(self.writer.begin().await?))
     }
 
-    /// The three inserts go to the writer's thread as one query of three statements (the driver
-    /// binds `?` parameters across them in order): one hand-off where the general path takes
-    /// three.
+    /// The batch runs on the calling thread through the direct connection, begin to commit,
+    /// while this holds the single writer ([`super::sqlite_direct`]). On a multi-threaded
+    /// runtime the worker hands its other tasks on first; the ingest queue calls this from a
+    /// thread of its own ([`Queries::blocks_while_ingesting`]).
     async fn store_opened(&self, opened: &Opened) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let Opened {
-            incidents,
-            events,
-            entries,
-        } = opened;
-        for start in (0..incidents.len()).step_by(ROWS_PER_INSERT) {
-            let end = (start + ROWS_PER_INSERT).min(incidents.len());
-            let mut inserts = QueryBuilder::<Sqlite>::new("");
-            push_incidents(
-                &mut inserts,
-                incidents[start..end].iter().map(|i| (i, None)),
-            );
-            inserts.push("; ");
-            push_events(&mut inserts, &events[start..end]);
-            inserts.push("; ");
-            push_entries(&mut inserts, &entries[start..end]);
-            inserts.build().execute(&mut *tx).await?;
+        let _single_writer = self.writer.acquire().await?;
+        let store = || self.direct.store_opened(opened);
+        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(store),
+            _ => store(),
         }
-        tx.commit().await?;
-        Ok(())
     }
 }
 
@@ -465,7 +472,7 @@ fn push_incidents<'i>(
     query: &mut QueryBuilder<'_, Sqlite>,
     incidents: impl IntoIterator<Item = (&'i Incident, Option<String>)>,
 ) {
-    query.push("insert into incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy) ");
+    query.push(format_args!("insert into {INCIDENT_COLUMNS} "));
     query.push_values(incidents, |mut row, (incident, policy)| {
         row.push_bind(incident.id.to_string())
             .push_bind(incident.title.clone())
@@ -483,7 +490,7 @@ fn push_incidents<'i>(
 
 /// Appends `insert into events … values …` for `events` to `query`.
 fn push_events(query: &mut QueryBuilder<'_, Sqlite>, events: &[Event]) {
-    query.push("insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at) ");
+    query.push(format_args!("insert into {EVENT_COLUMNS} "));
     query.push_values(events, |mut row, event| {
         row.push_bind(event.id.to_string())
             .push_bind(event.incident_id.to_string())
@@ -498,7 +505,7 @@ fn push_events(query: &mut QueryBuilder<'_, Sqlite>, events: &[Event]) {
 
 /// Appends `insert into timeline … values …` for `entries` to `query`.
 fn push_entries(query: &mut QueryBuilder<'_, Sqlite>, entries: &[NewTimelineEntry]) {
-    query.push("insert into timeline (id, incident_id, at, kind, actor, detail) ");
+    query.push(format_args!("insert into {ENTRY_COLUMNS} "));
     query.push_values(entries, |mut row, entry| {
         row.push_bind(entry.id.to_string())
             .push_bind(entry.incident_id.to_string())
