@@ -23,9 +23,14 @@ use crate::domain::{
 #[async_trait]
 pub trait Backend: Queries {
     type Tx: WriteTx + OutboxTx;
+    /// What [`Backend::begin_ingest`] opens.
+    type IngestTx: IngestTx;
 
     /// Starts a write transaction.
     async fn begin(&self) -> Result<Self::Tx>;
+
+    /// Starts the transaction a batch of events is ingested in.
+    async fn begin_ingest(&self) -> Result<Self::IngestTx>;
 
     /// Stores incidents that events without a `dedup_key` opened (nothing can conflict, nothing
     /// needs reading back), with their events and timeline entries, committed, in one round trip
@@ -33,22 +38,12 @@ pub trait Backend: Queries {
     async fn store_opened(&self, opened: &Opened) -> Result<()>;
 }
 
-/// The statements of a write transaction. Nothing is visible to others until [`WriteTx::commit`];
-/// dropping the transaction rolls it back.
+/// The statements ingest needs: inserts, and the upsert that joins live incidents. Every write
+/// transaction has them ([`WriteTx`]); SQLite's ingest path has a transaction of its own with
+/// only these ([`Backend::begin_ingest`]). Nothing is visible to others until
+/// [`IngestTx::commit`]; dropping the transaction rolls it back.
 #[async_trait]
-pub trait WriteTx: Send {
-    /// The incident, held against concurrent transitions until commit (PostgreSQL: `for update`;
-    /// SQLite: the single writer already holds every row).
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>>;
-
-    /// Applies `change` if the incident is still in `change.transition.from` (the compare-and-set);
-    /// the incident as updated, or `None` if its status had changed.
-    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>>;
-
-    /// Marks every `PENDING` escalation of the incident `CANCELLED` at `at`, and returns them.
-    async fn cancel_pending(&mut self, incident_id: Uuid, at: Timestamp)
-        -> Result<Vec<Escalation>>;
-
+pub trait IngestTx: Send {
     /// Inserts incidents (without a `dedup_key`: nothing can conflict).
     async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()>;
 
@@ -67,6 +62,25 @@ pub trait WriteTx: Send {
     /// the earliest due time, delivered to every instance at commit.
     async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()>;
 
+    async fn commit(self) -> Result<()>;
+}
+
+/// The statements of a write transaction: ingest's, and those transitions and the escalation
+/// engine add.
+#[async_trait]
+pub trait WriteTx: IngestTx {
+    /// The incident, held against concurrent transitions until commit (PostgreSQL: `for update`;
+    /// SQLite: the single writer already holds every row).
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>>;
+
+    /// Applies `change` if the incident is still in `change.transition.from` (the compare-and-set);
+    /// the incident as updated, or `None` if its status had changed.
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>>;
+
+    /// Marks every `PENDING` escalation of the incident `CANCELLED` at `at`, and returns them.
+    async fn cancel_pending(&mut self, incident_id: Uuid, at: Timestamp)
+        -> Result<Vec<Escalation>>;
+
     /// Claims up to `due.limit` `PENDING` escalations due at `due.now`, earliest first (only those
     /// in `due.only`, when given), and marks each in the same statement by its incident's status:
     /// `EXECUTED` at `due.now` if the incident is `ESCALATING`, otherwise `CANCELLED` (it stopped
@@ -79,8 +93,6 @@ pub trait WriteTx: Send {
     /// Raises each incident's `escalation_level` to the highest level given for it (never
     /// lowers it), updated `at`.
     async fn raise_levels(&mut self, levels: &[(Uuid, i32)], at: Timestamp) -> Result<()>;
-
-    async fn commit(self) -> Result<()>;
 }
 
 /// An incident to insert, with the policy snapshot it escalates under when it opens

@@ -31,7 +31,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
@@ -299,9 +299,14 @@ impl Queries for PostgresStore {
 #[async_trait]
 impl Backend for PostgresStore {
     type Tx = PgTx;
+    type IngestTx = PgTx;
 
     async fn begin(&self) -> Result<PgTx> {
         Ok(Tx(self.pool.begin().await?))
+    }
+
+    async fn begin_ingest(&self) -> Result<PgTx> {
+        self.begin().await
     }
 
     /// One statement (its own transaction) of three inserts in data-modifying CTEs.
@@ -403,28 +408,7 @@ impl PgTx {
 }
 
 #[async_trait]
-impl WriteTx for PgTx {
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
-        let row = sqlx::query("select * from incidents where id = $1 for update")
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(rows::incident).transpose()
-    }
-
-    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
-        let row = statements::change_status(change)?
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(rows::incident).transpose()
-    }
-
-    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
-        let statement = statements::cancel_pending(incident, at);
-        let found = statement.fetch_all(&mut *self.0).await?;
-        found.iter().map(rows::escalation).collect()
-    }
-
+impl IngestTx for PgTx {
     async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
         self.insert_incident_rows(incidents, "").await?;
         Ok(())
@@ -504,6 +488,35 @@ impl WriteTx for PgTx {
         Ok(())
     }
 
+    async fn commit(self) -> Result<()> {
+        self.0.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteTx for PgTx {
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
+        let row = sqlx::query("select * from incidents where id = $1 for update")
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(rows::incident).transpose()
+    }
+
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
+        let row = statements::change_status(change)?
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(rows::incident).transpose()
+    }
+
+    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
+        let statement = statements::cancel_pending(incident, at);
+        let found = statement.fetch_all(&mut *self.0).await?;
+        found.iter().map(rows::escalation).collect()
+    }
+
     async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>> {
         // A fixed fragment, not a value: without `only` the condition is left out, so the plan
         // walks the due index instead of testing a null array.
@@ -561,11 +574,6 @@ impl WriteTx for PgTx {
         .bind(at.as_datetime())
         .execute(&mut *self.0)
         .await?;
-        Ok(())
-    }
-
-    async fn commit(self) -> Result<()> {
-        self.0.commit().await?;
         Ok(())
     }
 }

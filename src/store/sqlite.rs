@@ -18,10 +18,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, Opened, Opening, StatusChange, WriteTx};
+use super::backend::{Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
-use super::sqlite_direct::Direct;
+use super::sqlite_direct::{Direct, DirectTx};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
@@ -58,6 +58,8 @@ pub(super) const INCIDENT_COLUMNS: &str = "incidents (id, title, severity, statu
 pub(super) const EVENT_COLUMNS: &str =
     "events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)";
 pub(super) const ENTRY_COLUMNS: &str = "timeline (id, incident_id, at, kind, actor, detail)";
+pub(super) const ESCALATION_COLUMNS: &str =
+    "escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)";
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -289,22 +291,25 @@ impl Queries for SqliteStore {
 #[async_trait]
 impl Backend for SqliteStore {
     type Tx = SqliteTx;
+    /// On the direct connection ([`super::sqlite_direct`]).
+    type IngestTx = DirectTx;
 
     async fn begin(&self) -> Result<SqliteTx> {
         Ok(Tx(self.writer.begin().await?))
     }
 
-    /// The batch runs on the calling thread through the direct connection, begin to commit,
-    /// while this holds the single writer ([`super::sqlite_direct`]). On a multi-threaded
-    /// runtime the worker hands its other tasks on first; the ingest queue calls this from a
-    /// thread of its own ([`Queries::blocks_while_ingesting`]).
+    /// Holds the single writer, then begins on the direct connection.
+    async fn begin_ingest(&self) -> Result<DirectTx> {
+        let single_writer = self.writer.acquire().await?;
+        self.direct.begin(single_writer).await
+    }
+
+    /// The three inserts of each event run on the direct connection, prepared once: no
+    /// statement is handed to another thread.
     async fn store_opened(&self, opened: &Opened) -> Result<()> {
-        let _single_writer = self.writer.acquire().await?;
-        let store = || self.direct.store_opened(opened);
-        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(store),
-            _ => store(),
-        }
+        let mut tx = self.begin_ingest().await?;
+        tx.insert_opened(opened)?;
+        tx.commit().await
     }
 }
 
@@ -341,28 +346,7 @@ impl SqliteTx {
 }
 
 #[async_trait]
-impl WriteTx for SqliteTx {
-    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
-        // The single writer already holds every row: a plain read is the lock.
-        let row = statements::incident(id)
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(rows::incident).transpose()
-    }
-
-    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
-        let row = statements::change_status(change)?
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(rows::incident).transpose()
-    }
-
-    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
-        let statement = statements::cancel_pending(incident, at);
-        let found = statement.fetch_all(&mut *self.0).await?;
-        found.iter().map(rows::escalation).collect()
-    }
-
+impl IngestTx for SqliteTx {
     async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
         for chunk in incidents.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new("");
@@ -395,6 +379,35 @@ impl WriteTx for SqliteTx {
 
     async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
         self.insert_in_chunks(escalations, push_escalations).await
+    }
+
+    async fn commit(self) -> Result<()> {
+        self.0.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteTx for SqliteTx {
+    async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>> {
+        // The single writer already holds every row: a plain read is the lock.
+        let row = statements::incident(id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(rows::incident).transpose()
+    }
+
+    async fn change_status(&mut self, change: &StatusChange<'_>) -> Result<Option<Incident>> {
+        let row = statements::change_status(change)?
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(rows::incident).transpose()
+    }
+
+    async fn cancel_pending(&mut self, incident: Uuid, at: Timestamp) -> Result<Vec<Escalation>> {
+        let statement = statements::cancel_pending(incident, at);
+        let found = statement.fetch_all(&mut *self.0).await?;
+        found.iter().map(rows::escalation).collect()
     }
 
     async fn claim_due(&mut self, due: &DueQuery<'_>) -> Result<Vec<Claimed>> {
@@ -448,15 +461,10 @@ impl WriteTx for SqliteTx {
         .await?;
         Ok(())
     }
-
-    async fn commit(self) -> Result<()> {
-        self.0.commit().await?;
-        Ok(())
-    }
 }
 
 /// Each incident with its policy snapshot as the column holds it.
-fn with_policies(openings: &[Opening]) -> Result<Vec<(&Incident, Option<String>)>> {
+pub(super) fn with_policies(openings: &[Opening]) -> Result<Vec<(&Incident, Option<String>)>> {
     openings
         .iter()
         .map(|opening| {
@@ -518,7 +526,7 @@ fn push_entries(query: &mut QueryBuilder<'_, Sqlite>, entries: &[NewTimelineEntr
 
 /// Appends `insert into escalations … values …` for `escalations` to `query`.
 fn push_escalations(query: &mut QueryBuilder<'_, Sqlite>, escalations: &[Escalation]) {
-    query.push("insert into escalations (id, incident_id, escalation_level, status, scheduled_at, created_at) ");
+    query.push(format_args!("insert into {ESCALATION_COLUMNS} "));
     query.push_values(escalations, |mut row, escalation| {
         row.push_bind(escalation.id.to_string())
             .push_bind(escalation.incident_id.to_string())

@@ -9,18 +9,29 @@
 //! transaction can start between this one's reads and writes.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+use sqlx::pool::PoolConnection;
+use sqlx::Sqlite;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
 
-use super::backend::Opened;
-use super::sqlite::{classify_code, BUSY_TIMEOUT, ENTRY_COLUMNS, EVENT_COLUMNS, INCIDENT_COLUMNS};
-use super::{ErrorClass, Result, StoreError};
+use super::backend::{IngestTx, Opened, Opening};
+use super::rows::{self, Columns};
+use super::sqlite::{
+    classify_code, with_policies, BUSY_TIMEOUT, ENTRY_COLUMNS, ESCALATION_COLUMNS, EVENT_COLUMNS,
+    INCIDENT_COLUMNS,
+};
+use super::{ErrorClass, Result, StoreError, JOIN_LIVE_INCIDENTS};
+use crate::domain::{Escalation, Event, Incident, NewTimelineEntry, Timestamp};
 
-/// The direct connection. Its mutex is only ever taken while the writer's pool connection is
-/// held, so it is never contended.
+/// The direct connection, taken by one transaction at a time.
 pub struct Direct {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
 }
 
 impl Direct {
@@ -32,64 +43,210 @@ impl Direct {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         Ok(Self {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
         })
     }
 
-    /// Stores `opened` in one transaction and commits it, blocking this thread until it is on
-    /// disk. The caller holds the single writer.
-    pub fn store_opened(&self, opened: &Opened) -> Result<()> {
-        let mut connection = self
-            .connection
-            .lock()
-            .map_err(|_| StoreError::internal("the direct SQLite connection was poisoned"))?;
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut incidents = tx.prepare_cached(&insert(INCIDENT_COLUMNS))?;
-            let mut events = tx.prepare_cached(&insert(EVENT_COLUMNS))?;
-            let mut entries = tx.prepare_cached(&insert(ENTRY_COLUMNS))?;
-            for ((incident, event), entry) in opened
-                .incidents
-                .iter()
-                .zip(&opened.events)
-                .zip(&opened.entries)
-            {
-                incidents.execute(params![
-                    incident.id.to_string(),
-                    incident.title,
-                    incident.severity.as_str(),
-                    incident.status.as_str(),
-                    incident.dedup_key,
-                    incident.event_count,
-                    incident.created_at.as_millis(),
-                    incident.updated_at.as_millis(),
-                    incident.service_id.map(|id| id.to_string()),
-                    incident.dedup_scope(),
-                    Option::<String>::None,
-                ])?;
-                events.execute(params![
-                    event.id.to_string(),
-                    event.incident_id.to_string(),
-                    event.source,
-                    event.summary,
-                    event.severity.as_str(),
-                    event.dedup_key,
-                    event.payload.to_string(),
-                    event.received_at.as_millis(),
-                ])?;
-                entries.execute(params![
-                    entry.id.to_string(),
-                    entry.incident_id.to_string(),
-                    entry.at.as_millis(),
-                    entry.kind().as_str(),
-                    entry.actor,
-                    entry.detail.to_json().to_string(),
-                ])?;
+    /// Begins a transaction that holds `single_writer`, the writer pool's connection, until it
+    /// ends: no other write can start meanwhile.
+    pub async fn begin(&self, single_writer: PoolConnection<Sqlite>) -> Result<DirectTx> {
+        let connection = self.connection.clone().lock_owned().await;
+        blocking(|| connection.execute_batch("begin immediate"))?;
+        Ok(DirectTx {
+            connection,
+            open: true,
+            _single_writer: single_writer,
+        })
+    }
+}
+
+/// A transaction on the direct connection. Each statement runs on the calling thread and blocks
+/// it; dropped before [`IngestTx::commit`], it rolls back.
+pub struct DirectTx {
+    connection: OwnedMutexGuard<Connection>,
+    open: bool,
+    /// Released after the rollback of an abandoned transaction, which `Drop` runs first.
+    _single_writer: PoolConnection<Sqlite>,
+}
+
+impl DirectTx {
+    /// Inserts incidents that events without a `dedup_key` opened, with those events and their
+    /// timeline entries.
+    pub fn insert_opened(&mut self, opened: &Opened) -> Result<()> {
+        let Opened {
+            incidents,
+            events,
+            entries,
+        } = opened;
+        blocking(|| {
+            let mut insert_incident = self.connection.prepare_cached(&insert(INCIDENT_COLUMNS))?;
+            let mut insert_event = self.connection.prepare_cached(&insert(EVENT_COLUMNS))?;
+            let mut insert_entry = self.connection.prepare_cached(&insert(ENTRY_COLUMNS))?;
+            for ((incident, event), entry) in incidents.iter().zip(events).zip(entries) {
+                insert_incident.execute(params_from_iter(incident_values(incident, None)))?;
+                insert_event.execute(params_from_iter(event_values(event)))?;
+                insert_entry.execute(params_from_iter(entry_values(entry)))?;
             }
-        }
-        tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Runs the single-row statement `sql` once per row of `rows`, bound by `values`.
+    fn insert_each<T, const N: usize>(
+        &mut self,
+        sql: &str,
+        rows: &[T],
+        values: fn(&T) -> [Value; N],
+    ) -> Result<()> {
+        blocking(|| {
+            let mut statement = self.connection.prepare_cached(sql)?;
+            for row in rows {
+                statement.execute(params_from_iter(values(row)))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl IngestTx for DirectTx {
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
+        let openings = with_policies(incidents)?;
+        self.insert_each(
+            &insert(INCIDENT_COLUMNS),
+            &openings,
+            |(incident, policy)| incident_values(incident, policy.clone()),
+        )
+    }
+
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
+        let openings = with_policies(incidents)?;
+        let sql = format!(
+            "{}{}",
+            insert(INCIDENT_COLUMNS),
+            JOIN_LIVE_INCIDENTS.as_str()
+        );
+        blocking(|| {
+            let mut upsert = self.connection.prepare_cached(&sql)?;
+            let mut returned = Vec::with_capacity(openings.len());
+            for (incident, policy) in &openings {
+                let values = incident_values(incident, policy.clone());
+                let mut found = upsert.query(params_from_iter(values))?;
+                while let Some(row) = found.next()? {
+                    returned.push(rows::incident(&DirectRow(row))?);
+                }
+            }
+            Ok(returned)
+        })
+    }
+
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        self.insert_each(&insert(EVENT_COLUMNS), events, event_values)
+    }
+
+    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
+        self.insert_each(&insert(ENTRY_COLUMNS), entries, entry_values)
+    }
+
+    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
+        self.insert_each(&insert(ESCALATION_COLUMNS), escalations, escalation_values)
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        blocking(|| self.connection.execute_batch("commit"))?;
+        self.open = false;
         Ok(())
     }
+}
+
+impl Drop for DirectTx {
+    fn drop(&mut self) {
+        if self.open {
+            if let Err(error) = blocking(|| self.connection.execute_batch("rollback")) {
+                tracing::warn!(%error, "rolling back an abandoned ingest transaction failed");
+            }
+        }
+    }
+}
+
+/// Runs `work`, which blocks, on this thread; a worker of a multi-threaded runtime first hands
+/// its other tasks on. The ingest queue's own thread runs it as it is.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+fn id(id: Uuid) -> Value {
+    Value::Text(id.to_string())
+}
+
+fn time(at: Timestamp) -> Value {
+    Value::Integer(at.as_millis())
+}
+
+fn text(text: &str) -> Value {
+    Value::Text(text.to_owned())
+}
+
+fn optional(value: Option<Value>) -> Value {
+    value.unwrap_or(Value::Null)
+}
+
+/// The values of [`INCIDENT_COLUMNS`].
+fn incident_values(incident: &Incident, policy: Option<String>) -> [Value; 11] {
+    [
+        id(incident.id),
+        text(&incident.title),
+        text(incident.severity.as_str()),
+        text(incident.status.as_str()),
+        optional(incident.dedup_key.as_deref().map(text)),
+        Value::Integer(incident.event_count),
+        time(incident.created_at),
+        time(incident.updated_at),
+        optional(incident.service_id.map(id)),
+        Value::Text(incident.dedup_scope()),
+        optional(policy.map(Value::Text)),
+    ]
+}
+
+/// The values of [`EVENT_COLUMNS`].
+fn event_values(event: &Event) -> [Value; 8] {
+    [
+        id(event.id),
+        id(event.incident_id),
+        text(&event.source),
+        text(&event.summary),
+        text(event.severity.as_str()),
+        optional(event.dedup_key.as_deref().map(text)),
+        Value::Text(event.payload.to_string()),
+        time(event.received_at),
+    ]
+}
+
+/// The values of [`ENTRY_COLUMNS`].
+fn entry_values(entry: &NewTimelineEntry) -> [Value; 6] {
+    [
+        id(entry.id),
+        id(entry.incident_id),
+        time(entry.at),
+        text(entry.kind().as_str()),
+        text(&entry.actor),
+        Value::Text(entry.detail.to_json().to_string()),
+    ]
+}
+
+/// The values of [`ESCALATION_COLUMNS`].
+fn escalation_values(escalation: &Escalation) -> [Value; 6] {
+    [
+        id(escalation.id),
+        id(escalation.incident_id),
+        Value::Integer(escalation.escalation_level.into()),
+        text(escalation.status.as_str()),
+        time(escalation.scheduled_at),
+        time(escalation.created_at),
+    ]
 }
 
 /// `insert into <table> (<columns>) values (?1, …, ?n)` for a `"<table> (<columns>)"`.
@@ -100,6 +257,63 @@ fn insert(table_and_columns: &str) -> String {
         "insert into {table_and_columns} values ({})",
         placeholders.join(", ")
     )
+}
+
+/// A row the direct connection returned, read as [`rows`] reads every row.
+struct DirectRow<'r>(&'r rusqlite::Row<'r>);
+
+impl DirectRow<'_> {
+    fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> Result<T> {
+        Ok(self.0.get(column)?)
+    }
+}
+
+impl Columns for DirectRow<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        self.get(column)
+    }
+
+    fn optional_text(&self, column: &str) -> Result<Option<String>> {
+        self.get(column)
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        self.get(column)
+    }
+
+    fn optional_int(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column)
+    }
+
+    fn small_int(&self, column: &str) -> Result<i32> {
+        self.get(column)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool> {
+        self.get(column)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Uuid> {
+        self.optional_uuid(column)?
+            .ok_or_else(|| StoreError::corrupt(column, "null"))
+    }
+
+    fn optional_uuid(&self, column: &str) -> Result<Option<Uuid>> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|text| Uuid::parse_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
+            .transpose()
+    }
+
+    fn optional_timestamp(&self, column: &str) -> Result<Option<Timestamp>> {
+        let millis: Option<i64> = self.get(column)?;
+        Ok(millis.map(Timestamp::from_millis))
+    }
+
+    fn optional_json(&self, column: &str) -> Result<Option<serde_json::Value>> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, &text)))
+            .transpose()
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
