@@ -16,7 +16,7 @@ use crate::api::cache::{RouteCache, TokenCache};
 use crate::api::key_limit::KeyLimiter;
 use crate::api::tokens::{self, IssueError};
 use crate::api::twilio::Reach;
-use crate::api::{self, AppState};
+use crate::api::{self, AppParts, AppState};
 use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError, NotificationConfig, Origin, TwilioProvider};
 use crate::domain::EscalationPolicy;
@@ -470,7 +470,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
     }
     let (mut api_addr, mut metrics_addr) = (None, None);
     if let Some((listener, addr)) = listener {
-        let state = AppState {
+        let state = AppState::new(AppParts {
             ingest: IngestQueue::start(store.clone()).map_err(StartError::IngestWriter)?,
             store,
             policy: reloadable.policy.clone(),
@@ -481,7 +481,7 @@ pub async fn start_with(config: &Config, roles: Roles) -> Result<Running, StartE
             routes,
             reach: reloadable.reach.clone(),
             key_limit: reloadable.key_limit.clone(),
-        };
+        });
         if let Some((listener, addr)) = metrics_listener {
             let app = api::metrics::open_router(state.clone());
             let serve = tokio::spawn(http::serve(listener, app, config.http, stopping.clone()));

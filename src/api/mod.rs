@@ -52,9 +52,27 @@ use uuid::Uuid;
 use crate::domain::{Action, NewEvent, Timestamp};
 use crate::store::{Ingested, Store, StoreError, TransitionOutcome, TransitionRequest};
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones the state for every request, so it is one shared
+/// pointer to the [`AppParts`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of the [`AppState`].
+pub struct AppParts {
     pub store: Arc<dyn Store>,
     /// Messages are stored through this, many to a transaction under load.
     pub ingest: IngestQueue,
