@@ -6,6 +6,9 @@
 //! own pool and, thanks to WAL, never wait for a writer. With one writer the status a transition
 //! reads cannot change before its compare-and-set, which is kept all the same as the guard the
 //! SPEC asks for. `synchronous = FULL`: a `201` means the event is on disk.
+//!
+//! Ingest batches run on a second connection, [`super::sqlite_direct`], which writes only while
+//! holding the writer pool's one connection.
 
 use std::str::FromStr;
 use std::time::Duration;

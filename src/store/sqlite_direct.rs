@@ -1,12 +1,13 @@
-//! The embedded backend's hot path: a batch of incidents that nothing can join, stored begin to
-//! commit on the calling thread through a connection of its own (rusqlite), with statements
-//! prepared once. sqlx's SQLite driver hands every statement to its connection's thread and back;
-//! under load each hand-off waits for a turn on a busy machine, and a batch spent more time
-//! waiting than writing (docs/PERFORMANCE.md, "Ingest, issue 10 concluded").
+//! The embedded backend's hot path: every ingest batch runs begin to commit on the calling thread
+//! through a connection of its own (rusqlite), with each statement prepared once. sqlx's SQLite
+//! driver hands every statement to its connection's thread and back; under load each hand-off
+//! waits for a turn on a busy machine, and a batch spent more time waiting than writing
+//! (docs/PERFORMANCE.md, "SQLite's direct connection").
 //!
-//! This connection never writes alone: [`super::sqlite`] holds the single writer's pool
-//! connection for the whole batch, so the file still has one writer at a time and no other
-//! transaction can start between this one's reads and writes.
+//! This connection never writes alone: a [`DirectTx`] holds the single writer's pool connection
+//! from begin to end, so the file still has one writer at a time, and no other transaction can
+//! start between a transition's read and its write. What it runs is [`IngestTx`], whose rules are
+//! written once in [`super::changes`].
 
 use std::path::Path;
 use std::sync::Arc;
