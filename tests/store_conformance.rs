@@ -10,9 +10,9 @@ use common::{Backend, TestDatabase};
 use futures::StreamExt;
 use klaxon::domain::notification::REACHED_NOBODY;
 use klaxon::domain::{
-    Action, Channel, EscalationLevel, EscalationPolicy, EscalationStatus, Incident, IncidentStatus,
-    InvalidTransition, NewEvent, NewToken, Role, Severity, TimelineEntry, TimelineKind, Timestamp,
-    Transition,
+    Action, Channel, EscalationLevel, EscalationPolicy, EscalationStatus, EventService, Incident,
+    IncidentStatus, InvalidTransition, NewEvent, NewToken, Role, Severity, TimelineEntry,
+    TimelineKind, Timestamp, Transition,
 };
 use klaxon::store::{
     self, Backlog, IncidentQuery, Scheduled, Store, StoreError, TransitionRequest,
@@ -43,6 +43,7 @@ on_every_backend!(
     concurrent_ingests_with_one_dedup_key_open_one_incident,
     ingest_racing_a_resolve_loses_no_event,
     keyless_batches_racing_transitions_all_commit,
+    a_failed_batch_leaves_nothing_behind,
     every_cell_of_the_state_table,
     escalate_schedules_the_first_level,
     leaving_escalating_cancels_pending_escalations,
@@ -520,6 +521,37 @@ async fn keyless_batches_racing_transitions_all_commit(backend: Backend) {
     for id in opened {
         assert_eq!(store.incident(id).await.unwrap().status, Escalating);
     }
+}
+
+/// A batch that fails part-way (here an event for a service that does not exist) is rolled back
+/// whole, on the short path for keyless events and on the general one for keyed events, and the
+/// store takes the next batch as usual.
+async fn a_failed_batch_leaves_nothing_behind(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = open_store(&db).await;
+    let for_no_service = |dedup_key: Option<&str>| NewEvent {
+        service: Some(EventService {
+            id: Uuid::now_v7(),
+            escalate: None,
+        }),
+        ..event(dedup_key)
+    };
+    let keyless = [event(None), for_no_service(None)];
+    let keyed = [event(Some("disk")), for_no_service(Some("cpu"))];
+    for batch in [&keyless, &keyed] {
+        let refused = store.ingest_batch(batch).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    assert!(store.incidents(all(10)).await.unwrap().items.is_empty());
+
+    let stored = store
+        .ingest_batch(&[event(None), event(Some("disk"))])
+        .await
+        .expect("the next batch is stored");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(store.incidents(all(10)).await.unwrap().items.len(), 2);
 }
 
 async fn every_cell_of_the_state_table(backend: Backend) {
