@@ -38,23 +38,11 @@ pub trait Backend: Queries {
     async fn store_opened(&self, opened: &Opened) -> Result<()>;
 }
 
-/// The statements ingest needs: inserts, and the upsert that joins live incidents. Every write
-/// transaction has them ([`WriteTx`]); SQLite's ingest path has a transaction of its own with
-/// only these ([`Backend::begin_ingest`]). Nothing is visible to others until
-/// [`IngestTx::commit`]; dropping the transaction rolls it back.
+/// What every write transaction does: append to the timeline, schedule escalations, commit.
+/// Nothing is visible to others until [`AppendTx::commit`]; dropping the transaction rolls it
+/// back.
 #[async_trait]
-pub trait IngestTx: Send {
-    /// Inserts incidents (without a `dedup_key`: nothing can conflict).
-    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()>;
-
-    /// Inserts incidents, each joining the live incident with its `dedup_key` instead if there is
-    /// one (its `event_count` raised, nothing else changed), in the order given, which must not
-    /// repeat a key. Returns every row opened or joined, in any order. Concurrent upserts of one
-    /// key wait for each other's row lock: they never fail and never open two live incidents.
-    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>>;
-
-    async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
-
+pub trait AppendTx: Send {
     /// Appends the entries, in their order.
     async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()>;
 
@@ -65,10 +53,26 @@ pub trait IngestTx: Send {
     async fn commit(self) -> Result<()>;
 }
 
-/// The statements of a write transaction: ingest's, and those transitions and the escalation
-/// engine add.
+/// The transaction a batch of events is ingested in ([`Backend::begin_ingest`]): it adds
+/// incidents, joined by `dedup_key` where a live one has it, and events. PostgreSQL's is its usual
+/// transaction; SQLite's runs on a connection of its own.
 #[async_trait]
-pub trait WriteTx: IngestTx {
+pub trait IngestTx: AppendTx {
+    /// Inserts incidents (without a `dedup_key`: nothing can conflict).
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()>;
+
+    /// Inserts incidents, each joining the live incident with its `dedup_key` instead if there is
+    /// one (its `event_count` raised, nothing else changed), in the order given, which must not
+    /// repeat a key. Returns every row opened or joined, in any order. Concurrent upserts of one
+    /// key wait for each other's row lock: they never fail and never open two live incidents.
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>>;
+
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
+}
+
+/// The statements of the write transactions of transitions and the escalation engine.
+#[async_trait]
+pub trait WriteTx: AppendTx {
     /// The incident, held against concurrent transitions until commit (PostgreSQL: `for update`;
     /// SQLite: the single writer already holds every row).
     async fn lock_incident(&mut self, id: Uuid) -> Result<Option<Incident>>;

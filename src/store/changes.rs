@@ -15,7 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx};
+use super::backend::{
+    AppendTx, Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx,
+};
 use super::shared::OutboxTx;
 use super::{
     AttemptRecord, Backend, Changes, Ingested, Receipt, Result, Scheduled, SendPlan, Settled,
@@ -480,7 +482,7 @@ async fn ingest_once<B: Backend>(backend: &B, events: &[NewEvent]) -> Result<Vec
 /// ([`Opening::of`]); here, in the same transaction, it gets the transition's timeline entry and
 /// level 1 scheduled, for every such incident of the batch in one statement each. An event that
 /// joined a live incident leaves it as it was.
-async fn schedule_opened<T: IngestTx>(
+async fn schedule_opened<T: AppendTx>(
     tx: &mut T,
     events: &[NewEvent],
     mut ingested: Vec<Ingested>,
@@ -630,7 +632,7 @@ fn ingest_entry(new: &NewEvent, event: &Event, deduplicated: bool) -> NewTimelin
 
 /// Schedules each level as a `PENDING` escalation with its `escalation.scheduled` entry, and
 /// returns them in the order given.
-async fn schedule<T: IngestTx>(
+async fn schedule<T: AppendTx>(
     tx: &mut T,
     levels: &[NextLevel],
     now: Timestamp,

@@ -712,12 +712,19 @@ fn classify(error: sqlx::Error) -> StoreError {
         },
         _ => ErrorClass::Internal,
     };
-    let error = Arc::new(error);
-    match class {
-        ErrorClass::Transient => StoreError::Unavailable(error),
-        ErrorClass::Conflict => StoreError::Conflict(error),
-        ErrorClass::Duplicate => StoreError::Duplicate(error.to_string()),
-        ErrorClass::Internal => StoreError::Internal(error),
+    class.store_error(error)
+}
+
+impl ErrorClass {
+    /// `error` as the [`StoreError`] of this class.
+    fn store_error(self, error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        let error = Arc::new(error);
+        match self {
+            ErrorClass::Transient => StoreError::Unavailable(error),
+            ErrorClass::Conflict => StoreError::Conflict(error),
+            ErrorClass::Duplicate => StoreError::Duplicate(error.to_string()),
+            ErrorClass::Internal => StoreError::Internal(error),
+        }
     }
 }
 

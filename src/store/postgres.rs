@@ -31,7 +31,9 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx};
+use super::backend::{
+    AppendTx, Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx,
+};
 use super::rows;
 use super::shared::{Pools, Tx};
 use super::statements::{self, Dialect};
@@ -408,39 +410,7 @@ impl PgTx {
 }
 
 #[async_trait]
-impl IngestTx for PgTx {
-    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
-        self.insert_incident_rows(incidents, "").await?;
-        Ok(())
-    }
-
-    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
-        self.insert_incident_rows(incidents, &JOIN_LIVE_INCIDENTS)
-            .await?
-            .iter()
-            .map(rows::incident)
-            .collect()
-    }
-
-    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
-        let columns = EventColumns::of(events);
-        sqlx::query(
-            "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
-             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])",
-        )
-        .bind(columns.id)
-        .bind(columns.incident_id)
-        .bind(columns.source)
-        .bind(columns.summary)
-        .bind(columns.severity)
-        .bind(columns.dedup_key)
-        .bind(columns.payload)
-        .bind(columns.received_at)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(())
-    }
-
+impl AppendTx for PgTx {
     async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -490,6 +460,41 @@ impl IngestTx for PgTx {
 
     async fn commit(self) -> Result<()> {
         self.0.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IngestTx for PgTx {
+    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
+        self.insert_incident_rows(incidents, "").await?;
+        Ok(())
+    }
+
+    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
+        self.insert_incident_rows(incidents, &JOIN_LIVE_INCIDENTS)
+            .await?
+            .iter()
+            .map(rows::incident)
+            .collect()
+    }
+
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        let columns = EventColumns::of(events);
+        sqlx::query(
+            "insert into events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])",
+        )
+        .bind(columns.id)
+        .bind(columns.incident_id)
+        .bind(columns.source)
+        .bind(columns.summary)
+        .bind(columns.severity)
+        .bind(columns.dedup_key)
+        .bind(columns.payload)
+        .bind(columns.received_at)
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 }

@@ -21,18 +21,17 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::backend::{Claimed, DueQuery, IngestTx, Opened, Opening, StatusChange, WriteTx};
+use super::backend::{AppendTx, Claimed, DueQuery, Opened, StatusChange, WriteTx};
 use super::rows;
 use super::shared::{Pools, Tx};
 use super::sqlite_direct::{Direct, DirectTx};
 use super::statements::{self, Dialect};
 use super::{
     Backend, Backlog, ErrorClass, IncidentQuery, Page, Queries, Result, Scheduled, StoreError,
-    JOIN_LIVE_INCIDENTS,
 };
 use crate::domain::{
-    Escalation, EscalationPolicy, Event, Incident, NewTimelineEntry, NewToken, TimelineEntry,
-    Timestamp, Token,
+    Escalation, EscalationPolicy, Incident, NewTimelineEntry, NewToken, TimelineEntry, Timestamp,
+    Token,
 };
 
 /// How long a statement waits for a lock held by another process before giving up (503).
@@ -41,8 +40,8 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent readers.
 const READ_CONNECTIONS: u32 = 8;
-/// At most this many rows go into one multi-row insert: with the widest rows (22 parameters, in
-/// [`Backend::store_opened`]), far below SQLite's limit of 32,766 bound parameters.
+/// At most this many rows go into one multi-row insert: with the widest rows (6 parameters),
+/// far below SQLite's limit of 32,766 bound parameters.
 const ROWS_PER_INSERT: usize = 256;
 
 /// SQLite's primary result codes (the low byte of an extended code) that mean the database is
@@ -55,11 +54,8 @@ const SQLITE_CANTOPEN: i32 = 14;
 /// The extended code of a unique constraint's refusal.
 const SQLITE_CONSTRAINT_UNIQUE: &str = "2067";
 
-/// The columns each ingest insert writes, as the multi-row statements here and the direct
-/// connection's prepared ones ([`super::sqlite_direct`]) both bind them.
-pub(super) const INCIDENT_COLUMNS: &str = "incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy)";
-pub(super) const EVENT_COLUMNS: &str =
-    "events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)";
+/// The columns of the inserts that both the multi-row statements here and the direct
+/// connection's prepared ones ([`super::sqlite_direct`]) write.
 pub(super) const ENTRY_COLUMNS: &str = "timeline (id, incident_id, at, kind, actor, detail)";
 pub(super) const ESCALATION_COLUMNS: &str =
     "escalations (id, incident_id, escalation_level, status, scheduled_at, created_at)";
@@ -349,33 +345,7 @@ impl SqliteTx {
 }
 
 #[async_trait]
-impl IngestTx for SqliteTx {
-    async fn insert_incidents(&mut self, incidents: &[Opening]) -> Result<()> {
-        for chunk in incidents.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("");
-            push_incidents(&mut insert, with_policies(chunk)?);
-            insert.build().execute(&mut *self.0).await?;
-        }
-        Ok(())
-    }
-
-    async fn upsert_incidents(&mut self, incidents: &[Opening]) -> Result<Vec<Incident>> {
-        let mut returned = Vec::with_capacity(incidents.len());
-        for chunk in incidents.chunks(ROWS_PER_INSERT) {
-            let mut upsert = QueryBuilder::<Sqlite>::new("");
-            push_incidents(&mut upsert, with_policies(chunk)?);
-            upsert.push(JOIN_LIVE_INCIDENTS.as_str());
-            for row in upsert.build().fetch_all(&mut *self.0).await? {
-                returned.push(rows::incident(&row)?);
-            }
-        }
-        Ok(returned)
-    }
-
-    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
-        self.insert_in_chunks(events, push_events).await
-    }
-
+impl AppendTx for SqliteTx {
     async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
         self.insert_in_chunks(entries, push_entries).await
     }
@@ -464,54 +434,6 @@ impl WriteTx for SqliteTx {
         .await?;
         Ok(())
     }
-}
-
-/// Each incident with its policy snapshot as the column holds it.
-pub(super) fn with_policies(openings: &[Opening]) -> Result<Vec<(&Incident, Option<String>)>> {
-    openings
-        .iter()
-        .map(|opening| {
-            let policy = opening.policy.as_deref().map(Sqlite::policy).transpose()?;
-            Ok((&opening.incident, policy))
-        })
-        .collect()
-}
-
-/// Appends `insert into incidents … values …` for `incidents`, each with its policy snapshot, to
-/// `query`.
-fn push_incidents<'i>(
-    query: &mut QueryBuilder<'_, Sqlite>,
-    incidents: impl IntoIterator<Item = (&'i Incident, Option<String>)>,
-) {
-    query.push(format_args!("insert into {INCIDENT_COLUMNS} "));
-    query.push_values(incidents, |mut row, (incident, policy)| {
-        row.push_bind(incident.id.to_string())
-            .push_bind(incident.title.clone())
-            .push_bind(incident.severity.as_str())
-            .push_bind(incident.status.as_str())
-            .push_bind(incident.dedup_key.clone())
-            .push_bind(incident.event_count)
-            .push_bind(incident.created_at.as_millis())
-            .push_bind(incident.updated_at.as_millis())
-            .push_bind(incident.service_id.map(|id| id.to_string()))
-            .push_bind(incident.dedup_scope())
-            .push_bind(policy);
-    });
-}
-
-/// Appends `insert into events … values …` for `events` to `query`.
-fn push_events(query: &mut QueryBuilder<'_, Sqlite>, events: &[Event]) {
-    query.push(format_args!("insert into {EVENT_COLUMNS} "));
-    query.push_values(events, |mut row, event| {
-        row.push_bind(event.id.to_string())
-            .push_bind(event.incident_id.to_string())
-            .push_bind(event.source.clone())
-            .push_bind(event.summary.clone())
-            .push_bind(event.severity.as_str())
-            .push_bind(event.dedup_key.clone())
-            .push_bind(event.payload.to_string())
-            .push_bind(event.received_at.as_millis());
-    });
 }
 
 /// Appends `insert into timeline … values …` for `entries` to `query`.

@@ -21,14 +21,17 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use super::backend::{IngestTx, Opened, Opening};
+use super::backend::{AppendTx, IngestTx, Opened, Opening};
 use super::rows::{self, Columns};
-use super::sqlite::{
-    classify_code, with_policies, BUSY_TIMEOUT, ENTRY_COLUMNS, ESCALATION_COLUMNS, EVENT_COLUMNS,
-    INCIDENT_COLUMNS,
-};
+use super::sqlite::{classify_code, BUSY_TIMEOUT, ENTRY_COLUMNS, ESCALATION_COLUMNS};
+use super::statements::Dialect;
 use super::{ErrorClass, Result, StoreError, JOIN_LIVE_INCIDENTS};
 use crate::domain::{Escalation, Event, Incident, NewTimelineEntry, Timestamp};
+
+/// The columns of the inserts only this connection writes.
+const INCIDENT_COLUMNS: &str = "incidents (id, title, severity, status, dedup_key, event_count, created_at, updated_at, service_id, dedup_scope, escalation_policy)";
+const EVENT_COLUMNS: &str =
+    "events (id, incident_id, source, summary, severity, dedup_key, payload, received_at)";
 
 /// The direct connection, taken by one transaction at a time.
 pub struct Direct {
@@ -71,25 +74,14 @@ pub struct DirectTx {
 }
 
 impl DirectTx {
-    /// Inserts incidents that events without a `dedup_key` opened, with those events and their
-    /// timeline entries.
+    /// Inserts incidents that events without a `dedup_key` opened, none escalating, with those
+    /// events and their timeline entries.
     pub fn insert_opened(&mut self, opened: &Opened) -> Result<()> {
-        let Opened {
-            incidents,
-            events,
-            entries,
-        } = opened;
-        blocking(|| {
-            let mut insert_incident = self.connection.prepare_cached(&insert(INCIDENT_COLUMNS))?;
-            let mut insert_event = self.connection.prepare_cached(&insert(EVENT_COLUMNS))?;
-            let mut insert_entry = self.connection.prepare_cached(&insert(ENTRY_COLUMNS))?;
-            for ((incident, event), entry) in incidents.iter().zip(events).zip(entries) {
-                insert_incident.execute(params_from_iter(incident_values(incident, None)))?;
-                insert_event.execute(params_from_iter(event_values(event)))?;
-                insert_entry.execute(params_from_iter(entry_values(entry)))?;
-            }
-            Ok(())
-        })
+        self.insert_each(&insert(INCIDENT_COLUMNS), &opened.incidents, |incident| {
+            incident_values(incident, None)
+        })?;
+        self.insert_each(&insert(EVENT_COLUMNS), &opened.events, event_values)?;
+        self.insert_each(&insert(ENTRY_COLUMNS), &opened.entries, entry_values)
     }
 
     /// Runs the single-row statement `sql` once per row of `rows`, bound by `values`.
@@ -106,6 +98,23 @@ impl DirectTx {
             }
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl AppendTx for DirectTx {
+    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
+        self.insert_each(&insert(ENTRY_COLUMNS), entries, entry_values)
+    }
+
+    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
+        self.insert_each(&insert(ESCALATION_COLUMNS), escalations, escalation_values)
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        blocking(|| self.connection.execute_batch("commit"))?;
+        self.open = false;
+        Ok(())
     }
 }
 
@@ -144,20 +153,6 @@ impl IngestTx for DirectTx {
     async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
         self.insert_each(&insert(EVENT_COLUMNS), events, event_values)
     }
-
-    async fn append_timeline(&mut self, entries: &[NewTimelineEntry]) -> Result<()> {
-        self.insert_each(&insert(ENTRY_COLUMNS), entries, entry_values)
-    }
-
-    async fn insert_escalations(&mut self, escalations: &[Escalation]) -> Result<()> {
-        self.insert_each(&insert(ESCALATION_COLUMNS), escalations, escalation_values)
-    }
-
-    async fn commit(mut self) -> Result<()> {
-        blocking(|| self.connection.execute_batch("commit"))?;
-        self.open = false;
-        Ok(())
-    }
 }
 
 impl Drop for DirectTx {
@@ -177,6 +172,17 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),
     }
+}
+
+/// Each incident with its policy snapshot as the column holds it.
+fn with_policies(openings: &[Opening]) -> Result<Vec<(&Incident, Option<String>)>> {
+    openings
+        .iter()
+        .map(|opening| {
+            let policy = opening.policy.as_deref().map(Sqlite::policy).transpose()?;
+            Ok((&opening.incident, policy))
+        })
+        .collect()
 }
 
 fn id(id: Uuid) -> Value {
@@ -325,13 +331,7 @@ impl From<rusqlite::Error> for StoreError {
             }
             _ => ErrorClass::Internal,
         };
-        let error = std::sync::Arc::new(error);
-        match class {
-            ErrorClass::Transient => StoreError::Unavailable(error),
-            ErrorClass::Conflict => StoreError::Conflict(error),
-            ErrorClass::Duplicate => StoreError::Duplicate(error.to_string()),
-            ErrorClass::Internal => StoreError::Internal(error),
-        }
+        class.store_error(error)
     }
 }
 
