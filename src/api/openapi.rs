@@ -9,6 +9,8 @@ use super::{
     alertmanager, contacts, enqueue, health, incidents, links, messages, metrics, notifications,
     policies, schedules, services, tokens, twilio, users,
 };
+use crate::domain::contact::humantime_text;
+use crate::domain::service::NAME_PATTERN;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -120,6 +122,55 @@ impl Modify for BearerAuth {
                 name_uniquely(operation);
             }
         }
+        for (schema, property, pattern) in PATTERNS {
+            if let Some(field) = property_mut(components, schema, property) {
+                field.pattern = Some((*pattern).to_owned());
+            }
+        }
+    }
+}
+
+/// Fields whose text the API checks by a rule the derived schema cannot state: humantime
+/// durations and names. With the rule in the document, clients and fuzzers see what is valid,
+/// and answers are checked against it too. utoipa takes only literal patterns, so they are
+/// added here, each from the constant beside the code that checks it.
+const PATTERNS: [(&str, &str, &str); 17] = [
+    ("LevelBody", "delay", humantime_text::PATTERN),
+    ("NewRuleRequest", "delay", humantime_text::PATTERN),
+    ("NewRuleRequest", "repeat_every", humantime_text::PATTERN),
+    ("NotificationRule", "delay", humantime_text::PATTERN),
+    ("NotificationRule", "repeat_every", humantime_text::PATTERN),
+    ("NewHeartbeatRequest", "interval", humantime_text::PATTERN),
+    (
+        "HeartbeatChangeRequest",
+        "interval",
+        humantime_text::PATTERN,
+    ),
+    ("Heartbeat", "interval", humantime_text::PATTERN),
+    ("NewServiceRequest", "name", NAME_PATTERN),
+    ("ServicePatch", "name", NAME_PATTERN),
+    ("NewKeyRequest", "name", NAME_PATTERN),
+    ("NewHeartbeatRequest", "name", NAME_PATTERN),
+    ("HeartbeatChangeRequest", "name", NAME_PATTERN),
+    ("PolicyRequest", "name", NAME_PATTERN),
+    ("ScheduleRequest", "name", NAME_PATTERN),
+    ("SchedulePatch", "name", NAME_PATTERN),
+    ("RotationRequest", "name", NAME_PATTERN),
+];
+
+/// A property of a component schema, if both exist as written.
+fn property_mut<'a>(
+    components: &'a mut utoipa::openapi::Components,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    use utoipa::openapi::{schema::Schema, RefOr};
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else {
+        return None;
+    };
+    match object.properties.get_mut(property)? {
+        RefOr::T(Schema::Object(field)) => Some(field),
+        _ => None,
     }
 }
 
@@ -290,5 +341,68 @@ mod tests {
             max("ResolveRequest", "resolution_note"),
             incidents::MAX_NOTE_CHARS
         );
+    }
+
+    /// Every field of [`PATTERNS`] exists and carries its pattern, and each pattern holds what
+    /// the API writes and only what it reads.
+    #[test]
+    fn documented_patterns_match_what_the_api_reads_and_writes() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (schema, property, pattern) in PATTERNS {
+            let field = &doc["components"]["schemas"][schema]["properties"][property];
+            assert_eq!(field["pattern"], pattern, "{schema}.{property}");
+        }
+
+        let duration = regex_lite::Regex::new(humantime_text::PATTERN).unwrap();
+        for millis in [
+            0, 1, 100, 999, 1_000, 61_000, 5_400_000, 86_400_000, 90_061_001,
+        ] {
+            let text = humantime_text::format(std::time::Duration::from_millis(millis));
+            assert!(
+                duration.is_match(&text),
+                "{text:?} is written but not documented"
+            );
+        }
+        for year in [1, 3] {
+            let text = humantime_text::format(std::time::Duration::from_secs(year * 31_557_600));
+            assert!(
+                duration.is_match(&text),
+                "{text:?} is written but not documented"
+            );
+        }
+        for text in [
+            "0s",
+            "300ms",
+            "5m",
+            "1h 30m",
+            "1day",
+            "2weeks 3days 4h",
+            "1year 2months",
+        ] {
+            assert!(duration.is_match(text), "{text:?}");
+            assert!(
+                humantime_text::parse(text).is_ok(),
+                "{text:?} is documented but refused"
+            );
+        }
+        for text in ["", "5", "m", "5 m", "1h  30m", "five minutes", "1h30m "] {
+            assert!(!duration.is_match(text), "{text:?}");
+        }
+
+        let name = regex_lite::Regex::new(NAME_PATTERN).unwrap();
+        for text in ["payments", "Payment API (EU) – primary", " padded ", "x"] {
+            assert!(name.is_match(text), "{text:?}");
+            assert!(
+                crate::domain::service::check_name("name", text).is_ok(),
+                "{text:?}"
+            );
+        }
+        for text in ["", "   ", "tab\there", "line\nbreak", "\u{85}next"] {
+            assert!(!name.is_match(text), "{text:?}");
+            assert!(
+                crate::domain::service::check_name("name", text).is_err(),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@ pub struct LevelBody {
     /// 1, 2, 3, … in order.
     pub level: i32,
     /// After the escalate action for level 1, after the previous level for the others:
-    /// `"0s"`, `"5m"`, `"1h 30m"`.
+    /// `"0s"`, `"5m"`, `"1h 30m"`; at most 365 days.
     #[schema(example = "5m")]
     pub delay: String,
     pub channels: Vec<Channel>,

@@ -370,7 +370,7 @@ pub async fn revoke_key(
 pub struct NewHeartbeatRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// How long a ping is good for, at least `"1s"`: `"30s"`, `"5m"`, `"1h 30m"`.
+    /// How long a ping is good for, `"1s"` to `"366days"`: `"30s"`, `"5m"`, `"1h 30m"`.
     #[schema(example = "5m")]
     pub interval: String,
 }
@@ -447,7 +447,7 @@ pub async fn heartbeats(
 pub struct HeartbeatChangeRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// At least `"1s"`. A monitor pinged before is due again at its last ping + this.
+    /// `"1s"` to `"366days"`. A monitor pinged before is due again at its last ping + this.
     #[schema(example = "10m")]
     pub interval: Option<String>,
 }

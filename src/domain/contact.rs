@@ -258,6 +258,12 @@ pub mod humantime_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// A duration's text in the OpenAPI document: everything [`format`] writes, and a part of
+    /// what [`parse`] reads (humantime's units right after their numbers, one space between
+    /// parts).
+    pub const PATTERN: &str = "^[0-9]+(ns|us|ms|s|m|h|days?|weeks?|months?|years?)\
+                               ( [0-9]+(ns|us|ms|s|m|h|days?|weeks?|months?|years?))*$";
+
     pub fn format(duration: Duration) -> String {
         humantime::format_duration(duration).to_string()
     }

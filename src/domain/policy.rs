@@ -135,6 +135,10 @@ impl From<EscalationPolicy> for PolicyForm {
     }
 }
 
+/// The longest wait before a level: a year. Anything longer is a typo, and the instants it
+/// would give are past what RFC 3339 can write.
+pub const MAX_LEVEL_DELAY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("at least one level is required")]
@@ -159,6 +163,9 @@ impl EscalationLevel {
     /// exactly when the webhook channel is, and each of them one that `webhook_exists`.
     pub fn check(&self, webhook_exists: impl Fn(&str) -> bool) -> Result<(), LevelProblem> {
         let problem = |field, reason: String| Err(LevelProblem { field, reason });
+        if self.delay > MAX_LEVEL_DELAY {
+            return problem("delay", "must be at most 365 days".into());
+        }
         if self.channels.is_empty() {
             return problem("channels", "name at least one channel".into());
         }
@@ -330,6 +337,15 @@ mod tests {
             serde_json::from_value::<EscalationPolicy>(plain).unwrap(),
             EscalationPolicy::standard()
         );
+    }
+
+    #[test]
+    fn a_level_waits_at_most_a_year() {
+        let mut level = EscalationPolicy::standard().levels()[0].clone();
+        level.delay = MAX_LEVEL_DELAY;
+        assert_eq!(level.check(|_| true), Ok(()));
+        level.delay = MAX_LEVEL_DELAY + Duration::from_millis(1);
+        assert_eq!(level.check(|_| true).unwrap_err().field, "delay");
     }
 
     #[test]

@@ -28,6 +28,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidService {
 }
 
 /// A name: 1 to [`MAX_NAME_CHARS`] characters, not blank, without control characters.
+/// What [`check_name`] accepts, for the OpenAPI document (beside the length, 1 to
+/// [`MAX_NAME_CHARS`]): something other than white space, and no control characters.
+pub const NAME_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+
 pub fn check_name(field: &'static str, name: &str) -> Result<String, InvalidService> {
     let chars = name.chars().count();
     if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
@@ -120,6 +125,8 @@ impl PolicyRecord {
 
 /// The shortest interval a heartbeat may have.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a heartbeat may have: a year, enough for a yearly job's monitor.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// A heartbeat monitor of a service: pinged at `POST /heartbeats/{key}`; once a ping is late by
 /// more than `interval`, it opens an incident on the service, which the next ping resolves. A
@@ -198,12 +205,16 @@ impl HeartbeatChange {
     }
 }
 
-/// A heartbeat's interval from its humantime text: at least [`MIN_HEARTBEAT_INTERVAL`].
+/// A heartbeat's interval from its humantime text: [`MIN_HEARTBEAT_INTERVAL`] to
+/// [`MAX_HEARTBEAT_INTERVAL`].
 fn heartbeat_interval(text: &str) -> Result<Duration, InvalidService> {
     let interval =
         super::contact::humantime_text::parse(text).map_err(|why| invalid("interval", why))?;
     if interval < MIN_HEARTBEAT_INTERVAL {
         return Err(invalid("interval", "must be at least 1s"));
+    }
+    if interval > MAX_HEARTBEAT_INTERVAL {
+        return Err(invalid("interval", "must be at most 366 days"));
     }
     Ok(interval)
 }
@@ -224,6 +235,18 @@ mod tests {
         assert!(check_name("name", " ").is_err());
         assert!(check_name("name", "a\u{0}b").is_err());
         assert!(check_name("name", &"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_interval_is_one_second_to_366_days() {
+        assert!(heartbeat_interval("1s").is_ok());
+        assert!(heartbeat_interval("366days").is_ok());
+        assert_eq!(heartbeat_interval("999ms").unwrap_err().field, "interval");
+        assert_eq!(heartbeat_interval("367days").unwrap_err().field, "interval");
+        assert_eq!(
+            heartbeat_interval("1000000years").unwrap_err().field,
+            "interval"
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Serialize, Serializer};
 
+/// 0000-01-01T00:00:00.000Z, the first instant RFC 3339 can write.
+const RFC3339_FIRST_MILLIS: i64 = -62_167_219_200_000;
+/// 9999-12-31T23:59:59.999Z, the last.
+const RFC3339_LAST_MILLIS: i64 = 253_402_300_799_999;
+
 /// A UTC instant truncated to whole milliseconds, so that it reads back from every backend
 /// exactly as it was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,12 +20,14 @@ impl Timestamp {
         Self::from_millis(Utc::now().timestamp_millis())
     }
 
-    /// The instant `millis` milliseconds after the Unix epoch (saturating at chrono's range).
+    /// The instant `millis` milliseconds after the Unix epoch, saturating at the range RFC 3339
+    /// can write (years 0000 to 9999), so that every instant shown is one clients can read.
     pub fn from_millis(millis: i64) -> Self {
+        let millis = millis.clamp(RFC3339_FIRST_MILLIS, RFC3339_LAST_MILLIS);
         Self(
             Utc.timestamp_millis_opt(millis)
                 .single()
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                .expect("every instant of years 0000 to 9999 is in chrono's range"),
         )
     }
 
@@ -36,7 +43,8 @@ impl Timestamp {
         self.0
     }
 
-    /// This instant plus `delay`, saturating far in the future rather than overflowing.
+    /// This instant plus `delay`, saturating at the last instant RFC 3339 can write rather than
+    /// overflowing.
     pub fn after(self, delay: Duration) -> Self {
         let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         Self::from_millis(self.as_millis().saturating_add(delay))
@@ -92,5 +100,18 @@ mod tests {
     fn after_adds_the_delay() {
         let at = Timestamp::from_millis(1_000);
         assert_eq!(at.after(Duration::from_millis(250)).as_millis(), 1_250);
+    }
+
+    #[test]
+    fn saturates_at_what_rfc_3339_can_write() {
+        let far = Timestamp::now().after(Duration::from_secs(u64::MAX));
+        assert_eq!(far.to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_millis(i64::MAX), far);
+        assert_eq!(
+            Timestamp::from_millis(i64::MIN).to_string(),
+            "0000-01-01T00:00:00.000Z"
+        );
+        let last = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(far.as_datetime(), last);
     }
 }

@@ -119,6 +119,7 @@ async fn a_heartbeat_is_changed_and_retired(backend: Backend) {
 
     for bad in [
         json!({"interval": "10ms"}),
+        json!({"interval": "1000000years"}),
         json!({"name": " "}),
         json!({"interval": 5}),
         json!({"colour": "red"}),

@@ -44,6 +44,10 @@ async fn policies_and_services_are_made_read_changed_and_checked(backend: Backen
             "delay",
         ),
         (
+            json!({"name": "x", "levels": [{"level": 1, "delay": "366days", "channels": ["in_app"]}]}),
+            "delay",
+        ),
+        (
             json!({"name": "x", "levels": [{"level": 1, "delay": "1m", "channels": []}]}),
             "channels",
         ),
