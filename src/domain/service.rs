@@ -27,12 +27,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidService {
     }
 }
 
-/// A name: 1 to [`MAX_NAME_CHARS`] characters, not blank, without control characters.
 /// What [`check_name`] accepts, for the OpenAPI document (beside the length, 1 to
 /// [`MAX_NAME_CHARS`]): something other than white space, and no control characters.
 pub const NAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
+/// A name: 1 to [`MAX_NAME_CHARS`] characters, not blank, without control characters.
 pub fn check_name(field: &'static str, name: &str) -> Result<String, InvalidService> {
     let chars = name.chars().count();
     if name.trim().is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
